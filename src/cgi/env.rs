@@ -1,0 +1,236 @@
+//! The CGI meta-variables (RFC 3875 §4.1) plus the extras of SPEC.md, built
+//! in one function for both CGI environments and FastCGI params.
+//!
+//! Safety rules that live here and nowhere else:
+//! - request headers become `HTTP_*` only when their name is made of ASCII
+//!   letters, digits and `-` (so `X_Forwarded_For` cannot forge
+//!   `HTTP_X_FORWARDED_FOR`, and no two headers map to one variable);
+//! - `Proxy` never becomes `HTTP_PROXY` (httpoxy, CVE-2016-5385);
+//! - `Content-Type` / `Content-Length` appear only as `CONTENT_TYPE` /
+//!   `CONTENT_LENGTH`, so no header can overwrite a meta-variable;
+//! - nothing from the server's own environment but `PATH`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use http::{header, HeaderMap, Method, Uri, Version};
+
+/// One variable: name and raw value bytes (header values need not be UTF-8).
+pub type EnvVar = (String, Vec<u8>);
+
+/// What the request tells us.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// Exact body length, when there is a body.
+    pub content_length: Option<u64>,
+}
+
+/// Which script runs, and the split of the URL around it.
+pub struct ScriptFacts<'a> {
+    /// Decoded URL path of the script, e.g. `/cgi-bin/tool.py`.
+    pub script_name: &'a str,
+    /// Decoded rest of the path after the script (may be empty).
+    pub path_info: &'a str,
+    pub script_filename: &'a Path,
+    pub document_root: &'a Path,
+}
+
+/// Server-wide facts, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    pub software: String,
+    pub path: String,
+    pub pass_authorization: bool,
+}
+
+impl ServerFacts {
+    pub fn new(pass_authorization: bool) -> ServerFacts {
+        ServerFacts {
+            software: format!("cgihost/{}", env!("CARGO_PKG_VERSION")),
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            pass_authorization,
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `Host` without its port (`[::1]` kept bracketed), else the local address.
+fn server_name(req: &RequestFacts) -> String {
+    let host = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(h) if h.starts_with('[') => h.split_inclusive(']').next().unwrap_or(h).to_string(),
+        Some(h) => h.split(':').next().unwrap_or(h).to_string(),
+        None => req.local.ip().to_canonical().to_string(),
+    }
+}
+
+/// Build every variable for one request.
+pub fn build(req: &RequestFacts, script: &ScriptFacts, server: &ServerFacts) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = Vec::with_capacity(32 + req.headers.len());
+    let mut put = |k: &str, v: &[u8]| env.push((k.to_string(), v.to_vec()));
+    let remote_ip = req.peer.ip().to_canonical().to_string();
+    let root = script.document_root.as_os_str().as_encoded_bytes();
+
+    put("GATEWAY_INTERFACE", b"CGI/1.1");
+    put("SERVER_SOFTWARE", server.software.as_bytes());
+    put("SERVER_NAME", server_name(req).as_bytes());
+    put("SERVER_PORT", req.local.port().to_string().as_bytes());
+    put(
+        "SERVER_ADDR",
+        req.local.ip().to_canonical().to_string().as_bytes(),
+    );
+    put("SERVER_PROTOCOL", protocol(req.version).as_bytes());
+    put("REQUEST_METHOD", req.method.as_str().as_bytes());
+    put("REQUEST_SCHEME", if req.tls { b"https" } else { b"http" });
+    put("SCRIPT_NAME", script.script_name.as_bytes());
+    put(
+        "SCRIPT_FILENAME",
+        script.script_filename.as_os_str().as_encoded_bytes(),
+    );
+    put("PATH_INFO", script.path_info.as_bytes());
+    if !script.path_info.is_empty() {
+        put(
+            "PATH_TRANSLATED",
+            &[root, script.path_info.as_bytes()].concat(),
+        );
+    }
+    put("QUERY_STRING", req.uri.query().unwrap_or("").as_bytes());
+    let request_uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    put("REQUEST_URI", request_uri.as_bytes());
+    put("DOCUMENT_ROOT", root);
+    put("REMOTE_ADDR", remote_ip.as_bytes());
+    put("REMOTE_HOST", remote_ip.as_bytes());
+    put("REMOTE_PORT", req.peer.port().to_string().as_bytes());
+    if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
+        put("CONTENT_TYPE", ct.as_bytes());
+    }
+    if let Some(n) = req.content_length {
+        put("CONTENT_LENGTH", n.to_string().as_bytes());
+    }
+    if req.tls {
+        put("HTTPS", b"on");
+    }
+    put("REDIRECT_STATUS", b"200");
+    put("PATH", server.path.as_bytes());
+    add_http_headers(&mut env, req.headers, server.pass_authorization);
+    env
+}
+
+/// Headers that never become `HTTP_*`.
+fn skipped(name: &str, pass_authorization: bool) -> bool {
+    match name {
+        "content-type" | "content-length" | "proxy" | "transfer-encoding" => true,
+        "authorization" => !pass_authorization,
+        _ => false,
+    }
+}
+
+/// One `HTTP_*` per acceptable request header; repeats joined with `, `
+/// (`; ` for Cookie, RFC 6265 §5.4).
+fn add_http_headers(env: &mut Vec<EnvVar>, headers: &HeaderMap, pass_authorization: bool) {
+    for name in headers.keys() {
+        let n = name.as_str();
+        if skipped(n, pass_authorization)
+            || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            continue;
+        }
+        let sep: &[u8] = if n == "cookie" { b"; " } else { b", " };
+        let mut value = Vec::new();
+        for (i, v) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                value.extend_from_slice(sep);
+            }
+            value.extend_from_slice(v.as_bytes());
+        }
+        let var: String = "HTTP_"
+            .chars()
+            .chain(n.chars().map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            }))
+            .collect();
+        env.push((var, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn facts_env(headers: &HeaderMap) -> Vec<EnvVar> {
+        let uri: Uri = "/cgi-bin/t.sh/a%20b?x=1&y".parse().unwrap();
+        let req = RequestFacts {
+            method: &Method::POST,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers,
+            peer: "[::ffff:127.0.0.1]:5555".parse().unwrap(),
+            local: "127.0.0.1:8992".parse().unwrap(),
+            tls: false,
+            content_length: Some(3),
+        };
+        let script = ScriptFacts {
+            script_name: "/cgi-bin/t.sh",
+            path_info: "/a b",
+            script_filename: Path::new("/srv/cgi-bin/t.sh"),
+            document_root: Path::new("/srv/static"),
+        };
+        build(&req, &script, &ServerFacts::new(true))
+    }
+
+    fn get<'a>(env: &'a [EnvVar], k: &str) -> Option<&'a [u8]> {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn headers_cannot_forge_meta_variables() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("example.org:8080"));
+        h.insert("proxy", HeaderValue::from_static("http://evil"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("content_length", HeaderValue::from_static("999"));
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        let env = facts_env(&h);
+        assert_eq!(get(&env, "SERVER_NAME"), Some(&b"example.org"[..]));
+        assert_eq!(get(&env, "HTTP_PROXY"), None);
+        assert_eq!(get(&env, "HTTP_X_FORWARDED_FOR"), None);
+        assert_eq!(get(&env, "HTTP_CONTENT_LENGTH"), None);
+        assert_eq!(get(&env, "CONTENT_LENGTH"), Some(&b"3"[..]));
+        assert_eq!(get(&env, "HTTP_X_MULTI"), Some(&b"a, b"[..]));
+        assert_eq!(get(&env, "REMOTE_ADDR"), Some(&b"127.0.0.1"[..]));
+        assert_eq!(get(&env, "PATH_TRANSLATED"), Some(&b"/srv/static/a b"[..]));
+        assert_eq!(get(&env, "QUERY_STRING"), Some(&b"x=1&y"[..]));
+        let names: Vec<_> = env.iter().map(|(n, _)| n).collect();
+        let mut dedup = names.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(names.len(), dedup.len(), "a variable appears twice");
+    }
+}

@@ -1,0 +1,279 @@
+//! The CGI/1.1 engine (RFC 3875): one request, one program run.
+//!
+//! Pipeline of [`CgiEngine::handle`]:
+//! 1. `target`: find the program and split SCRIPT_NAME / PATH_INFO;
+//! 2. request body: known length → piped; unknown length → `stdin::spool`
+//!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
+//! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
+//! 4. `env`: the meta-variables; `process::spawn` in a new process group;
+//! 5. `stdin::pump` feeds the body while `output::read_head` reads the header
+//!    block (capped, idle timeout → 504);
+//! 6. `response`: parse and classify — document, local redirect (returned to
+//!    the router to serve as a GET), client redirect; nph- output passes
+//!    through; invalid output → 502;
+//! 7. the rest of stdout streams as an `output::CgiBody`.
+
+pub mod env;
+pub mod output;
+pub mod process;
+pub mod response;
+pub mod stdin;
+pub mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+
+use crate::body::Body;
+use crate::config::{CgiConfig, Config};
+use crate::error::Error;
+use crate::router::ReqBody;
+use crate::server::ConnInfo;
+use output::{CgiBody, HeadError};
+use process::{GroupRegistry, SpawnSpec, StdinSource};
+use response::{CgiHead, Disposition};
+
+/// How long a script that has closed stdout may keep running before its
+/// group is killed, after a local redirect.
+const REDIRECT_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// What running a script produced.
+pub enum Outcome {
+    Response(Response<Body>),
+    /// `Location: /path` with no Status: the router serves this path as a GET
+    /// (with the original request's headers, returned in `parts`).
+    LocalRedirect {
+        location: String,
+        parts: http::request::Parts,
+    },
+}
+
+/// Server-wide CGI state: directories, limits, the concurrency slots and the
+/// registry of live process groups.
+pub struct CgiEngine {
+    pub prefix: String,
+    /// Canonical CGI directory; `None` when it does not exist (→ 404s).
+    dir: Option<PathBuf>,
+    document_root: PathBuf,
+    limits: CgiConfig,
+    max_body: Option<u64>,
+    spool_dir: PathBuf,
+    server: env::ServerFacts,
+    slots: Arc<Semaphore>,
+    pub groups: Arc<GroupRegistry>,
+}
+
+impl CgiEngine {
+    pub fn new(config: &Config, document_root: PathBuf) -> CgiEngine {
+        CgiEngine {
+            prefix: config.cgi_prefix.trim_end_matches('/').to_string(),
+            dir: std::fs::canonicalize(&config.cgi_dir).ok(),
+            document_root,
+            limits: config.cgi.clone(),
+            max_body: config.max_body,
+            spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+            server: env::ServerFacts::new(config.cgi.pass_authorization),
+            slots: Arc::new(Semaphore::new(config.cgi.max_processes)),
+            groups: Arc::new(GroupRegistry::default()),
+        }
+    }
+
+    /// The canonical CGI directory, if it exists.
+    pub fn dir(&self) -> Option<&PathBuf> {
+        self.dir.as_ref()
+    }
+
+    /// Run the program for `rest` (decoded segments after the prefix).
+    pub async fn handle(
+        &self,
+        req: Request<ReqBody>,
+        conn: &ConnInfo,
+        rest: &[String],
+        trailing_slash: bool,
+        request_id: u64,
+    ) -> Result<Outcome, Error> {
+        let dir = self.dir.as_ref().ok_or(Error::NotFound)?;
+        let target = target::resolve(&self.prefix, rest, trailing_slash, dir)?;
+        let (parts, body) = req.into_parts();
+
+        // 2. The request body.
+        let (stdin_source, pipe_body, content_length) = self.prepare_body(body).await?;
+
+        // 3. A slot.
+        let permit = tokio::time::timeout(
+            self.limits.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::ServiceUnavailable {
+            retry_after_secs: 5,
+            why: format!(
+                "all {} CGI slots busy for {}s (raise cgi.max_processes)",
+                self.limits.max_processes,
+                self.limits.queue_timeout.as_secs()
+            ),
+        })?
+        .map_err(|_| Error::Internal("CGI slots closed".into()))?;
+
+        // 4. Environment and process.
+        let facts = env::RequestFacts {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            peer: conn.peer,
+            local: conn.local,
+            tls: conn.tls,
+            content_length,
+        };
+        let script = env::ScriptFacts {
+            script_name: &target.script_name,
+            path_info: &target.path_info,
+            script_filename: &target.program,
+            document_root: &self.document_root,
+        };
+        let spec = SpawnSpec {
+            program: &target.program,
+            env: env::build(&facts, &script, &self.server),
+            stdin: stdin_source,
+            request_id,
+            script_name: &target.script_name,
+        };
+        let mut spawned = process::spawn(spec, self.groups.clone(), permit).map_err(|e| {
+            Error::BadGateway(format!("cannot execute {}: {e}", target.program.display()))
+        })?;
+
+        // 5. Body in, head out, concurrently.
+        if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
+            tokio::spawn(stdin::pump(body, stdin, self.limits.timeout));
+        }
+        let (mut buf, head_len, body_start) = match output::read_head(
+            &mut spawned.stdout,
+            self.limits.max_response_header,
+            self.limits.timeout,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return Err(head_error(e, &target.script_name, self.limits.timeout)),
+        };
+        let first_body = buf.split_off(body_start).freeze();
+        let block = &buf[..head_len];
+
+        // 6. Classify.
+        let (status, reason, head) = if target.nph {
+            parse_nph(block).map_err(|why| bad_output(&target.script_name, &why))?
+        } else {
+            let head =
+                response::parse_head(block).map_err(|why| bad_output(&target.script_name, &why))?;
+            let disposition = head
+                .disposition()
+                .map_err(|why| bad_output(&target.script_name, &why))?;
+            if let Disposition::LocalRedirect(location) = disposition {
+                spawned.handle.finish(REDIRECT_EXIT_GRACE);
+                return Ok(Outcome::LocalRedirect { location, parts });
+            }
+            let status = head.response_status(&disposition);
+            let reason = head.status.as_ref().and_then(|(_, r)| r.clone());
+            (status, reason, head)
+        };
+
+        // 7. Stream the rest.
+        let body = CgiBody::new(
+            spawned.stdout,
+            first_body,
+            self.limits.timeout,
+            spawned.handle,
+            self.limits.timeout,
+        );
+        let mut resp = Response::new(body.boxed());
+        *resp.status_mut() = status;
+        *resp.headers_mut() = head.headers;
+        if let Some(reason) = reason.filter(|r| Some(r.as_str()) != status.canonical_reason()) {
+            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason)) {
+                resp.extensions_mut().insert(phrase);
+            }
+        }
+        Ok(Outcome::Response(resp))
+    }
+
+    /// Decide how the body reaches stdin. Returns (stdin source, body to
+    /// pump if piped, exact CONTENT_LENGTH if there is a body).
+    async fn prepare_body(
+        &self,
+        body: ReqBody,
+    ) -> Result<(StdinSource, Option<ReqBody>, Option<u64>), Error> {
+        if body.is_end_stream() {
+            return Ok((StdinSource::Null, None, None));
+        }
+        match body.size_hint().exact() {
+            Some(n) => {
+                if self.max_body.is_some_and(|m| n > m) {
+                    return Err(Error::PayloadTooLarge(format!(
+                        "request body of {n} bytes over --max-body"
+                    )));
+                }
+                Ok((StdinSource::Pipe, Some(body), Some(n)))
+            }
+            None => {
+                let (file, len) =
+                    stdin::spool(body, &self.spool_dir, self.max_body, self.limits.timeout).await?;
+                Ok((StdinSource::File(file), None, Some(len)))
+            }
+        }
+    }
+}
+
+fn bad_output(script: &str, why: &str) -> Error {
+    Error::BadGateway(format!("{script}: invalid CGI response: {why}"))
+}
+
+fn head_error(e: HeadError, script: &str, idle: Duration) -> Error {
+    match e {
+        HeadError::Eof { got: 0 } => Error::BadGateway(format!("{script}: exited without any output")),
+        HeadError::Eof { got } => Error::BadGateway(format!(
+            "{script}: output ended after {got} bytes without the blank line that ends the header block"
+        )),
+        HeadError::TooBig { limit } => Error::BadGateway(format!(
+            "{script}: response header block over {limit} bytes without a blank line \
+             (limit: cgi.max_response_header in the config file)"
+        )),
+        HeadError::Timeout => Error::GatewayTimeout(format!(
+            "{script}: no response header within {}s; killed (--cgi-timeout)",
+            idle.as_secs()
+        )),
+        HeadError::Io(err) => Error::BadGateway(format!("{script}: reading stdout: {err}")),
+    }
+}
+
+/// `HTTP/1.1 200 OK` + headers, passed through as they are.
+fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, CgiHead), String> {
+    let line_end = block
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(block.len());
+    let line = std::str::from_utf8(&block[..line_end])
+        .map_err(|_| "nph status line is not ASCII".to_string())?
+        .trim_end_matches('\r');
+    let mut parts = line.splitn(3, ' ');
+    let proto = parts.next().unwrap_or("");
+    if !proto.starts_with("HTTP/") {
+        return Err(format!(
+            "nph output must start with a status line, got {line:?}"
+        ));
+    }
+    let status = parts
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("bad nph status line {line:?}"))?;
+    let reason = parts.next().map(|r| r.to_string());
+    let head = response::parse_head(block.get(line_end + 1..).unwrap_or(&[]))?;
+    Ok((status, reason, head))
+}

@@ -1,0 +1,169 @@
+//! Reading a script's stdout: first the header block (bounded, with the idle
+//! timeout), then the body as a streaming [`http_body::Body`].
+//!
+//! Backpressure is structural: stdout is read only when hyper asks for the
+//! next frame, i.e. when the client has taken the previous one. A slow client
+//! fills the pipe and blocks the script; cgihost holds at most one read
+//! buffer per response.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::process::ChildStdout;
+use tokio::time::{Instant, Sleep};
+
+use super::process::ProcessHandle;
+use super::response::find_head_end;
+
+/// Read size for the body; also the most cgihost holds per response.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why no header block could be read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// Stdout ended before the blank line (script crashed or printed nothing).
+    Eof {
+        got: usize,
+    },
+    /// Over the cap without a blank line.
+    TooBig {
+        limit: usize,
+    },
+    /// The script was silent for the idle timeout.
+    Timeout,
+    Io(io::Error),
+}
+
+/// Read from `stdout` until the header block is complete. Returns the buffer
+/// and `(head_len, body_start)` within it.
+pub async fn read_head(
+    stdout: &mut ChildStdout,
+    limit: usize,
+    idle: Duration,
+) -> Result<(BytesMut, usize, usize), HeadError> {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let n = match tokio::time::timeout(idle, stdout.read_buf(&mut buf)).await {
+            Err(_) => return Err(HeadError::Timeout),
+            Ok(Err(e)) => return Err(HeadError::Io(e)),
+            Ok(Ok(n)) => n,
+        };
+        if let Some((head_len, body_start)) = find_head_end(&buf) {
+            if head_len > limit {
+                return Err(HeadError::TooBig { limit });
+            }
+            return Ok((buf, head_len, body_start));
+        }
+        if buf.len() > limit {
+            return Err(HeadError::TooBig { limit });
+        }
+        if n == 0 {
+            return Err(HeadError::Eof { got: buf.len() });
+        }
+    }
+}
+
+/// The script's stdout after the header block, as a response body.
+pub struct CgiBody {
+    stdout: ChildStdout,
+    /// Body bytes that arrived together with the header block.
+    first: Option<Bytes>,
+    buf: BytesMut,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// Present until EOF; dropping it (client gone) kills the group.
+    handle: Option<ProcessHandle>,
+    /// Wait this long for the script to exit after EOF.
+    exit_grace: Duration,
+}
+
+impl CgiBody {
+    pub fn new(
+        stdout: ChildStdout,
+        first: Bytes,
+        idle: Duration,
+        handle: ProcessHandle,
+        exit_grace: Duration,
+    ) -> CgiBody {
+        CgiBody {
+            stdout,
+            first: Some(first).filter(|b| !b.is_empty()),
+            buf: BytesMut::new(),
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            handle: Some(handle),
+            exit_grace,
+        }
+    }
+}
+
+impl http_body::Body for CgiBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.handle.is_none() {
+            return Poll::Ready(None);
+        }
+        if this.buf.capacity() < READ_CHUNK {
+            this.buf.reserve(READ_CHUNK);
+        }
+        let mut read_buf = ReadBuf::uninit(this.buf.spare_capacity_mut());
+        match Pin::new(&mut this.stdout).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    if let Some(h) = this.handle.take() {
+                        h.finish(this.exit_grace);
+                    }
+                    return Poll::Ready(None);
+                }
+                // SAFETY: poll_read initialised the first n spare bytes.
+                unsafe { this.buf.set_len(n) };
+                let data = this.buf.split().freeze();
+                this.timer.as_mut().reset(Instant::now() + this.idle);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.handle = None; // kills the group
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => {
+                ready!(this.timer.as_mut().poll(cx));
+                tracing::warn!(
+                    "CGI script silent for {}s mid-response: killed (raise --cgi-timeout if it needs longer)",
+                    this.idle.as_secs()
+                );
+                this.handle = None;
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "CGI idle timeout",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.handle.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,526 @@
+//! Configuration: one serde model for the TOML file, defaults in code, the
+//! command line merged over it in [`Config::load`], and everything validated
+//! into typed values before anything is bound or spawned.
+//!
+//! Precedence: built-in defaults < `--config` file < command-line flags.
+//! Unknown keys in the file are an error that names the key and its line.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::Cli;
+
+/// A configuration problem: the message names the flag or key and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// The TOML file, as written by a person. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    port: Option<u16>,
+    bind: Option<String>,
+    root: Option<PathBuf>,
+    cgi_dir: Option<PathBuf>,
+    cgi_prefix: Option<String>,
+    cgi_timeout: Option<u64>,
+    max_body: Option<SizeValue>,
+    workers: Option<u32>,
+    log_format: Option<String>,
+    status_path: Option<String>,
+    user: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    shutdown_grace: Option<u64>,
+    header_read_timeout: Option<u64>,
+    max_header_size: Option<SizeValue>,
+    spool_dir: Option<PathBuf>,
+    cgi: FileCgi,
+    fastcgi: Vec<FileRoute>,
+    spawn: Vec<FileRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileCgi {
+    max_processes: Option<usize>,
+    queue_timeout: Option<u64>,
+    max_response_header: Option<SizeValue>,
+    pass_authorization: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    #[serde(rename = "match")]
+    matcher: String,
+    #[serde(alias = "cmd")]
+    addr: String,
+}
+
+/// A size written either as a number of bytes or as a string with K/M/G.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(s) => parse_size(s).map_err(|e| ConfigError(format!("{key}: {e}"))),
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Combined,
+    Json,
+}
+
+/// Which requests a FastCGI or spawned route takes (SPEC.md "MATCH").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// `*.php`: a script file under root with this extension (stored without the dot).
+    Extension(String),
+    /// `/app`: every URL at or under this prefix (segment boundary).
+    Prefix(String),
+}
+
+/// One FastCGI backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// `--fastcgi MATCH=ADDR[,ADDR…]`
+#[derive(Debug, Clone)]
+pub struct FastCgiRoute {
+    pub matcher: RouteMatch,
+    pub addrs: Vec<BackendAddr>,
+}
+
+/// `--spawn MATCH=CMD`
+#[derive(Debug, Clone)]
+pub struct SpawnRoute {
+    pub matcher: RouteMatch,
+    pub argv: Vec<String>,
+    pub workers: u32,
+}
+
+/// CGI engine limits.
+#[derive(Debug, Clone)]
+pub struct CgiConfig {
+    /// Idle time after which a silent script is killed (504 if nothing sent).
+    pub timeout: Duration,
+    /// Concurrent CGI processes; more requests wait in a queue.
+    pub max_processes: usize,
+    /// How long a request waits for a process slot before 503.
+    pub queue_timeout: Duration,
+    /// Largest response header block a script may send (else 502).
+    pub max_response_header: usize,
+    /// Pass `Authorization` as `HTTP_AUTHORIZATION`.
+    pub pass_authorization: bool,
+}
+
+/// The validated, typed configuration. Read-only once the server starts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub cgi_dir: PathBuf,
+    pub cgi_prefix: String,
+    pub cgi: CgiConfig,
+    pub max_body: Option<u64>,
+    pub fastcgi: Vec<FastCgiRoute>,
+    pub spawn: Vec<SpawnRoute>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_size: usize,
+    /// Where chunked request bodies are spooled (default: the system temp dir).
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8992)),
+            root: PathBuf::from("static"),
+            cgi_dir: PathBuf::from("cgi-bin"),
+            cgi_prefix: "/cgi-bin".into(),
+            cgi: CgiConfig {
+                timeout: Duration::from_secs(60),
+                max_processes: 128,
+                queue_timeout: Duration::from_secs(10),
+                max_response_header: 64 * 1024,
+                pass_authorization: true,
+            },
+            max_body: None,
+            fastcgi: Vec::new(),
+            spawn: Vec::new(),
+            log_format: LogFormat::Combined,
+            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
+            spool_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the `--config` file if any, then the flags; validated.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut config = Config::default();
+        config.apply_file(file)?;
+        config.apply_cli(cli)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        let bind = f.bind.as_deref().map(|b| parse_ip("bind", b)).transpose()?;
+        self.listen = SocketAddr::new(
+            bind.unwrap_or(self.listen.ip()),
+            f.port.unwrap_or(self.listen.port()),
+        );
+        set(&mut self.root, f.root);
+        set(&mut self.cgi_dir, f.cgi_dir);
+        set(&mut self.cgi_prefix, f.cgi_prefix);
+        set(
+            &mut self.cgi.timeout,
+            f.cgi_timeout.map(Duration::from_secs),
+        );
+        if let Some(v) = f.max_body {
+            self.max_body = Some(v.bytes("max_body")?);
+        }
+        set(
+            &mut self.shutdown_grace,
+            f.shutdown_grace.map(Duration::from_secs),
+        );
+        set(
+            &mut self.header_read_timeout,
+            f.header_read_timeout.map(Duration::from_secs),
+        );
+        if let Some(v) = f.max_header_size {
+            self.max_header_size = v.bytes("max_header_size")? as usize;
+        }
+        self.spool_dir = f.spool_dir.or(self.spool_dir.take());
+        if let Some(fmt) = f.log_format {
+            self.log_format = parse_log_format("log_format", &fmt)?;
+        }
+        set(&mut self.cgi.max_processes, f.cgi.max_processes);
+        set(
+            &mut self.cgi.queue_timeout,
+            f.cgi.queue_timeout.map(Duration::from_secs),
+        );
+        set(&mut self.cgi.pass_authorization, f.cgi.pass_authorization);
+        if let Some(v) = f.cgi.max_response_header {
+            self.cgi.max_response_header = v.bytes("cgi.max_response_header")? as usize;
+        }
+        let workers = f.workers.unwrap_or(4);
+        for r in f.fastcgi {
+            self.fastcgi.push(parse_fastcgi(
+                "fastcgi",
+                &format!("{}={}", r.matcher, r.addr),
+            )?);
+        }
+        for r in f.spawn {
+            self.spawn.push(parse_spawn(
+                "spawn",
+                &format!("{}={}", r.matcher, r.addr),
+                workers,
+            )?);
+        }
+        unsupported_yet("status_path", f.status_path.is_some())?;
+        unsupported_yet("user", f.user.is_some())?;
+        unsupported_yet("tls_cert", f.tls_cert.is_some() || f.tls_key.is_some())?;
+        Ok(())
+    }
+
+    fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(b) = &cli.bind {
+            self.listen.set_ip(parse_ip("--bind", b)?);
+        }
+        if let Some(p) = cli.port {
+            self.listen.set_port(p);
+        }
+        set(&mut self.root, cli.root.clone());
+        set(&mut self.cgi_dir, cli.cgi_dir.clone());
+        set(&mut self.cgi_prefix, cli.cgi_prefix.clone());
+        set(
+            &mut self.cgi.timeout,
+            cli.cgi_timeout.map(Duration::from_secs),
+        );
+        if let Some(s) = &cli.max_body {
+            self.max_body =
+                Some(parse_size(s).map_err(|e| ConfigError(format!("--max-body: {e}")))?);
+        }
+        if let Some(fmt) = &cli.log_format {
+            self.log_format = parse_log_format("--log-format", fmt)?;
+        }
+        let workers = cli.workers.unwrap_or(4);
+        if workers == 0 {
+            return err("--workers: must be at least 1");
+        }
+        for v in &cli.fastcgi {
+            self.fastcgi.push(parse_fastcgi("--fastcgi", v)?);
+        }
+        for v in &cli.spawn {
+            self.spawn.push(parse_spawn("--spawn", v, workers)?);
+        }
+        for v in &cli.upload_dir {
+            parse_pair("--upload-dir", v)?;
+        }
+        unsupported_yet("--upload-dir", !cli.upload_dir.is_empty())?;
+        unsupported_yet("--status-path", cli.status_path.is_some())?;
+        unsupported_yet("--user", cli.user.is_some())?;
+        unsupported_yet(
+            "--tls-cert",
+            cli.tls_cert.is_some() || cli.tls_key.is_some(),
+        )?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_prefix("cgi_prefix", &self.cgi_prefix)?;
+        if self.cgi.max_processes == 0 {
+            return err("cgi.max_processes: must be at least 1");
+        }
+        if self.cgi.timeout.is_zero() {
+            return err("cgi_timeout: must be at least 1 second");
+        }
+        dir_exists("root", &self.root)?;
+        // A missing cgi-bin is not fatal: a static-only site is fine.
+        if self.cgi_dir.exists() && !self.cgi_dir.is_dir() {
+            return err(format!(
+                "cgi_dir: {} is not a directory",
+                self.cgi_dir.display()
+            ));
+        }
+        if !self.fastcgi.is_empty() {
+            return err("--fastcgi: FastCGI routes are not supported yet in this build");
+        }
+        if !self.spawn.is_empty() {
+            return err("--spawn: supervised FastCGI pools are not supported yet in this build");
+        }
+        Ok(())
+    }
+
+    /// One human line per route, for the startup log and `--check-config`.
+    pub fn route_lines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "CGI      {}/* -> programs in {}",
+                self.cgi_prefix.trim_end_matches('/'),
+                self.cgi_dir.display()
+            ),
+            format!("static   /* -> files in {}", self.root.display()),
+        ]
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn unsupported_yet(key: &str, used: bool) -> Result<(), ConfigError> {
+    if used {
+        return err(format!("{key}: not supported yet in this build"));
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
+        let msg = e.message().replace('\n', " ");
+        ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .map_err(|_| ConfigError(format!("{key}: '{s}' is not an IP address")))
+}
+
+fn parse_log_format(key: &str, s: &str) -> Result<LogFormat, ConfigError> {
+    match s {
+        "combined" => Ok(LogFormat::Combined),
+        "json" => Ok(LogFormat::Json),
+        _ => err(format!("{key}: '{s}' is not one of combined, json")),
+    }
+}
+
+fn dir_exists(key: &str, p: &Path) -> Result<(), ConfigError> {
+    if !p.is_dir() {
+        return err(format!("{key}: {} is not a directory", p.display()));
+    }
+    Ok(())
+}
+
+fn check_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
+    if !p.starts_with('/') || p.contains("..") || p.contains("//") {
+        return err(format!(
+            "{key}: '{p}' must be an absolute URL path like /cgi-bin"
+        ));
+    }
+    Ok(())
+}
+
+/// `10G`, `512M`, `64K` or plain bytes; powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("'{s}': unknown size suffix (use K, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 512K, 10M, 2G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_pair<'a>(key: &str, v: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    match v.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.trim().is_empty() => Ok((a, b.trim())),
+        _ => err(format!("{key}: '{v}' must look like MATCH=VALUE")),
+    }
+}
+
+fn parse_match(key: &str, m: &str) -> Result<RouteMatch, ConfigError> {
+    if let Some(ext) = m.strip_prefix("*.") {
+        if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return err(format!(
+                "{key}: '{m}' is not a valid extension match like *.php"
+            ));
+        }
+        return Ok(RouteMatch::Extension(ext.to_string()));
+    }
+    check_prefix(key, m)?;
+    let trimmed = m.trim_end_matches('/');
+    Ok(RouteMatch::Prefix(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    }))
+}
+
+fn parse_addr(key: &str, a: &str) -> Result<BackendAddr, ConfigError> {
+    let a = a.trim();
+    if let Some(path) = a.strip_prefix("unix:") {
+        if path.is_empty() {
+            return err(format!("{key}: '{a}' needs a socket path after unix:"));
+        }
+        return Ok(BackendAddr::Unix(PathBuf::from(path)));
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(BackendAddr::Tcp(a.to_string()))
+        }
+        _ => err(format!("{key}: '{a}' is not HOST:PORT or unix:/path")),
+    }
+}
+
+/// `--fastcgi MATCH=ADDR[,ADDR…]`
+pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
+    let (m, addrs) = parse_pair(key, v)?;
+    let addrs = addrs
+        .split(',')
+        .map(|a| parse_addr(key, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FastCgiRoute {
+        matcher: parse_match(key, m)?,
+        addrs,
+    })
+}
+
+/// `--spawn MATCH=CMD`, CMD split like a shell would.
+pub fn parse_spawn(key: &str, v: &str, workers: u32) -> Result<SpawnRoute, ConfigError> {
+    let (m, cmd) = parse_pair(key, v)?;
+    let argv = shlex::split(cmd)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ConfigError(format!("{key}: cannot split command '{cmd}'")))?;
+    Ok(SpawnRoute {
+        matcher: parse_match(key, m)?,
+        argv,
+        workers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_powers_of_1024() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("7").unwrap(), 7);
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn routes_parse_into_structs() {
+        let r = parse_fastcgi("--fastcgi", "*.php=unix:/run/php.sock,127.0.0.1:9000").unwrap();
+        assert_eq!(r.matcher, RouteMatch::Extension("php".into()));
+        assert_eq!(r.addrs[0], BackendAddr::Unix("/run/php.sock".into()));
+        assert_eq!(r.addrs[1], BackendAddr::Tcp("127.0.0.1:9000".into()));
+        let s = parse_spawn("--spawn", "/app/=perl 'cgi-bin/my app.fcgi'", 3).unwrap();
+        assert_eq!(s.matcher, RouteMatch::Prefix("/app".into()));
+        assert_eq!(s.argv, vec!["perl", "cgi-bin/my app.fcgi"]);
+        assert!(parse_fastcgi("--fastcgi", "*.php").is_err());
+        assert!(parse_fastcgi("--fastcgi", "app=1.2.3.4:9").is_err());
+        assert!(parse_fastcgi("--fastcgi", "/app=nohost").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! One error type for request handling, and the ONE place where an error
+//! becomes a status code, a log line and a short HTML page.
+//!
+//! Mapping: paths that do not resolve → 404; refused paths → 403; bad
+//! clients → 400/405/413; a backend (CGI script) that misbehaves → 502; no
+//! capacity → 503 with `Retry-After`; a backend that is too slow → 504.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// Why a request could not be served. The `String`s are for the log, never
+/// for the client.
+#[derive(Debug)]
+pub enum Error {
+    BadRequest(String),
+    Forbidden(String),
+    NotFound,
+    MethodNotAllowed(&'static str),
+    PayloadTooLarge(String),
+    BadGateway(String),
+    ServiceUnavailable { retry_after_secs: u64, why: String },
+    GatewayTimeout(String),
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Error::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Log why (server-side problems loudly, client mistakes quietly) and
+    /// build the short page the client gets.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        match &self {
+            Error::BadGateway(why)
+            | Error::GatewayTimeout(why)
+            | Error::Internal(why)
+            | Error::ServiceUnavailable { why, .. } => tracing::warn!(%status, "{why}"),
+            Error::BadRequest(why) | Error::Forbidden(why) | Error::PayloadTooLarge(why) => {
+                tracing::info!(%status, "{why}")
+            }
+            Error::NotFound | Error::MethodNotAllowed(_) => {}
+        }
+        let mut resp = error_page(status);
+        let headers = resp.headers_mut();
+        match self {
+            Error::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::ServiceUnavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A short HTML page for `status`; no details, no stack traces.
+pub fn error_page(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
+         <body><h1>{code} {reason}</h1><hr><p>cgihost</p></body></html>\n"
+    );
+    let mut resp = Response::new(body::full(html));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,32 @@
+//! cgihost: one binary that serves a site's static files, runs CGI/1.1
+//! programs in any language, and (in later builds) talks FastCGI — streaming
+//! request and response bodies in bounded memory.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap derive).
+//! - [`config`]: the TOML model, defaults, CLI overrides, validation.
+//! - [`log`]: tracing setup and the access log line.
+//! - [`server`]: accept loop, per-connection facts, graceful drain.
+//! - [`router`]: the shared [`router::App`] and the routing order.
+//! - [`uri_path`]: percent-decoding and path safety, shared by every handler.
+//! - [`static_files`]: files under the document root.
+//! - [`cgi`]: the CGI engine — `target` (script lookup), `env`
+//!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
+//!   (body pump and spool), `output` (stdout head and streaming body),
+//!   `response` (the header-block parser FastCGI will share).
+//! - [`body`], [`error`]: the one body type and the one error-to-status map.
+//!
+//! Request flow: accept → `router::dispatch` picks CGI or static → the
+//! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors
+//! into pages → `log::LoggedBody` writes the access line when the body ends.
+
+pub mod body;
+pub mod cgi;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod router;
+pub mod server;
+pub mod static_files;
+pub mod uri_path;

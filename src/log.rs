@@ -1,0 +1,254 @@
+//! Logging: diagnostics through tracing on stderr, and the access log on
+//! stdout — one line per request, written when its response body is done
+//! (so the byte count and duration are real), in combined log format or JSON.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::body::Body;
+use crate::config::LogFormat;
+
+/// Set up tracing on stderr. `verbosity` is `-v` count minus `-q` count;
+/// RUST_LOG, when set, wins.
+pub fn init(verbosity: i8) {
+    let level = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// The facts of one request the access log line needs.
+pub struct AccessRecord {
+    pub format: LogFormat,
+    pub remote: IpAddr,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    pub started: Instant,
+    pub time: SystemTime,
+    pub status: u16,
+}
+
+impl AccessRecord {
+    pub fn new(
+        format: LogFormat,
+        remote: IpAddr,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) -> AccessRecord {
+        let h = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        AccessRecord {
+            format,
+            remote: remote.to_canonical(),
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            referer: h(header::REFERER),
+            user_agent: h(header::USER_AGENT),
+            started: Instant::now(),
+            time: SystemTime::now(),
+            status: 0,
+        }
+    }
+
+    fn line(&self, bytes: u64, complete: bool) -> String {
+        let secs = self.started.elapsed().as_secs_f64();
+        let target = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        match self.format {
+            LogFormat::Combined => format!(
+                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.3}{}\n",
+                self.remote,
+                clf_time(self.time),
+                self.method,
+                escape_clf(target),
+                self.version,
+                self.status,
+                bytes,
+                escape_clf(self.referer.as_deref().unwrap_or("-")),
+                escape_clf(self.user_agent.as_deref().unwrap_or("-")),
+                secs,
+                if complete { "" } else { " aborted" },
+            ),
+            LogFormat::Json => format!(
+                "{{\"time\":{},\"remote\":\"{}\",\"method\":{},\"uri\":{},\"proto\":\"{:?}\",\"status\":{},\"bytes\":{},\"referer\":{},\"user_agent\":{},\"duration\":{:.6},\"complete\":{}}}\n",
+                self.time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+                self.remote,
+                json_str(self.method.as_str()),
+                json_str(target),
+                self.version,
+                self.status,
+                bytes,
+                self.referer.as_deref().map_or("null".into(), json_str),
+                self.user_agent.as_deref().map_or("null".into(), json_str),
+                secs,
+                complete,
+            ),
+        }
+    }
+}
+
+/// Wraps a response body, counts its bytes and writes the access log line
+/// when it ends or is dropped.
+pub struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    done: bool,
+    record: Option<AccessRecord>,
+}
+
+impl LoggedBody {
+    pub fn wrap(inner: Body, record: AccessRecord) -> Body {
+        LoggedBody {
+            inner,
+            bytes: 0,
+            done: false,
+            record: Some(record),
+        }
+        .boxed()
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.done = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(rec) = self.record.take() {
+            let complete = self.done || self.inner.is_end_stream();
+            let line = rec.line(self.bytes, complete);
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
+    }
+}
+
+/// `22/Nov/2026:00:32:05 +0000`
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Quote-safe text for a combined log field.
+fn escape_clf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn clf_time_is_right() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_307_525); // 2026-11-22 00:32:05
+        assert_eq!(clf_time(t), "22/Nov/2026:00:32:05 +0000");
+        assert_eq!(
+            clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "29/Feb/2000:00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn fields_are_escaped() {
+        assert_eq!(escape_clf("a\"b\n"), "a\\\"b\\x0a");
+        assert_eq!(json_str("a\"\u{1}"), "\"a\\\"\\u0001\"");
+    }
+}

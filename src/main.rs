@@ -1,0 +1,75 @@
+//! Thin entry point: parse the CLI, load the config, set up logging, bind,
+//! hand over to `server::run`; print one error line and exit 0, 1 or 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cgihost::cli::Cli;
+use cgihost::config::Config;
+use cgihost::router::App;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cgihost: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        for line in config.route_lines() {
+            println!("{line}");
+        }
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cgihost: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cgihost: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let app = App::new(config)?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    for line in app.config.route_lines() {
+        tracing::info!("route: {line}");
+    }
+    cgihost::server::run(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; Ctrl-C will kill without draining");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,140 @@
+//! The application: configuration plus the handlers built from it, shared
+//! read-only by every connection, and the routing of SPEC.md "Routing".
+//!
+//! Order: (1) `/prefix` FastCGI routes — not in this build; (2) the CGI
+//! prefix; (3) `*.EXT` FastCGI routes — not in this build; (4) static files.
+//! A CGI local redirect (`Location: /path`) is routed again as a GET, at
+//! most [`MAX_LOCAL_REDIRECTS`] times.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, Uri};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
+
+use crate::body::Body;
+use crate::cgi::{CgiEngine, Outcome};
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::server::ConnInfo;
+use crate::static_files::StaticFiles;
+use crate::uri_path::SafePath;
+
+/// The request body as handlers see it (hyper's, or empty after a local
+/// redirect).
+pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Local redirects followed per request before giving up with a 500.
+pub const MAX_LOCAL_REDIRECTS: usize = 10;
+
+pub struct App {
+    pub config: Config,
+    pub cgi: CgiEngine,
+    pub statics: StaticFiles,
+    cgi_prefix: Vec<String>,
+    next_id: AtomicU64,
+    pub started: Instant,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
+        let root = std::fs::canonicalize(&config.root)
+            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
+        let cgi = CgiEngine::new(&config, root.clone());
+        let statics = StaticFiles::new(root, cgi.dir().cloned());
+        let cgi_prefix = SafePath::parse(&config.cgi_prefix)
+            .map_err(|_| {
+                ConfigError(format!(
+                    "cgi_prefix: '{}' is not a clean path",
+                    config.cgi_prefix
+                ))
+            })?
+            .segments;
+        Ok(Arc::new(App {
+            config,
+            cgi,
+            statics,
+            cgi_prefix,
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The canonical document root.
+    pub fn root(&self) -> &Path {
+        self.statics.root()
+    }
+}
+
+enum Route<'a> {
+    Cgi(&'a [String]),
+    Static,
+}
+
+fn route<'a>(app: &App, path: &'a SafePath) -> Route<'a> {
+    if path.segments.starts_with(&app.cgi_prefix) {
+        return Route::Cgi(&path.segments[app.cgi_prefix.len()..]);
+    }
+    Route::Static
+}
+
+/// Serve one request (following local redirects).
+pub async fn dispatch(
+    app: &App,
+    mut req: Request<ReqBody>,
+    conn: &ConnInfo,
+    request_id: u64,
+) -> Result<Response<Body>, Error> {
+    for _ in 0..=MAX_LOCAL_REDIRECTS {
+        let path = SafePath::parse(req.uri().path())?;
+        match route(app, &path) {
+            Route::Cgi(rest) => {
+                match app
+                    .cgi
+                    .handle(req, conn, rest, path.trailing_slash, request_id)
+                    .await?
+                {
+                    Outcome::Response(resp) => return Ok(resp),
+                    Outcome::LocalRedirect { location, parts } => {
+                        req = redirect_request(parts, &location)?;
+                    }
+                }
+            }
+            Route::Static => return app.statics.serve(req.method(), &path, req.uri()).await,
+        }
+    }
+    Err(Error::Internal(format!(
+        "more than {MAX_LOCAL_REDIRECTS} local redirects"
+    )))
+}
+
+/// The GET a local redirect turns into: same headers minus the body's.
+fn redirect_request(
+    mut parts: http::request::Parts,
+    location: &str,
+) -> Result<Request<ReqBody>, Error> {
+    parts.uri = location.parse::<Uri>().map_err(|_| {
+        Error::BadGateway(format!(
+            "CGI local redirect to an invalid path {location:?}"
+        ))
+    })?;
+    parts.method = Method::GET;
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+    ] {
+        parts.headers.remove(h);
+    }
+    let body = Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}

@@ -1,0 +1,160 @@
+//! Turning a request path into safe, decoded segments — the one place where
+//! URL paths are percent-decoded, shared by the static file server and the
+//! CGI script lookup.
+//!
+//! The rules, applied to each `/`-separated segment of the raw path:
+//! 1. percent-decode exactly once (so `%252e` stays the literal `%2e`);
+//! 2. the result must be UTF-8 (overlong forms such as `%c0%ae` are refused);
+//! 3. an encoded `/` or `\` inside a segment, `..`, or a dot-file
+//!    (`.git`, `.htpasswd`) is refused; NUL and control characters are a 400;
+//! 4. empty and `.` segments are dropped.
+//!
+//! Callers still canonicalize the file they find and check it is under
+//! their root, so a symlink cannot lead out either.
+
+use std::path::{Path, PathBuf};
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Malformed: bad escape, invalid UTF-8, control character.
+    BadRequest(&'static str),
+    /// Tries to leave its root (`..`, encoded separators).
+    Forbidden(&'static str),
+    /// Hidden (dot-files): answered as if absent.
+    Hidden,
+}
+
+/// A request path split into decoded segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafePath {
+    pub segments: Vec<String>,
+    /// The raw path ended in `/` (directory-style request).
+    pub trailing_slash: bool,
+}
+
+impl SafePath {
+    /// Parse a raw (still percent-encoded) URL path.
+    pub fn parse(raw: &str) -> Result<SafePath, PathError> {
+        if !raw.starts_with('/') {
+            return Err(PathError::BadRequest("path must start with /"));
+        }
+        let mut segments = Vec::new();
+        for raw_seg in raw.split('/') {
+            let seg = decode_segment(raw_seg)?;
+            match seg.as_str() {
+                "" | "." => continue,
+                ".." => return Err(PathError::Forbidden("'..' segment")),
+                s if s.contains('/') || s.contains('\\') => {
+                    return Err(PathError::Forbidden("encoded slash or backslash"))
+                }
+                s if s.starts_with('.') => return Err(PathError::Hidden),
+                _ => segments.push(seg),
+            }
+        }
+        Ok(SafePath {
+            segments,
+            trailing_slash: raw.len() > 1 && raw.ends_with('/'),
+        })
+    }
+
+    /// The segments joined under `base`.
+    pub fn join_to(&self, base: &Path) -> PathBuf {
+        let mut p = base.to_path_buf();
+        p.extend(&self.segments);
+        p
+    }
+
+    /// `/a/b` form of the decoded path (no trailing slash).
+    pub fn to_url_path(&self) -> String {
+        join_url(&self.segments)
+    }
+}
+
+/// `["a","b"]` → `/a/b`; `[]` → `` (empty).
+pub fn join_url(segments: &[String]) -> String {
+    let mut s = String::new();
+    for seg in segments {
+        s.push('/');
+        s.push_str(seg);
+    }
+    s
+}
+
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(PathError::BadRequest("truncated % escape"))?;
+            let v = hex_pair(hex).ok_or(PathError::BadRequest("bad % escape"))?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        return Err(PathError::BadRequest("control character in path"));
+    }
+    String::from_utf8(out).map_err(|_| PathError::BadRequest("path is not UTF-8"))
+}
+
+fn hex_pair(h: &[u8]) -> Option<u8> {
+    let d = |c: u8| (c as char).to_digit(16);
+    Some((d(h[0])? * 16 + d(h[1])?) as u8)
+}
+
+/// True if `path` (already canonical) is `root` or inside it.
+pub fn is_within(path: &Path, canonical_root: &Path) -> bool {
+    path.starts_with(canonical_root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<String> {
+        SafePath::parse(p).unwrap().segments
+    }
+
+    #[test]
+    fn decodes_once_and_normalises() {
+        assert_eq!(segs("/a//b/./c%20d"), vec!["a", "b", "c d"]);
+        assert_eq!(segs("/%252e%252e/x"), vec!["%2e%2e", "x"]);
+        assert!(SafePath::parse("/dir/").unwrap().trailing_slash);
+        assert!(!SafePath::parse("/").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        use PathError::*;
+        for p in [
+            "/../etc/passwd",
+            "/a/%2e%2e/b",
+            "/a/.%2E/b",
+            "/a%2fb",
+            "/a%5cb",
+            "/a%5C..%5Cb",
+        ] {
+            assert!(matches!(SafePath::parse(p), Err(Forbidden(_))), "{p}");
+        }
+        for p in [
+            "/a%00b",
+            "/a%0a",
+            "/%c0%ae%c0%ae/x",
+            "/%zz",
+            "/a%2",
+            "relative",
+        ] {
+            assert!(matches!(SafePath::parse(p), Err(BadRequest(_))), "{p}");
+        }
+        assert_eq!(SafePath::parse("/.git/config"), Err(Hidden));
+        assert_eq!(SafePath::parse("/a/.htpasswd"), Err(Hidden));
+    }
+}

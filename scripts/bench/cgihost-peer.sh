@@ -1,0 +1,30 @@
+# cgihost as a peer of ../shared/bench/peers.sh (copied into its peers.d/ by
+# scripts/bench.sh for the run). Flags are the SPEC.md command line.
+
+register_peer cgihost
+CGIHOST_PORT=$((BASE_PORT + 61))
+
+peer_cgihost_start() {
+    local d=$1
+    if need_php; then start_phpfpm "$d" || return 1; fi
+    local php=()
+    if need_php; then php=(--fastcgi "*.php=unix:$PHP_SOCK"); fi
+    # Access log lines go to stdout: send them to a file like the peers' logs.
+    launch cgihost "$d/cgihost.log" "${CGIHOST_BIN:-cgihost}" --bind 127.0.0.1 --port "$CGIHOST_PORT" \
+        --root "$WWW" --cgi-dir "$WWW/cgi-bin" -q "${php[@]}"
+    wait_http "http://127.0.0.1:$CGIHOST_PORT/cgi-bin/hello" 10 || { fail "cgihost did not start: $(tail -3 "$d/cgihost.log")"; return 1; }
+}
+
+peer_cgihost_targets() {
+    local u=http://127.0.0.1:$CGIHOST_PORT
+    printf '%s\t%s\t%s\n' \
+        static-1k  "cgihost" "$u/static/1k.bin" \
+        static-1m  "cgihost" "$u/static/1m.bin" \
+        cgi-c      "cgihost" "$u/cgi-bin/hello" \
+        cgi-sh     "cgihost" "$u/cgi-bin/hello.sh" \
+        fcgi-php   "cgihost + php-fpm" "$u/hello.php" \
+        upload-cgi "cgihost" "$u/cgi-bin/upload" \
+        upload-php "cgihost + php-fpm" "$u/upload.php"
+}
+
+peer_cgihost_version() { "${CGIHOST_BIN:-cgihost}" --version 2>&1 | head -1; }

@@ -1,0 +1,277 @@
+//! The built `cgihost` binary: command line, logs, signals, process hygiene
+//! and memory bounds (read from /proc/PID/status).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path())
+        .args(args)
+        .current_dir(fixtures())
+        .output()
+        .expect("run cgihost");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_get_one_line_naming_the_flag_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--max-body", "10X"], "--max-body"),
+        (&["--bind", "not-an-ip"], "--bind"),
+        (&["--log-format", "xml"], "--log-format"),
+        (&["--fastcgi", "*.php"], "--fastcgi"),
+        (
+            &["--fastcgi", "*.php=unix:/run/php.sock"],
+            "not supported yet",
+        ),
+        (&["--spawn", "/app=perl app.fcgi"], "not supported yet"),
+        (&["--root", "/definitely/not/here"], "root"),
+        (&["--cgi-prefix", "cgi"], "cgi_prefix"),
+    ];
+    for (args, needle) in cases {
+        let (code, _, err) = run_cli(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, _, err) = run_cli(&["--port", "99999"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--port"));
+}
+
+#[test]
+fn help_check_config_and_config_file_errors() {
+    let (code, out, _) = run_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--port",
+        "--cgi-dir",
+        "--fastcgi",
+        "--spawn",
+        "--max-body",
+        "--check-config",
+        "MATCH",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+    let (code, out, _) = run_cli(&["--check-config", "--root", "static", "--cgi-dir", "cgi-bin"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("/cgi-bin/*") && out.contains("configuration ok"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "port = 8080\n\n[cgi]\nmax_procs = 3\n").unwrap();
+    let (code, _, err) = run_cli(&["--check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max_procs") && err.contains(":4:"), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "root = \"static\"\ncgi_timeout = 5\nmax_body = \"1G\"\n[cgi]\nmax_processes = 3\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["--check-config", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_lines_access_log_and_stderr_tagging() {
+    let srv = BinServer::start(&[]);
+    assert!(
+        srv.stderr_text().contains("route: CGI"),
+        "{}",
+        srv.stderr_text()
+    );
+    assert!(srv.stderr_text().contains("route: static"));
+    let resp = get(srv.addr, "/cgi-bin/stderr.sh?q=1").await;
+    assert_eq!(resp.text(), "ok\n");
+    let logged = eventually(Duration::from_secs(3), || {
+        let e = srv.stderr_text();
+        e.lines()
+            .any(|l| l.contains("/cgi-bin/stderr.sh#") && l.contains("first complaint"))
+            && e.lines()
+                .any(|l| l.contains("/cgi-bin/stderr.sh#") && l.contains("second complaint"))
+    })
+    .await;
+    assert!(
+        logged,
+        "stderr not logged with its tag:\n{}",
+        srv.stderr_text()
+    );
+    let access = eventually(Duration::from_secs(3), || {
+        srv.stdout_text()
+            .contains("\"GET /cgi-bin/stderr.sh?q=1 HTTP/1.1\" 200 3 ")
+    })
+    .await;
+    assert!(access, "no access log line:\n{}", srv.stdout_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_requests_leave_no_zombie() {
+    let srv = BinServer::start(&[]);
+    let mut conn = Conn::open(srv.addr).await;
+    for i in 0..200 {
+        let resp = conn
+            .request(format!("GET /cgi-bin/hello.sh?{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(resp.text(), format!("hello {i}\n"));
+    }
+    let pid = srv.pid();
+    let clean = eventually(Duration::from_secs(3), || children_of(pid).is_empty()).await;
+    assert!(clean, "children left behind: {:?}", children_of(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let mut srv = BinServer::start(&[]);
+    let addr = srv.addr;
+    let fetch = tokio::spawn(get(addr, "/cgi-bin/slow.sh?2"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    srv.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    let resp = fetch.await.unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 2\n"));
+    let code = tokio::task::spawn_blocking(move || srv.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_expiry_kills_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "shutdown_grace = 1\n").unwrap();
+    let mut srv = BinServer::start(&["--config", conf.to_str().unwrap()]);
+    let tok = token("grace");
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(format!("GET /cgi-bin/sleep_pid.sh?{tok} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await;
+    let pids = read_pids(&tok, Duration::from_secs(5)).await;
+    let started = Instant::now();
+    srv.signal(libc::SIGTERM);
+    let code = tokio::task::spawn_blocking(move || {
+        let c = srv.wait_exit(Duration::from_secs(10));
+        (c, srv)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0));
+    assert!(started.elapsed() < Duration::from_secs(6));
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(2), || !alive(pid)).await,
+            "pid {pid} left behind"
+        );
+    }
+    drop(conn);
+}
+
+/// Streams `total` bytes of a deterministic pattern as a request body and
+/// returns the sha256 the client computed.
+async fn stream_upload(conn: &mut Conn, path: &str, total: u64, chunked: bool) -> String {
+    let mut hasher = sha2::Sha256::new();
+    let head = if chunked {
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    } else {
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n")
+    };
+    conn.send(head.as_bytes()).await;
+    let mut block = random_bytes(1 << 20, 99);
+    let mut sent = 0u64;
+    let mut i = 0u64;
+    while sent < total {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        let n = (total - sent).min(block.len() as u64) as usize;
+        hasher.update(&block[..n]);
+        let s = conn.stream.get_mut();
+        if chunked {
+            s.write_all(format!("{n:x}\r\n").as_bytes()).await.unwrap();
+            s.write_all(&block[..n]).await.unwrap();
+            s.write_all(b"\r\n").await.unwrap();
+        } else {
+            s.write_all(&block[..n]).await.unwrap();
+        }
+        sent += n as u64;
+        i += 1;
+    }
+    if chunked {
+        conn.stream.get_mut().write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    hex(&hasher.finalize())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_streams_in_bounded_memory() {
+    let srv = BinServer::start(&[]);
+    let mut conn = Conn::open(srv.addr).await;
+    let sent_hash = stream_upload(&mut conn, "/cgi-bin/sha256.sh", 1 << 30, false).await;
+    let resp = conn.read_response(false).await.expect("response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text().trim(), sent_hash);
+    let hwm = srv.status_kib("VmHWM");
+    assert!(
+        hwm < 64 * 1024,
+        "cgihost peak RSS {hwm} KiB during a 1 GiB upload"
+    );
+    eprintln!("1 GiB upload: cgihost VmHWM {hwm} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_upload_of_256_mib_is_spooled_with_exact_length() {
+    let srv = BinServer::start(&[]);
+    let mut conn = Conn::open(srv.addr).await;
+    let sent_hash = stream_upload(&mut conn, "/cgi-bin/sha256.sh", 256 << 20, true).await;
+    let resp = conn.read_response(false).await.expect("response");
+    assert_eq!(
+        resp.text().trim(),
+        sent_hash,
+        "CONTENT_LENGTH or body wrong"
+    );
+    let hwm = srv.status_kib("VmHWM");
+    assert!(hwm < 64 * 1024, "cgihost peak RSS {hwm} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_applies_backpressure_to_the_script() {
+    use tokio::io::AsyncReadExt;
+    let srv = BinServer::start(&[]);
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(b"GET /cgi-bin/zeros.sh?300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 64 * 1024];
+    conn.stream.read_exact(&mut buf).await.unwrap();
+    // Stop reading: socket buffers and the pipe fill, the script blocks.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = srv.status_kib("VmRSS");
+    assert!(
+        rss < 48 * 1024,
+        "cgihost buffered a slow client's output: {rss} KiB"
+    );
+    let mut total = buf.len() as u64;
+    let mut rest = Vec::new();
+    conn.stream.read_to_end(&mut rest).await.unwrap();
+    total += rest.len() as u64;
+    // Headers + chunk framing are counted too; the body is 300 MiB.
+    assert!(total > 300 << 20, "only {total} bytes arrived");
+    let hwm = srv.status_kib("VmHWM");
+    assert!(hwm < 64 * 1024, "peak {hwm} KiB");
+}

@@ -1,0 +1,473 @@
+//! The CGI engine against real scripts (sh, Python, Perl) through the real
+//! server on an ephemeral loopback port, in-process.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_is_exactly_the_meta_variables() {
+    let srv = TestServer::start(fixture_config()).await;
+    let raw = "GET /cgi-bin/env.pl/a%20b/c?x=1&y=%20z HTTP/1.1\r\n\
+               Host: example.org:8080\r\n\
+               X-Custom: one\r\n\
+               X-Custom: two\r\n\
+               X_Forwarded_For: 6.6.6.6\r\n\
+               Proxy: http://evil.example:3128\r\n\
+               Content_Length: 999\r\n\
+               Authorization: Basic dTpw\r\n\
+               Cookie: a=1\r\n\
+               Connection: close\r\n\r\n";
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    let root = std::fs::canonicalize(fixtures().join("static")).unwrap();
+    let cgi = std::fs::canonicalize(fixtures().join("cgi-bin")).unwrap();
+    let root = root.to_str().unwrap();
+    let expect = [
+        ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
+        (
+            "SERVER_SOFTWARE",
+            format!("cgihost/{}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("SERVER_NAME", "example.org".into()),
+        ("SERVER_PORT", srv.addr.port().to_string()),
+        ("SERVER_ADDR", "127.0.0.1".into()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("REQUEST_METHOD", "GET".into()),
+        ("REQUEST_SCHEME", "http".into()),
+        ("SCRIPT_NAME", "/cgi-bin/env.pl".into()),
+        ("SCRIPT_FILENAME", format!("{}/env.pl", cgi.display())),
+        ("PATH_INFO", "/a b/c".into()),
+        ("PATH_TRANSLATED", format!("{root}/a b/c")),
+        ("QUERY_STRING", "x=1&y=%20z".into()),
+        ("REQUEST_URI", "/cgi-bin/env.pl/a%20b/c?x=1&y=%20z".into()),
+        ("DOCUMENT_ROOT", root.to_string()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("REMOTE_HOST", "127.0.0.1".into()),
+        ("REDIRECT_STATUS", "200".into()),
+        ("PATH", std::env::var("PATH").unwrap()),
+        ("HTTP_HOST", "example.org:8080".into()),
+        ("HTTP_X_CUSTOM", "one, two".into()),
+        ("HTTP_AUTHORIZATION", "Basic dTpw".into()),
+        ("HTTP_COOKIE", "a=1".into()),
+        ("HTTP_CONNECTION", "close".into()),
+        ("CWD", cgi.display().to_string()),
+    ];
+    for (k, v) in &expect {
+        assert_eq!(env.get(*k), Some(v), "{k}");
+    }
+    let port: u16 = env["REMOTE_PORT"].parse().expect("REMOTE_PORT is a port");
+    assert!(port > 0);
+    // Nothing else: no HTTP_PROXY, no forged names, no server environment.
+    let mut want: BTreeSet<&str> = expect.iter().map(|(k, _)| *k).collect();
+    want.insert("REMOTE_PORT");
+    let got: BTreeSet<&str> = env.keys().map(|k| k.as_str()).collect();
+    assert_eq!(got, want, "unexpected or missing variables");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_string_is_never_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("argv.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nargc=%s\\n' \"$#\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cfg = fixture_config();
+    cfg.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(cfg).await;
+    let resp = get(srv.addr, "/cgi-bin/argv.sh?-s+-d+foo").await;
+    assert_eq!(resp.text(), "argc=0\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_body_reaches_stdin_intact() {
+    let srv = TestServer::start(fixture_config()).await;
+    let body = random_bytes(5 << 20, 7);
+    let resp = request(
+        srv.addr,
+        "POST",
+        "/cgi-bin/body_sha.py",
+        "Content-Type: application/octet-stream\r\n",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let text = resp.text();
+    assert!(text.contains(&format!("length={}\n", body.len())), "{text}");
+    assert!(
+        text.contains(&format!("content_length={}\n", body.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("sha256={}\n", sha256_hex(&body))),
+        "{text}"
+    );
+    srv.stop().await;
+}
+
+fn tmp_spool_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| {
+                    t.to_string_lossy().contains("(deleted)") || t.starts_with(std::env::temp_dir())
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_gets_exact_content_length_and_spool_is_removed() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = fixture_config();
+    cfg.spool_dir = Some(spool.path().to_path_buf());
+    let srv = TestServer::start(cfg).await;
+    let before = tmp_spool_fds();
+    let body = random_bytes(3_000_001, 11);
+    let mut raw = b"POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in body.chunks(77_777) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = Conn::open(srv.addr).await.request(&raw).await;
+    let text = resp.text();
+    assert_eq!(resp.status, 200, "{text}");
+    assert!(text.contains("content_length=3000001\n"), "{text}");
+    assert!(
+        text.contains(&format!("sha256={}\n", sha256_hex(&body))),
+        "{text}"
+    );
+    // Nothing left in the spool directory, and no spool fd left open.
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+    assert!(
+        eventually(Duration::from_secs(2), || tmp_spool_fds() <= before).await,
+        "spool file still open"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_writing_before_reading_does_not_deadlock() {
+    let srv = TestServer::start(fixture_config()).await;
+    let body = random_bytes(4 << 20, 3);
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        request(srv.addr, "POST", "/cgi-bin/write_first.py", "", &body),
+    )
+    .await
+    .expect("deadlock: no response in 20s");
+    assert_eq!(resp.status, 200);
+    assert_eq!(&resp.body[..1 << 20], &vec![b'x'; 1 << 20][..]);
+    let tail = String::from_utf8_lossy(&resp.body[1 << 20..]).into_owned();
+    assert!(
+        tail.contains(&format!("sha256={}", sha256_hex(&body))),
+        "{tail}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_redirect_is_served_internally_as_get() {
+    let srv = TestServer::start(fixture_config()).await;
+    let resp = request(
+        srv.addr,
+        "POST",
+        "/cgi-bin/local_redirect.sh",
+        "X-Keep: me\r\n",
+        b"a=1",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("location"), None);
+    let env = resp.env();
+    assert_eq!(env["REQUEST_METHOD"], "GET");
+    assert_eq!(env["SCRIPT_NAME"], "/cgi-bin/env.pl");
+    assert_eq!(env["PATH_INFO"], "/after");
+    assert_eq!(env["QUERY_STRING"], "redirected=1");
+    assert_eq!(env["HTTP_X_KEEP"], "me");
+    assert!(!env.contains_key("CONTENT_LENGTH"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_redirect_status_reason_and_header_forms() {
+    let srv = TestServer::start(fixture_config()).await;
+    let resp = get(srv.addr, "/cgi-bin/client_redirect.sh").await;
+    assert_eq!(resp.status, 302);
+    assert_eq!(
+        resp.header("location"),
+        Some("https://example.org/elsewhere")
+    );
+
+    let resp = get(srv.addr, "/cgi-bin/status_reason.sh").await;
+    assert_eq!((resp.status, resp.reason.as_str()), (403, "Go Away"));
+    assert_eq!(resp.header_all("x-extra"), vec!["one", "two"]);
+    assert_eq!(resp.text(), "denied\n");
+
+    let resp = get(srv.addr, "/cgi-bin/lf_only.pl").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-lf"), Some("yes"));
+    assert_eq!(resp.text(), "lf body\n");
+
+    let resp = get(srv.addr, "/cgi-bin/hello.py").await;
+    assert_eq!(resp.text(), "hello from python\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_output_is_502() {
+    let srv = TestServer::start(fixture_config()).await;
+    for script in [
+        "bad_no_type.sh",
+        "bad_garbage.sh",
+        "bad_no_output.sh",
+        "bad_huge_header.py",
+    ] {
+        let resp = get(srv.addr, format!("/cgi-bin/{script}")).await;
+        assert_eq!(resp.status, 502, "{script}");
+        assert!(resp.text().contains("502 Bad Gateway"), "{script}");
+        for leak in ["content type", "not a header", "X-Filler", "X-Only"] {
+            assert!(!resp.text().contains(leak), "{script} leaked its output");
+        }
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nph_output_passes_through() {
+    let srv = TestServer::start(fixture_config()).await;
+    let resp = get(srv.addr, "/cgi-bin/nph-raw.sh").await;
+    assert_eq!((resp.status, resp.reason.as_str()), (202, "Accepted Raw"));
+    assert_eq!(resp.header("x-nph"), Some("yes"));
+    assert_eq!(resp.text(), "raw output\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_rules_404_403_nested_and_symlinks() {
+    let srv = TestServer::start(fixture_config()).await;
+    assert_eq!(get(srv.addr, "/cgi-bin/missing.sh").await.status, 404);
+    assert_eq!(
+        get(srv.addr, "/cgi-bin/not_executable.sh").await.status,
+        403
+    );
+    assert_eq!(get(srv.addr, "/cgi-bin/sub").await.status, 403);
+    assert_eq!(get(srv.addr, "/cgi-bin/").await.status, 403);
+    assert_eq!(
+        get(srv.addr, "/cgi-bin/%2e%2e/static/index.html")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(srv.addr, "/cgi-bin/..%2fstatic/hello.txt").await.status,
+        403
+    );
+    let resp = get(srv.addr, "/cgi-bin/sub/nested/deep.sh/x/y").await;
+    assert_eq!(resp.text(), "nested /cgi-bin/sub/nested/deep.sh|/x/y\n");
+    srv.stop().await;
+
+    // A symlink leading out of the CGI directory is refused.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/bin/echo", dir.path().join("echo")).unwrap();
+    let mut cfg = fixture_config();
+    cfg.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(cfg).await;
+    assert_eq!(get(srv.addr, "/cgi-bin/echo").await.status, 403);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_source_is_never_served_even_under_root() {
+    let mut cfg = fixture_config();
+    cfg.root = fixtures();
+    cfg.cgi_prefix = "/run".into();
+    let srv = TestServer::start(cfg).await;
+    let resp = get(srv.addr, "/cgi-bin/env.pl").await;
+    assert_eq!(resp.status, 404);
+    assert!(!resp.text().contains("perl"));
+    assert_eq!(get(srv.addr, "/run/hello.sh?x").await.text(), "hello x\n");
+    assert_eq!(
+        get(srv.addr, "/static/hello.txt").await.text(),
+        "plain text\n"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_script_is_killed_with_504() {
+    let mut cfg = fixture_config();
+    cfg.cgi.timeout = Duration::from_secs(1);
+    let srv = TestServer::start(cfg).await;
+    let tok = token("timeout");
+    let started = Instant::now();
+    let fetch = tokio::spawn(get(srv.addr, format!("/cgi-bin/sleep_pid.sh?{tok}")));
+    let pids = read_pids(&tok, Duration::from_secs(5)).await;
+    let resp = fetch.await.unwrap();
+    assert_eq!(resp.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(2), || !alive(pid)).await,
+            "pid {pid} survived the timeout"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_kills_the_process_group() {
+    let srv = TestServer::start(fixture_config()).await;
+    let tok = token("disconnect");
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(format!("GET /cgi-bin/sleep_pid.sh?{tok} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await;
+    let pids = read_pids(&tok, Duration::from_secs(5)).await;
+    assert!(pids.iter().all(|&p| alive(p)));
+    drop(conn);
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(2), || !alive(pid)).await,
+            "pid {pid} outlived its client"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_child_neither_hangs_the_response_nor_survives() {
+    let srv = TestServer::start(fixture_config()).await;
+    let tok = token("bg");
+    let started = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(srv.addr, format!("/cgi-bin/bg_child.sh?{tok}")),
+    )
+    .await
+    .expect("response hung on a background child holding stdout");
+    assert_eq!(resp.text(), "done\n");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let pids = read_pids(&tok, Duration::from_secs(2)).await;
+    assert!(
+        eventually(Duration::from_secs(2), || !alive(pids[0])).await,
+        "background child survived"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests() {
+    let srv = TestServer::start(fixture_config()).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| tokio::spawn(get(srv.addr, format!("/cgi-bin/hello.sh?c{i}"))))
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let resp = t.await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), format!("hello c{i}\n"));
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_cap_requests_queue_then_get_503() {
+    let mut cfg = fixture_config();
+    cfg.cgi.max_processes = 2;
+    cfg.cgi.queue_timeout = Duration::from_millis(500);
+    let srv = TestServer::start(cfg).await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(get(srv.addr, "/cgi-bin/slow.sh?2")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let resp = get(srv.addr, "/cgi-bin/hello.sh").await;
+    assert_eq!(resp.status, 503);
+    assert!(resp.header("retry-after").is_some());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "did not queue first"
+    );
+    for t in slow {
+        assert_eq!(t.await.unwrap().text(), "slept 2\n");
+    }
+    // A slot is free again.
+    assert_eq!(
+        get(srv.addr, "/cgi-bin/hello.sh?again").await.text(),
+        "hello again\n"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_body_does_not_desync_keep_alive() {
+    let srv = TestServer::start(fixture_config()).await;
+    let mut conn = Conn::open(srv.addr).await;
+    let body = random_bytes(200_000, 5);
+    let mut raw = format!(
+        "POST /cgi-bin/unread_body.sh HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    // A second request pipelined right behind the body.
+    raw.extend_from_slice(b"GET /cgi-bin/hello.sh?second HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.send(&raw).await;
+    let first = conn.read_response(false).await.expect("first response");
+    assert_eq!(first.text(), "ignored your body\n");
+    let second = conn.read_response(false).await.expect("second response");
+    assert_eq!(second.text(), "hello second\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_body_is_413_before_the_script_runs() {
+    let mut cfg = fixture_config();
+    cfg.max_body = Some(1000);
+    let srv = TestServer::start(cfg).await;
+    let resp = request(srv.addr, "POST", "/cgi-bin/body_sha.py", "", &[b'a'; 1001]).await;
+    assert_eq!(resp.status, 413);
+    let resp = request(srv.addr, "POST", "/cgi-bin/body_sha.py", "", &[b'a'; 1000]).await;
+    assert!(resp.text().contains("length=1000\n"));
+    let mut raw = b"POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"200\r\n");
+        raw.extend_from_slice(&[b'b'; 0x200]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = Conn::open(srv.addr).await.request(&raw).await;
+    assert_eq!(resp.status, 413);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_request_runs_script_without_body() {
+    let srv = TestServer::start(fixture_config()).await;
+    let mut conn = Conn::open(srv.addr).await;
+    let resp = conn
+        .request(b"HEAD /cgi-bin/hello.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    // The connection is still in sync.
+    let resp = conn
+        .request(b"GET /cgi-bin/hello.sh?after-head HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.text(), "hello after-head\n");
+    srv.stop().await;
+}

@@ -1,0 +1,452 @@
+//! Test harness: the real server (in-process through `server::run`, or the
+//! built binary), a small raw HTTP/1.1 client that shows exactly what went
+//! over the wire, and /proc helpers for process checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cgihost::config::Config;
+use cgihost::router::App;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::TcpStream;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A config pointing at the fixture site and programs.
+pub fn fixture_config() -> Config {
+    let mut c = Config::default();
+    c.root = fixtures().join("static");
+    c.cgi_dir = fixtures().join("cgi-bin");
+    c.cgi.timeout = Duration::from_secs(20);
+    c.shutdown_grace = Duration::from_secs(5);
+    c
+}
+
+/// The server running inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = App::new(config).expect("app");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run_app = app.clone();
+        let task = tokio::spawn(async move {
+            cgihost::server::run(listener, run_app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server::run");
+        });
+        TestServer {
+            addr,
+            app,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// The built `cgihost` binary, listening on an ephemeral loopback port.
+pub struct BinServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn bin_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cgihost"))
+}
+
+fn collect_lines(
+    r: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    ready: Option<std::sync::mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &ready {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl BinServer {
+    /// Start the binary with the fixture site plus `args`.
+    pub fn start(args: &[&str]) -> BinServer {
+        let f = fixtures();
+        let mut cmd = Command::new(bin_path());
+        cmd.arg("--bind").arg("127.0.0.1").arg("--port").arg("0");
+        cmd.arg("--root")
+            .arg(f.join("static"))
+            .arg("--cgi-dir")
+            .arg(f.join("cgi-bin"));
+        cmd.args(args);
+        Self::start_cmd(cmd)
+    }
+
+    pub fn start_cmd(mut cmd: Command) -> BinServer {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cgihost");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        collect_lines(child.stderr.take().unwrap(), stderr.clone(), Some(tx));
+        collect_lines(child.stdout.take().unwrap(), stdout.clone(), None);
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("cgihost did not start: {:?}", stderr.lock().unwrap());
+            }
+        };
+        BinServer {
+            child,
+            addr,
+            stderr,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait for exit (bounded); returns the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// A `VmHWM` / `VmRSS` style field of the server's /proc status, in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(self.pid(), field).expect("proc status")
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Poll until `cond` holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Direct children of `pid`, with their state letter.
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit(')').next() else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push((child, f[0].to_string()));
+        }
+    }
+    out
+}
+
+/// A unique token for pid files written by fixture scripts.
+pub fn token(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}-{}-{n}", std::process::id())
+}
+
+/// Wait for `/tmp/cgihost-test-TOKEN.pids` and return its pids.
+pub async fn read_pids(token: &str, limit: Duration) -> Vec<u32> {
+    let path = format!("/tmp/cgihost-test-{token}.pids");
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let pids: Vec<u32> = s
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if !pids.is_empty() {
+                let _ = std::fs::remove_file(&path);
+                return pids;
+            }
+        }
+        assert!(start.elapsed() < limit, "script never wrote {path}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `NAME=value` lines of an env dump as a map.
+    pub fn env(&self) -> std::collections::BTreeMap<String, String> {
+        self.text()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// One HTTP/1.1 connection.
+pub struct Conn {
+    pub stream: TokioBufReader<TcpStream>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        Conn {
+            stream: TokioBufReader::new(s),
+        }
+    }
+
+    pub async fn send(&mut self, raw: &[u8]) {
+        self.stream
+            .get_mut()
+            .write_all(raw)
+            .await
+            .expect("write request");
+    }
+
+    /// Read one response. `head_only`: the request was HEAD.
+    pub async fn read_response(&mut self, head_only: bool) -> Option<Resp> {
+        let mut line = String::new();
+        if self.stream.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let mut parts = line.trim_end().splitn(3, ' ');
+        let _proto = parts.next()?;
+        let status: u16 = parts.next()?.parse().ok()?;
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.stream.read_line(&mut h).await.ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (n, v) = h.split_once(':')?;
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        let mut resp = Resp {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+            return Some(resp);
+        }
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                self.stream.read_line(&mut size).await.ok()?;
+                let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+                if n == 0 {
+                    let mut end = String::new();
+                    self.stream.read_line(&mut end).await.ok()?;
+                    break;
+                }
+                let start = resp.body.len();
+                resp.body.resize(start + n, 0);
+                self.stream.read_exact(&mut resp.body[start..]).await.ok()?;
+                let mut crlf = [0u8; 2];
+                self.stream.read_exact(&mut crlf).await.ok()?;
+            }
+        } else if let Some(len) = resp
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            resp.body.resize(len, 0);
+            self.stream.read_exact(&mut resp.body).await.ok()?;
+        } else {
+            self.stream.read_to_end(&mut resp.body).await.ok()?;
+        }
+        Some(resp)
+    }
+
+    pub async fn request(&mut self, raw: &[u8]) -> Resp {
+        self.send(raw).await;
+        let head = raw.starts_with(b"HEAD ");
+        self.read_response(head).await.expect("a response")
+    }
+}
+
+/// GET `path` on a fresh connection.
+pub fn get(
+    addr: SocketAddr,
+    path: impl Into<String>,
+) -> impl std::future::Future<Output = Resp> + Send + 'static {
+    let path = path.into();
+    async move {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n");
+        Conn::open(addr).await.request(raw.as_bytes()).await
+    }
+}
+
+/// A request with extra header lines (each ending in \r\n) and a body.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> Resp {
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n{headers}")
+            .into_bytes();
+    if !body.is_empty() {
+        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    Conn::open(addr).await.request(&raw).await
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

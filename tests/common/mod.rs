@@ -21,11 +21,13 @@ pub fn fixtures() -> PathBuf {
 
 /// A config pointing at the fixture site and programs.
 pub fn fixture_config() -> Config {
-    let mut c = Config::default();
-    c.root = fixtures().join("static");
-    c.cgi_dir = fixtures().join("cgi-bin");
+    let mut c = Config {
+        root: fixtures().join("static"),
+        cgi_dir: fixtures().join("cgi-bin"),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    };
     c.cgi.timeout = Duration::from_secs(20);
-    c.shutdown_grace = Duration::from_secs(5);
     c
 }
 

@@ -5,10 +5,12 @@ register_peer cgihost
 CGIHOST_PORT=$((BASE_PORT + 61))
 
 peer_cgihost_start() {
-    local d=$1
-    if need_php; then start_phpfpm "$d" || return 1; fi
-    local php=()
-    if need_php; then php=(--fastcgi "*.php=unix:$PHP_SOCK"); fi
+    local d=$1 php=()
+    # php-fpm only when this run measures a PHP workload.
+    if need_php && { want_workload fcgi-php || want_workload upload-php; }; then
+        start_phpfpm "$d" || return 1
+        php=(--fastcgi "*.php=unix:$PHP_SOCK")
+    fi
     # Access log lines go to stdout: send them to a file like the peers' logs.
     launch cgihost "$d/cgihost.log" "${CGIHOST_BIN:-cgihost}" --bind 127.0.0.1 --port "$CGIHOST_PORT" \
         --root "$WWW" --cgi-dir "$WWW/cgi-bin" -q "${php[@]}"

@@ -51,6 +51,8 @@ struct FileConfig {
     header_read_timeout: Option<u64>,
     max_header_size: Option<SizeValue>,
     spool_dir: Option<PathBuf>,
+    fastcgi_max_conns: Option<usize>,
+    fastcgi_connect_timeout: Option<u64>,
     cgi: FileCgi,
     fastcgi: Vec<FileRoute>,
     spawn: Vec<FileRoute>,
@@ -108,10 +110,19 @@ pub enum RouteMatch {
 }
 
 /// One FastCGI backend address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BackendAddr {
     Tcp(String),
     Unix(PathBuf),
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Tcp(a) => f.write_str(a),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// `--fastcgi MATCH=ADDR[,ADDR…]`
@@ -161,6 +172,10 @@ pub struct Config {
     pub max_header_size: usize,
     /// Where chunked request bodies are spooled (default: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// Connections per FastCGI backend (in use + idle); best set to the
+    /// backend's process count (php-fpm `pm.max_children`).
+    pub fastcgi_max_conns: usize,
+    pub fastcgi_connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -185,6 +200,8 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             spool_dir: None,
+            fastcgi_max_conns: 8,
+            fastcgi_connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -231,6 +248,11 @@ impl Config {
             self.max_header_size = v.bytes("max_header_size")? as usize;
         }
         self.spool_dir = f.spool_dir.or(self.spool_dir.take());
+        set(&mut self.fastcgi_max_conns, f.fastcgi_max_conns);
+        set(
+            &mut self.fastcgi_connect_timeout,
+            f.fastcgi_connect_timeout.map(Duration::from_secs),
+        );
         if let Some(fmt) = f.log_format {
             self.log_format = parse_log_format("log_format", &fmt)?;
         }
@@ -323,8 +345,8 @@ impl Config {
                 self.cgi_dir.display()
             ));
         }
-        if !self.fastcgi.is_empty() {
-            return err("--fastcgi: FastCGI routes are not supported yet in this build");
+        if self.fastcgi_max_conns == 0 {
+            return err("fastcgi_max_conns: must be at least 1");
         }
         if !self.spawn.is_empty() {
             return err("--spawn: supervised FastCGI pools are not supported yet in this build");
@@ -334,14 +356,16 @@ impl Config {
 
     /// One human line per route, for the startup log and `--check-config`.
     pub fn route_lines(&self) -> Vec<String> {
-        vec![
+        let mut lines = crate::fastcgi::FastCgi::route_lines(self);
+        lines.extend([
             format!(
                 "CGI      {}/* -> programs in {}",
                 self.cgi_prefix.trim_end_matches('/'),
                 self.cgi_dir.display()
             ),
             format!("static   /* -> files in {}", self.root.display()),
-        ]
+        ]);
+        lines
     }
 }
 

@@ -1,5 +1,5 @@
 //! cgihost: one binary that serves a site's static files, runs CGI/1.1
-//! programs in any language, and (in later builds) talks FastCGI — streaming
+//! programs in any language and forwards to FastCGI servers — streaming
 //! request and response bodies in bounded memory.
 //!
 //! # Layout
@@ -14,9 +14,12 @@
 //!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
 //!   (body pump and spool), `output` (stdout head and streaming body),
 //!   `response` (the header-block parser FastCGI will share).
+//! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,
+//!   keep-alive connections, balancing), `exchange` (one request on a
+//!   connection, streaming both ways), `target` (`*.EXT` script lookup).
 //! - [`body`], [`error`]: the one body type and the one error-to-status map.
 //!
-//! Request flow: accept → `router::dispatch` picks CGI or static → the
+//! Request flow: accept → `router::dispatch` picks FastCGI, CGI or static → the
 //! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors
 //! into pages → `log::LoggedBody` writes the access line when the body ends.
 
@@ -25,6 +28,7 @@ pub mod cgi;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fastcgi;
 pub mod log;
 pub mod router;
 pub mod server;

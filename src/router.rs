@@ -1,8 +1,9 @@
 //! The application: configuration plus the handlers built from it, shared
 //! read-only by every connection, and the routing of SPEC.md "Routing".
 //!
-//! Order: (1) `/prefix` FastCGI routes — not in this build; (2) the CGI
-//! prefix; (3) `*.EXT` FastCGI routes — not in this build; (4) static files.
+//! Order: (1) `/prefix` FastCGI routes, longest first; (2) the CGI prefix;
+//! (3) `*.EXT` FastCGI routes whose script exists under the root; (4)
+//! static files.
 //! A CGI local redirect (`Location: /path`) is routed again as a GET, at
 //! most [`MAX_LOCAL_REDIRECTS`] times.
 
@@ -19,9 +20,10 @@ use crate::body::Body;
 use crate::cgi::{CgiEngine, Outcome};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
+use crate::fastcgi::{self, FastCgi, ScriptTarget};
 use crate::server::ConnInfo;
 use crate::static_files::StaticFiles;
-use crate::uri_path::SafePath;
+use crate::uri_path::{join_url, SafePath};
 
 /// The request body as handlers see it (hyper's, or empty after a local
 /// redirect).
@@ -33,6 +35,7 @@ pub const MAX_LOCAL_REDIRECTS: usize = 10;
 pub struct App {
     pub config: Config,
     pub cgi: CgiEngine,
+    pub fastcgi: FastCgi,
     pub statics: StaticFiles,
     cgi_prefix: Vec<String>,
     next_id: AtomicU64,
@@ -44,6 +47,7 @@ impl App {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi = CgiEngine::new(&config, root.clone());
+        let fastcgi = FastCgi::new(&config, root.clone());
         let statics = StaticFiles::new(root, cgi.dir().cloned());
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
             .map_err(|_| {
@@ -56,6 +60,7 @@ impl App {
         Ok(Arc::new(App {
             config,
             cgi,
+            fastcgi,
             statics,
             cgi_prefix,
             next_id: AtomicU64::new(1),
@@ -74,13 +79,29 @@ impl App {
 }
 
 enum Route<'a> {
+    FastCgiPrefix {
+        route: &'a fastcgi::Route,
+        prefix: &'a [String],
+        rest: &'a [String],
+    },
     Cgi(&'a [String]),
+    FastCgiScript(&'a fastcgi::Route, ScriptTarget),
     Static,
 }
 
-fn route<'a>(app: &App, path: &'a SafePath) -> Route<'a> {
+fn route<'a>(app: &'a App, path: &'a SafePath) -> Route<'a> {
+    if let Some((route, prefix, rest)) = app.fastcgi.match_prefix(path) {
+        return Route::FastCgiPrefix {
+            route,
+            prefix,
+            rest,
+        };
+    }
     if path.segments.starts_with(&app.cgi_prefix) {
         return Route::Cgi(&path.segments[app.cgi_prefix.len()..]);
+    }
+    if let Some((route, target)) = app.fastcgi.match_script(path) {
+        return Route::FastCgiScript(route, target);
     }
     Route::Static
 }
@@ -94,20 +115,47 @@ pub async fn dispatch(
 ) -> Result<Response<Body>, Error> {
     for _ in 0..=MAX_LOCAL_REDIRECTS {
         let path = SafePath::parse(req.uri().path())?;
-        match route(app, &path) {
+        let outcome = match route(app, &path) {
+            Route::FastCgiPrefix {
+                route,
+                prefix,
+                rest,
+            } => {
+                let name = join_url(prefix);
+                let mut path_info = join_url(rest);
+                if path.trailing_slash && !rest.is_empty() {
+                    path_info.push('/');
+                }
+                let filename = app.root().join(name.trim_start_matches('/'));
+                let script = fastcgi::Script {
+                    name: &name,
+                    path_info: &path_info,
+                    filename: &filename,
+                };
+                app.fastcgi
+                    .handle(route, req, conn, script, request_id)
+                    .await?
+            }
             Route::Cgi(rest) => {
-                match app
-                    .cgi
+                app.cgi
                     .handle(req, conn, rest, path.trailing_slash, request_id)
                     .await?
-                {
-                    Outcome::Response(resp) => return Ok(resp),
-                    Outcome::LocalRedirect { location, parts } => {
-                        req = redirect_request(parts, &location)?;
-                    }
-                }
+            }
+            Route::FastCgiScript(route, t) => {
+                let script = fastcgi::Script {
+                    name: &t.script_name,
+                    path_info: &t.path_info,
+                    filename: &t.filename,
+                };
+                app.fastcgi
+                    .handle(route, req, conn, script, request_id)
+                    .await?
             }
             Route::Static => return app.statics.serve(req.method(), &path, req.uri()).await,
+        };
+        match outcome {
+            Outcome::Response(resp) => return Ok(resp),
+            Outcome::LocalRedirect { location, parts } => req = redirect_request(parts, &location)?,
         }
     }
     Err(Error::Internal(format!(

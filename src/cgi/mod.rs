@@ -24,9 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body as _;
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
@@ -37,7 +35,7 @@ use crate::router::ReqBody;
 use crate::server::ConnInfo;
 use output::{CgiBody, HeadError};
 use process::{GroupRegistry, SpawnSpec, StdinSource};
-use response::{CgiHead, Disposition};
+use response::Classified;
 
 /// How long a script that has closed stdout may keep running before its
 /// group is killed, after a local redirect.
@@ -103,7 +101,14 @@ impl CgiEngine {
         let (parts, body) = req.into_parts();
 
         // 2. The request body.
-        let (stdin_source, pipe_body, content_length) = self.prepare_body(body).await?;
+        let body =
+            stdin::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout).await?;
+        let content_length = body.content_length();
+        let (stdin_source, pipe_body) = match body {
+            stdin::RequestBody::None => (StdinSource::Null, None),
+            stdin::RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
+            stdin::RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
+        };
 
         // 3. A slot.
         let permit = tokio::time::timeout(
@@ -167,21 +172,21 @@ impl CgiEngine {
         let block = &buf[..head_len];
 
         // 6. Classify.
-        let (status, reason, head) = if target.nph {
-            parse_nph(block).map_err(|why| bad_output(&target.script_name, &why))?
+        let bad = |why: String| bad_output(&target.script_name, &why);
+        let (status, reason, headers) = if target.nph {
+            parse_nph(block).map_err(bad)?
         } else {
-            let head =
-                response::parse_head(block).map_err(|why| bad_output(&target.script_name, &why))?;
-            let disposition = head
-                .disposition()
-                .map_err(|why| bad_output(&target.script_name, &why))?;
-            if let Disposition::LocalRedirect(location) = disposition {
-                spawned.handle.finish(REDIRECT_EXIT_GRACE);
-                return Ok(Outcome::LocalRedirect { location, parts });
+            match response::classify(block).map_err(bad)? {
+                Classified::LocalRedirect(location) => {
+                    spawned.handle.finish(REDIRECT_EXIT_GRACE);
+                    return Ok(Outcome::LocalRedirect { location, parts });
+                }
+                Classified::Respond {
+                    status,
+                    reason,
+                    headers,
+                } => (status, reason, headers),
             }
-            let status = head.response_status(&disposition);
-            let reason = head.status.as_ref().and_then(|(_, r)| r.clone());
-            (status, reason, head)
         };
 
         // 7. Stream the rest.
@@ -192,41 +197,8 @@ impl CgiEngine {
             spawned.handle,
             self.limits.timeout,
         );
-        let mut resp = Response::new(body.boxed());
-        *resp.status_mut() = status;
-        *resp.headers_mut() = head.headers;
-        if let Some(reason) = reason.filter(|r| Some(r.as_str()) != status.canonical_reason()) {
-            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason)) {
-                resp.extensions_mut().insert(phrase);
-            }
-        }
+        let resp = response::build_response(status, reason, headers, body.boxed());
         Ok(Outcome::Response(resp))
-    }
-
-    /// Decide how the body reaches stdin. Returns (stdin source, body to
-    /// pump if piped, exact CONTENT_LENGTH if there is a body).
-    async fn prepare_body(
-        &self,
-        body: ReqBody,
-    ) -> Result<(StdinSource, Option<ReqBody>, Option<u64>), Error> {
-        if body.is_end_stream() {
-            return Ok((StdinSource::Null, None, None));
-        }
-        match body.size_hint().exact() {
-            Some(n) => {
-                if self.max_body.is_some_and(|m| n > m) {
-                    return Err(Error::PayloadTooLarge(format!(
-                        "request body of {n} bytes over --max-body"
-                    )));
-                }
-                Ok((StdinSource::Pipe, Some(body), Some(n)))
-            }
-            None => {
-                let (file, len) =
-                    stdin::spool(body, &self.spool_dir, self.max_body, self.limits.timeout).await?;
-                Ok((StdinSource::File(file), None, Some(len)))
-            }
-        }
     }
 }
 
@@ -253,7 +225,7 @@ fn head_error(e: HeadError, script: &str, idle: Duration) -> Error {
 }
 
 /// `HTTP/1.1 200 OK` + headers, passed through as they are.
-fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, CgiHead), String> {
+fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, HeaderMap), String> {
     let line_end = block
         .iter()
         .position(|&b| b == b'\n')
@@ -275,5 +247,5 @@ fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, CgiHead), Stri
         .ok_or_else(|| format!("bad nph status line {line:?}"))?;
     let reason = parts.next().map(|r| r.to_string());
     let head = response::parse_head(block.get(line_end + 1..).unwrap_or(&[]))?;
-    Ok((status, reason, head))
+    Ok((status, reason, head.headers))
 }

@@ -186,6 +186,55 @@ impl CgiHead {
     }
 }
 
+/// A header block classified, ready to become a response.
+pub enum Classified {
+    /// `Location: /path` with no Status: serve that path internally.
+    LocalRedirect(String),
+    /// A document or client redirect: status, reason phrase if the script
+    /// gave its own, headers.
+    Respond {
+        status: StatusCode,
+        reason: Option<String>,
+        headers: HeaderMap,
+    },
+}
+
+/// Parse and classify a header block (CGI and FastCGI alike).
+pub fn classify(block: &[u8]) -> Result<Classified, String> {
+    let head = parse_head(block)?;
+    let disposition = head.disposition()?;
+    if let Disposition::LocalRedirect(location) = disposition {
+        return Ok(Classified::LocalRedirect(location));
+    }
+    let status = head.response_status(&disposition);
+    let reason = head.status.and_then(|(_, r)| r);
+    Ok(Classified::Respond {
+        status,
+        reason,
+        headers: head.headers,
+    })
+}
+
+/// The response for a classified head and a streaming body. A reason
+/// phrase that differs from the standard one (`Status: 403 Go Away`) is
+/// kept.
+pub fn build_response(
+    status: StatusCode,
+    reason: Option<String>,
+    headers: HeaderMap,
+    body: crate::body::Body,
+) -> http::Response<crate::body::Body> {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    if let Some(reason) = reason.filter(|r| Some(r.as_str()) != status.canonical_reason()) {
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(bytes::Bytes::from(reason)) {
+            resp.extensions_mut().insert(phrase);
+        }
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,49 @@ pub async fn pump(mut body: ReqBody, mut stdin: ChildStdin, idle: Duration) {
     let _ = stdin.shutdown().await;
 }
 
+/// A request body, ready to hand to a handler with an exact length.
+pub enum RequestBody {
+    None,
+    /// Known length: stream it as it arrives.
+    Streamed(ReqBody, u64),
+    /// Unknown length (chunked): spooled to an anonymous temp file.
+    Spooled(std::fs::File, u64),
+}
+
+impl RequestBody {
+    /// CONTENT_LENGTH, when there is a body.
+    pub fn content_length(&self) -> Option<u64> {
+        match self {
+            RequestBody::None => None,
+            RequestBody::Streamed(_, n) | RequestBody::Spooled(_, n) => Some(*n),
+        }
+    }
+}
+
+/// Enforce `--max-body` (before any handler runs when the length is
+/// known) and spool bodies of unknown length.
+pub async fn prepare(
+    body: ReqBody,
+    max_body: Option<u64>,
+    spool_dir: &Path,
+    idle: Duration,
+) -> Result<RequestBody, Error> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(RequestBody::None);
+    }
+    match body.size_hint().exact() {
+        Some(n) if max_body.is_some_and(|m| n > m) => Err(Error::PayloadTooLarge(format!(
+            "request body of {n} bytes over --max-body"
+        ))),
+        Some(n) => Ok(RequestBody::Streamed(body, n)),
+        None => {
+            let (file, len) = spool(body, spool_dir, max_body, idle).await?;
+            Ok(RequestBody::Spooled(file, len))
+        }
+    }
+}
+
 /// Spool a body of unknown length into an anonymous temp file, enforcing
 /// `max_body`. Returns the file positioned at its start, and its length.
 pub async fn spool(

@@ -1,0 +1,413 @@
+//! One request/response exchange on a backend connection.
+//!
+//! 1. [`Exchange::start`] writes BEGIN_REQUEST and the PARAMS in one write;
+//!    a request body is then sent as STDIN records by its own task, as it
+//!    arrives, while this side already reads the answer (full duplex: an
+//!    application that answers before reading its whole body is fine).
+//! 2. [`Exchange::read_head`] collects STDOUT until the CGI header block is
+//!    complete (capped), logging STDERR lines as they come.
+//! 3. [`FcgiBody`] streams the rest of STDOUT to the client, reading the
+//!    socket only when the client wants more (backpressure). END_REQUEST
+//!    ends it and returns the connection to the pool — only if the whole
+//!    request went out and the backend ended cleanly. A connection that
+//!    closes before END_REQUEST is a truncated response, reported as an
+//!    error (the client's connection is aborted, never a clean end).
+//!    Dropping the body (client gone) closes the connection, which is how
+//!    php-fpm learns to abort the request.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+
+use super::pool::{Conn, Lease, Stream};
+use super::proto::{self, Record};
+use crate::cgi::response::find_head_end;
+use crate::router::ReqBody;
+
+/// What goes to the backend as STDIN.
+pub enum BodySource {
+    None,
+    /// Streamed as it arrives from the client.
+    Stream(ReqBody),
+    /// A spooled chunked body (its length was sent as CONTENT_LENGTH).
+    File(std::fs::File),
+}
+
+enum Writer {
+    Done(WriteHalf<Stream>),
+    Running(WriterTask),
+}
+
+/// The STDIN task; aborted if the exchange is dropped first.
+struct WriterTask(JoinHandle<io::Result<WriteHalf<Stream>>>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why no header block was read.
+pub enum HeadError {
+    /// Nothing came back at all on a reused connection: it was stale.
+    Stale(io::Error),
+    Io(io::Error),
+    Timeout,
+    TooBig(usize),
+    /// END_REQUEST before the header block ended.
+    Ended {
+        protocol_status: u8,
+        stdout_bytes: usize,
+    },
+    Protocol(String),
+}
+
+pub struct Exchange {
+    lease: Lease,
+    read: ReadHalf<Stream>,
+    rbuf: BytesMut,
+    writer: Writer,
+    answered: bool,
+    reused: bool,
+    tag: String,
+}
+
+impl Exchange {
+    /// Send the request head (and, without a body, the empty STDIN).
+    pub async fn start(
+        mut lease: Lease,
+        head: BytesMut,
+        body: BodySource,
+        idle: Duration,
+        tag: String,
+    ) -> io::Result<Exchange> {
+        let Some(Conn {
+            io, rbuf, reused, ..
+        }) = lease.conn.take()
+        else {
+            return Err(io::Error::other("lease without a connection"));
+        };
+        let (read, mut write) = tokio::io::split(io);
+        let mut head = head;
+        if matches!(body, BodySource::None) {
+            proto::put_stream_end(&mut head, proto::STDIN);
+        }
+        write.write_all(&head).await?;
+        lease.sent();
+        let writer = match body {
+            BodySource::None => Writer::Done(write),
+            BodySource::Stream(b) => {
+                Writer::Running(WriterTask(tokio::spawn(send_stream(write, b, idle))))
+            }
+            BodySource::File(f) => Writer::Running(WriterTask(tokio::spawn(send_file(write, f)))),
+        };
+        Ok(Exchange {
+            lease,
+            read,
+            rbuf: rbuf_or_new(rbuf),
+            writer,
+            answered: false,
+            reused,
+            tag,
+        })
+    }
+
+    fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Record>>> {
+        loop {
+            match proto::take_record(&mut self.rbuf) {
+                Ok(Some(rec)) => {
+                    if !self.answered {
+                        self.answered = true;
+                        self.lease.answered();
+                    }
+                    return Poll::Ready(Ok(Some(rec)));
+                }
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+                self.rbuf.reserve(64 * 1024);
+            }
+            let n = {
+                let spare = self.rbuf.spare_capacity_mut();
+                let mut rb = ReadBuf::uninit(spare);
+                match Pin::new(&mut self.read).poll_read(cx, &mut rb) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => rb.filled().len(),
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Ok(None));
+            }
+            // SAFETY: poll_read initialised n bytes of spare capacity.
+            unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        }
+    }
+
+    fn log_stderr(&self, data: &[u8]) {
+        for line in data.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&line[..line.len().min(4096)]);
+            let line = line.trim_end_matches('\r');
+            if !line.is_empty() {
+                tracing::warn!(target: "cgihost::stderr", script = %self.tag, "{line}");
+            }
+        }
+    }
+
+    /// Read STDOUT until the header block is complete.
+    pub async fn read_head(
+        &mut self,
+        limit: usize,
+        idle: Duration,
+    ) -> Result<(BytesMut, usize, usize), HeadError> {
+        let mut head = BytesMut::new();
+        loop {
+            let rec = match tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await {
+                Err(_) => return Err(HeadError::Timeout),
+                Ok(Err(e)) if !self.answered && self.reused => return Err(HeadError::Stale(e)),
+                Ok(Err(e)) => return Err(HeadError::Io(e)),
+                Ok(Ok(None)) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed the connection",
+                    );
+                    return Err(if self.answered || !self.reused {
+                        HeadError::Io(e)
+                    } else {
+                        HeadError::Stale(e)
+                    });
+                }
+                Ok(Ok(Some(rec))) => rec,
+            };
+            match rec.kind {
+                proto::STDOUT => {
+                    head.extend_from_slice(&rec.content);
+                    if let Some((head_len, body_start)) = find_head_end(&head) {
+                        if head_len > limit {
+                            return Err(HeadError::TooBig(limit));
+                        }
+                        return Ok((head, head_len, body_start));
+                    }
+                    if head.len() > limit {
+                        return Err(HeadError::TooBig(limit));
+                    }
+                }
+                proto::STDERR => self.log_stderr(&rec.content),
+                proto::END_REQUEST => {
+                    let (_, protocol_status) =
+                        proto::end_request_status(&rec.content).unwrap_or((0, 0));
+                    return Err(HeadError::Ended {
+                        protocol_status,
+                        stdout_bytes: head.len(),
+                    });
+                }
+                other => {
+                    return Err(HeadError::Protocol(format!(
+                        "unexpected record type {other}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// END_REQUEST seen: pool the connection if the request went out whole.
+    fn finish(self, cx: &mut Context<'_>) {
+        let Exchange {
+            mut lease,
+            read,
+            rbuf,
+            writer,
+            ..
+        } = self;
+        let write = match writer {
+            Writer::Done(w) => Some(w),
+            Writer::Running(mut task) => match Pin::new(&mut task.0).poll(cx) {
+                Poll::Ready(Ok(Ok(w))) => Some(w),
+                _ => None, // still sending, or failed: the connection is closed
+            },
+        };
+        if let Some(w) = write.filter(|_| rbuf.is_empty()) {
+            let io = read.unsplit(w);
+            lease.conn = Some(Conn {
+                io,
+                rbuf,
+                reused: false,
+                served: true,
+            });
+            lease.release();
+        }
+    }
+}
+
+fn rbuf_or_new(mut b: BytesMut) -> BytesMut {
+    b.clear();
+    b
+}
+
+/// STDIN records from a streamed request body. On a client error the
+/// write side is shut down, so the backend sees EOF and gives up.
+async fn send_stream(
+    mut w: WriteHalf<Stream>,
+    mut body: ReqBody,
+    idle: Duration,
+) -> io::Result<WriteHalf<Stream>> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let _ = w.shutdown().await;
+                return Err(io::Error::other(format!("request body: {e}")));
+            }
+            Err(_) => {
+                let _ = w.shutdown().await;
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request body stalled",
+                ));
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            write_stdin(&mut w, &data).await?;
+        }
+    }
+    let mut end = BytesMut::new();
+    proto::put_stream_end(&mut end, proto::STDIN);
+    w.write_all(&end).await?;
+    Ok(w)
+}
+
+/// STDIN records from a spooled body file.
+async fn send_file(mut w: WriteHalf<Stream>, file: std::fs::File) -> io::Result<WriteHalf<Stream>> {
+    let mut file = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; proto::MAX_CONTENT];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        write_stdin(&mut w, &buf[..n]).await?;
+    }
+    let mut end = BytesMut::new();
+    proto::put_stream_end(&mut end, proto::STDIN);
+    w.write_all(&end).await?;
+    Ok(w)
+}
+
+async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = data.len().min(proto::MAX_CONTENT);
+        w.write_all(&proto::stdin_header(n)).await?;
+        w.write_all(&data[..n]).await?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// The backend's STDOUT after the header block, as a response body.
+pub struct FcgiBody {
+    exchange: Option<Exchange>,
+    first: Option<Bytes>,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl FcgiBody {
+    pub fn new(exchange: Exchange, first: Bytes, idle: Duration) -> FcgiBody {
+        FcgiBody {
+            exchange: Some(exchange),
+            first: Some(first).filter(|b| !b.is_empty()),
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl http_body::Body for FcgiBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        loop {
+            let Some(ex) = this.exchange.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ex.poll_record(cx) {
+                Poll::Ready(Ok(Some(rec))) => match rec.kind {
+                    proto::STDOUT if !rec.content.is_empty() => {
+                        this.timer.as_mut().reset(Instant::now() + this.idle);
+                        return Poll::Ready(Some(Ok(Frame::data(rec.content))));
+                    }
+                    proto::STDOUT => {}
+                    proto::STDERR => ex.log_stderr(&rec.content),
+                    proto::END_REQUEST => {
+                        if let Some(ex) = this.exchange.take() {
+                            ex.finish(cx);
+                        }
+                        return Poll::Ready(None);
+                    }
+                    other => {
+                        this.exchange = None;
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("unexpected FastCGI record type {other}"),
+                        );
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Poll::Ready(Ok(None)) => {
+                    let tag = ex.tag.clone();
+                    this.exchange = None;
+                    tracing::warn!(script = %tag, "FastCGI backend closed the connection before END_REQUEST: response truncated");
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "FastCGI response truncated",
+                    ))));
+                }
+                Poll::Ready(Err(e)) => {
+                    this.exchange = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        this.exchange = None;
+                        tracing::warn!(
+                            "FastCGI backend silent for {}s mid-response: closed (raise --cgi-timeout if it needs longer)",
+                            this.idle.as_secs()
+                        );
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "FastCGI idle timeout",
+                        ))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.exchange.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,431 @@
+//! Connections to FastCGI backends: one [`Backend`] per address (shared by
+//! every route that names it), a bounded pool of keep-alive connections per
+//! backend, balancing and failover across the addresses of a route.
+//!
+//! Why the cap matters: a php-fpm child serves one connection at a time and
+//! stays with a kept-alive connection until it closes, so a client holding
+//! more connections than there are children starves the extra ones in the
+//! kernel's accept backlog (the nginx `keepalive` pitfall). So:
+//! - each backend has a connection cap (in use + idle, `max_conns`, best set
+//!   to php-fpm's `pm.max_children`); requests beyond it wait in cgihost;
+//! - a safety valve makes a cap that is too high merely slower, never
+//!   stuck: while any fresh connection is still waiting for its first
+//!   answer (probably not yet accepted by a busy backend), connections that
+//!   finish are closed instead of kept, which frees a backend process to
+//!   accept it. (php-fpm does not report its pool size over
+//!   FCGI_GET_VALUES — it answers only FCGI_MPXS_CONNS — so we cannot ask.)
+//!
+//! Health: a connect failure marks the backend down with exponential
+//! back-off (1 s doubling to 30 s); the balancer skips it until then. A
+//! route whose backends are all down answers 502 at once.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::BackendAddr;
+
+/// Idle connections older than this are closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A TCP or unix-socket connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// A kept-alive connection the backend has closed (or that has unexpected
+    /// bytes waiting) must not be reused.
+    fn is_dead(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let r = match self {
+            Stream::Tcp(s) => s.try_read(&mut probe),
+            Stream::Unix(s) => s.try_read(&mut probe),
+        };
+        !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection and its read buffer (kept across requests).
+pub struct Conn {
+    pub io: Stream,
+    pub rbuf: BytesMut,
+    /// Came from the idle pool (a failure before any answer may be a stale
+    /// connection, worth one retry).
+    pub reused: bool,
+    /// Has answered at least once (so the backend accepted it).
+    pub served: bool,
+}
+
+/// Counters for logs and the status page.
+#[derive(Default)]
+pub struct BackendStats {
+    pub requests: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+/// One backend address.
+pub struct Backend {
+    pub addr: BackendAddr,
+    idle: Mutex<Vec<(Conn, OwnedSemaphorePermit, Instant)>>,
+    slots: Arc<Semaphore>,
+    released: Notify,
+    pub max_conns: AtomicUsize,
+    /// Fresh connections sent a request but not yet answered.
+    fresh_waiting: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    health: Mutex<Health>,
+    pub stats: BackendStats,
+}
+
+/// A connection checked out of a backend, with its slot.
+pub struct Lease {
+    pub conn: Option<Conn>,
+    /// Counted in the backend's `fresh_waiting`.
+    waiting: bool,
+    permit: Option<OwnedSemaphorePermit>,
+    pub backend: Arc<Backend>,
+}
+
+impl Lease {
+    /// Put the connection back for reuse (only after a clean END_REQUEST
+    /// with nothing of this request left on the wire).
+    pub fn release(mut self) {
+        if self.backend.fresh_waiting.load(Ordering::Relaxed) > 0 {
+            return; // the safety valve: close, so a backend process frees up
+        }
+        if let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) {
+            let mut idle = self.backend.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.push((conn, permit, Instant::now()));
+        }
+    }
+}
+
+impl Lease {
+    /// The request is on the wire; call [`Lease::answered`] at the first record.
+    pub fn sent(&mut self) {
+        if let Some(c) = self.conn.as_mut().filter(|c| !c.served) {
+            c.served = true; // counted once; `answered` or drop undoes it
+            self.waiting = true;
+            self.backend.fresh_waiting.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The backend answered.
+    pub fn answered(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            self.backend.fresh_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.answered();
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // A connection not released is closed here; its slot frees.
+        self.conn.take();
+        self.permit.take();
+        self.backend.released.notify_one();
+    }
+}
+
+impl Backend {
+    pub fn new(addr: BackendAddr, max_conns: usize) -> Arc<Backend> {
+        Arc::new(Backend {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max_conns)),
+            released: Notify::new(),
+            max_conns: AtomicUsize::new(max_conns),
+            fresh_waiting: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            health: Mutex::new(Health {
+                failures: 0,
+                retry_at: None,
+                last_error: String::new(),
+            }),
+            stats: BackendStats::default(),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up, or its back-off has expired (worth another try).
+    pub fn available(&self) -> bool {
+        self.health().retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.health().retry_at.is_some()
+    }
+
+    fn mark_failed(&self, err: &io::Error) {
+        self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.health();
+        h.failures = h.failures.saturating_add(1);
+        let backoff = Duration::from_secs(1 << (h.failures - 1).min(5)).min(BACKOFF_MAX);
+        h.retry_at = Some(Instant::now() + backoff);
+        h.last_error = err.to_string();
+        tracing::warn!(
+            "FastCGI backend {} unreachable ({err}); retrying it in {}s",
+            self.addr,
+            backoff.as_secs()
+        );
+    }
+
+    fn mark_up(&self) {
+        let mut h = self.health();
+        if h.retry_at.is_some() {
+            tracing::info!("FastCGI backend {} is reachable again", self.addr);
+        }
+        h.failures = 0;
+        h.retry_at = None;
+    }
+
+    pub fn last_error(&self) -> String {
+        self.health().last_error.clone()
+    }
+
+    /// A live idle connection, if any (stale ones are dropped).
+    fn take_idle(&self) -> Option<(Conn, OwnedSemaphorePermit)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((mut conn, permit, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && !conn.io.is_dead() {
+                conn.reused = true;
+                return Some((conn, permit));
+            }
+        }
+        None
+    }
+
+    fn lease(self: &Arc<Self>, conn: Conn, permit: OwnedSemaphorePermit) -> Lease {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            conn: Some(conn),
+            waiting: false,
+            permit: Some(permit),
+            backend: self.clone(),
+        }
+    }
+
+    /// Without waiting: an idle connection, or a new one if under the cap.
+    /// `Ok(None)`: at the cap.
+    async fn try_checkout(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+    ) -> io::Result<Option<Lease>> {
+        if let Some((conn, permit)) = self.take_idle() {
+            return Ok(Some(self.lease(conn, permit)));
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
+        let conn = self.connect(connect_timeout).await?;
+        Ok(Some(self.lease(conn, permit)))
+    }
+
+    /// Wait (until `deadline`) for a connection slot.
+    async fn checkout_waiting(
+        self: &Arc<Self>,
+        connect_timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> io::Result<Option<Lease>> {
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(lease) = self.try_checkout(connect_timeout).await? {
+                return Ok(Some(lease));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn connect(&self, timeout: Duration) -> io::Result<Conn> {
+        let attempt = async {
+            match &self.addr {
+                BackendAddr::Tcp(a) => {
+                    let s = TcpStream::connect(a.as_str()).await?;
+                    let _ = s.set_nodelay(true);
+                    Ok(Stream::Tcp(s))
+                }
+                BackendAddr::Unix(p) => UnixStream::connect(p).await.map(Stream::Unix),
+            }
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {}s", timeout.as_secs()),
+            )),
+        };
+        match result {
+            Ok(io) => {
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                self.mark_up();
+                Ok(Conn {
+                    io,
+                    rbuf: BytesMut::with_capacity(16 * 1024),
+                    reused: false,
+                    served: false,
+                })
+            }
+            Err(e) => {
+                self.mark_failed(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Why no connection could be had.
+pub enum CheckoutError {
+    /// Every backend refused or is in back-off.
+    AllDown(String),
+    /// Every reachable backend stayed at its connection cap until the deadline.
+    Busy,
+}
+
+/// The backends of one route, balanced by fewest requests in flight
+/// (round-robin among equals).
+pub struct Balancer {
+    backends: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(backends: Vec<Arc<Backend>>) -> Balancer {
+        Balancer {
+            backends,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// A connection from the best available backend.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        wait: Duration,
+    ) -> Result<Lease, CheckoutError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.backends.len();
+        let mut order: Vec<&Arc<Backend>> =
+            (0..n).map(|i| &self.backends[(start + i) % n]).collect();
+        order.sort_by_key(|b| b.in_flight.load(Ordering::Relaxed));
+        let mut tried_any = false;
+        let mut reachable = Vec::new();
+        for b in order.iter().filter(|b| b.available()) {
+            tried_any = true;
+            match b.try_checkout(connect_timeout).await {
+                Ok(Some(lease)) => return Ok(lease),
+                Ok(None) => reachable.push(*b),
+                Err(_) => continue, // marked down; try the next one
+            }
+        }
+        if let Some(b) = reachable.first() {
+            let deadline = tokio::time::Instant::now() + wait;
+            return match b.checkout_waiting(connect_timeout, deadline).await {
+                Ok(Some(lease)) => Ok(lease),
+                Ok(None) => Err(CheckoutError::Busy),
+                Err(e) => Err(CheckoutError::AllDown(format!("{}: {e}", b.name()))),
+            };
+        }
+        let why = self
+            .backends
+            .iter()
+            .map(|b| format!("{}: {}", b.name(), b.last_error()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(CheckoutError::AllDown(if tried_any {
+            why
+        } else {
+            format!("all in back-off ({why})")
+        }))
+    }
+}

@@ -1,0 +1,186 @@
+//! FastCGI 1.0 records: encoding what we send (BEGIN_REQUEST, PARAMS,
+//! STDIN) and incrementally decoding what backends send (STDOUT, STDERR,
+//! END_REQUEST) out of a read buffer without copying the payload.
+//!
+//! Written here rather than taken from the fastcgi-client crate; see
+//! `fastcgi/mod.rs` for why.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 8;
+/// Largest content one record carries.
+pub const MAX_CONTENT: usize = 65_535;
+
+pub const BEGIN_REQUEST: u8 = 1;
+pub const ABORT_REQUEST: u8 = 2;
+pub const END_REQUEST: u8 = 3;
+pub const PARAMS: u8 = 4;
+pub const STDIN: u8 = 5;
+pub const STDOUT: u8 = 6;
+pub const STDERR: u8 = 7;
+
+const ROLE_RESPONDER: u16 = 1;
+const FLAG_KEEP_CONN: u8 = 1;
+
+/// We never multiplex: one request per connection at a time, id 1
+/// (nginx, lighttpd and Apache do the same; php-fpm cannot multiplex).
+pub const REQUEST_ID: u16 = 1;
+
+fn put_header(buf: &mut BytesMut, kind: u8, id: u16, len: usize) {
+    buf.put_u8(VERSION);
+    buf.put_u8(kind);
+    buf.put_u16(id);
+    buf.put_u16(len as u16);
+    buf.put_u8(0); // no padding
+    buf.put_u8(0);
+}
+
+/// BEGIN_REQUEST for a responder.
+pub fn put_begin(buf: &mut BytesMut, keep_conn: bool) {
+    put_header(buf, BEGIN_REQUEST, REQUEST_ID, 8);
+    buf.put_u16(ROLE_RESPONDER);
+    buf.put_u8(if keep_conn { FLAG_KEEP_CONN } else { 0 });
+    buf.put_bytes(0, 5);
+}
+
+fn put_len(buf: &mut Vec<u8>, n: usize) {
+    if n < 128 {
+        buf.push(n as u8);
+    } else {
+        buf.extend_from_slice(&((n as u32) | 0x8000_0000).to_be_bytes());
+    }
+}
+
+/// Name-value pairs in the FastCGI encoding.
+pub fn encode_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    for (name, value) in pairs {
+        put_len(&mut out, name.len());
+        put_len(&mut out, value.len());
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// A stream (PARAMS or STDIN) payload split into records, without the
+/// terminating empty record.
+pub fn put_stream(buf: &mut BytesMut, kind: u8, mut data: &[u8]) {
+    while !data.is_empty() {
+        let n = data.len().min(MAX_CONTENT);
+        put_header(buf, kind, REQUEST_ID, n);
+        buf.put_slice(&data[..n]);
+        data = &data[n..];
+    }
+}
+
+/// The empty record that ends a PARAMS or STDIN stream.
+pub fn put_stream_end(buf: &mut BytesMut, kind: u8) {
+    put_header(buf, kind, REQUEST_ID, 0);
+}
+
+/// Just the record header for `len` bytes of STDIN that the caller writes
+/// right after (avoids copying large body chunks).
+pub fn stdin_header(len: usize) -> [u8; HEADER_LEN] {
+    let l = (len as u16).to_be_bytes();
+    let id = REQUEST_ID.to_be_bytes();
+    [VERSION, STDIN, id[0], id[1], l[0], l[1], 0, 0]
+}
+
+/// One decoded record.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record {
+    pub kind: u8,
+    pub id: u16,
+    pub content: Bytes,
+}
+
+/// Take one complete record off the front of `buf`, if there is one.
+pub fn take_record(buf: &mut BytesMut) -> Result<Option<Record>, String> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    if buf[0] != VERSION {
+        return Err(format!(
+            "FastCGI record with version {} (expected 1)",
+            buf[0]
+        ));
+    }
+    let content_len = u16::from_be_bytes([buf[4], buf[5]]) as usize;
+    let padding = buf[6] as usize;
+    if buf.len() < HEADER_LEN + content_len + padding {
+        return Ok(None);
+    }
+    let kind = buf[1];
+    let id = u16::from_be_bytes([buf[2], buf[3]]);
+    buf.advance(HEADER_LEN);
+    let content = buf.split_to(content_len).freeze();
+    buf.advance(padding);
+    Ok(Some(Record { kind, id, content }))
+}
+
+/// END_REQUEST body: (appStatus, protocolStatus).
+pub fn end_request_status(content: &[u8]) -> Option<(u32, u8)> {
+    if content.len() < 5 {
+        return None;
+    }
+    let app = u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
+    Some((app, content[4]))
+}
+
+pub const REQUEST_COMPLETE: u8 = 0;
+pub const CANT_MPX_CONN: u8 = 1;
+pub const OVERLOADED: u8 = 2;
+pub const UNKNOWN_ROLE: u8 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_use_short_and_long_lengths() {
+        let long = vec![b'v'; 300];
+        let enc = encode_pairs([(&b"A"[..], &b"1"[..]), (&b"LONG"[..], &long[..])]);
+        assert_eq!(&enc[..4], &[1, 1, b'A', b'1']);
+        assert_eq!(&enc[4..9], &[4, 0x80, 0, 1, 44]);
+        assert_eq!(&enc[9..13], b"LONG");
+        assert_eq!(enc.len(), 13 + 300);
+    }
+
+    #[test]
+    fn records_split_and_decode_incrementally() {
+        let mut buf = BytesMut::new();
+        put_stream(&mut buf, STDIN, &vec![7u8; MAX_CONTENT + 10]);
+        put_stream_end(&mut buf, STDIN);
+        let mut partial = buf.split_to(HEADER_LEN + 100);
+        assert_eq!(
+            take_record(&mut partial).unwrap(),
+            None,
+            "incomplete record"
+        );
+        partial.unsplit(buf);
+        let mut buf = partial;
+        let a = take_record(&mut buf).unwrap().unwrap();
+        let b = take_record(&mut buf).unwrap().unwrap();
+        let c = take_record(&mut buf).unwrap().unwrap();
+        assert_eq!((a.kind, a.id, a.content.len()), (STDIN, 1, MAX_CONTENT));
+        assert_eq!(b.content.len(), 10);
+        assert!(c.content.is_empty());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn padding_is_skipped_and_bad_version_refused() {
+        let mut buf = BytesMut::from(&[1, STDOUT, 0, 1, 0, 2, 3, 0, b'h', b'i', 0, 0, 0][..]);
+        let r = take_record(&mut buf).unwrap().unwrap();
+        assert_eq!(&r.content[..], b"hi");
+        assert!(buf.is_empty());
+        let mut bad = BytesMut::from(&[2u8, STDOUT, 0, 1, 0, 0, 0, 0][..]);
+        assert!(take_record(&mut bad).is_err());
+        assert_eq!(
+            end_request_status(&[0, 0, 0, 5, OVERLOADED, 0, 0, 0]),
+            Some((5, OVERLOADED))
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Which script a `*.EXT` FastCGI route runs: the URL is walked segment by
+//! segment under the document root; the first regular file must have the
+//! route's extension, and the rest of the path is `PATH_INFO`.
+//!
+//! This is what keeps `/uploads/x.jpg/y.php` away from PHP (the first file,
+//! `x.jpg`, is not a `.php`; CVE-2019-11043 and the `cgi.fix_pathinfo`
+//! class), and a script that does not exist is a 404 from the static
+//! handler, never a request to the backend. The split is on decoded bytes,
+//! case-sensitive: no Unicode case folding that could shift offsets.
+
+use std::path::{Path, PathBuf};
+
+use crate::uri_path::{join_url, SafePath};
+
+/// A script under the root and how the URL splits around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptTarget {
+    /// Index of the route (extension) that matched.
+    pub route: usize,
+    /// `/blog/index.php`
+    pub script_name: String,
+    /// `/extra` or empty
+    pub path_info: String,
+    /// root + script_name
+    pub filename: PathBuf,
+}
+
+/// Find the script for `path` among `extensions` (route order), or `None`
+/// when this is not a FastCGI script request.
+pub fn find(root: &Path, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
+    let mut candidate = root.to_path_buf();
+    for (i, seg) in path.segments.iter().enumerate() {
+        candidate.push(seg);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        if meta.is_dir() {
+            continue;
+        }
+        if !meta.is_file() {
+            return None;
+        }
+        let route = extensions.iter().position(|ext| has_extension(seg, ext))?;
+        if !inside(&candidate, root) {
+            return None;
+        }
+        let mut path_info = join_url(&path.segments[i + 1..]);
+        if path.trailing_slash {
+            path_info.push('/');
+        }
+        return Some(ScriptTarget {
+            route,
+            script_name: join_url(&path.segments[..=i]),
+            path_info,
+            filename: candidate,
+        });
+    }
+    // A directory: `/dir/` tries `/dir/index.EXT`; `/dir` is left to the
+    // static handler's redirect.
+    if !path.trailing_slash && !path.segments.is_empty() {
+        return None;
+    }
+    extensions.iter().enumerate().find_map(|(route, ext)| {
+        let index = format!("index.{ext}");
+        let file = candidate.join(&index);
+        (file.is_file() && inside(&file, root)).then(|| ScriptTarget {
+            route,
+            script_name: format!("{}/{index}", join_url(&path.segments)),
+            path_info: String::new(),
+            filename: file,
+        })
+    })
+}
+
+fn has_extension(name: &str, ext: &str) -> bool {
+    name.len() > ext.len() + 1
+        && name.ends_with(ext)
+        && name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+}
+
+/// The file, symlinks resolved, is still under the (canonical) root.
+fn inside(file: &Path, root: &Path) -> bool {
+    std::fs::canonicalize(file).is_ok_and(|c| c.starts_with(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn splits_at_the_first_file_and_refuses_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("blog")).unwrap();
+        fs::create_dir_all(root.join("uploads")).unwrap();
+        fs::write(root.join("blog/index.php"), "<?php").unwrap();
+        fs::write(root.join("uploads/x.jpg"), "jpeg").unwrap();
+        fs::write(root.join("a.php"), "<?php").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("evil.php")).unwrap();
+        let find = |p: &str| find(&root, &SafePath::parse(p).unwrap(), &["php"]);
+
+        let t = find("/blog/index.php/extra/x").unwrap();
+        assert_eq!(
+            (t.script_name.as_str(), t.path_info.as_str()),
+            ("/blog/index.php", "/extra/x")
+        );
+        assert_eq!(t.filename, root.join("blog/index.php"));
+        let t = find("/blog/").unwrap();
+        assert_eq!(
+            (t.script_name.as_str(), t.path_info.as_str()),
+            ("/blog/index.php", "")
+        );
+        assert_eq!(find("/blog"), None, "left to the static redirect");
+        assert_eq!(find("/uploads/x.jpg/y.php"), None);
+        assert_eq!(find("/missing.php"), None);
+        assert_eq!(find("/evil.php"), None, "symlink out of the root");
+        assert_eq!(find("/a.php").unwrap().path_info, "");
+        assert_eq!(find("/A.PHP"), None);
+        assert!(!has_extension(".php", "php"));
+        assert!(!has_extension("xphp", "php"));
+    }
+}

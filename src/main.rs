@@ -50,10 +50,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let app = App::new(config)?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
     for line in app.config.route_lines() {
         tracing::info!("route: {line}");
     }
+    tracing::info!("listening on http://{}", listener.local_addr()?);
     cgihost::server::run(listener, app, shutdown_signal()).await?;
     Ok(())
 }

@@ -30,10 +30,8 @@ fn bad_flags_get_one_line_naming_the_flag_and_exit_2() {
         (&["--bind", "not-an-ip"], "--bind"),
         (&["--log-format", "xml"], "--log-format"),
         (&["--fastcgi", "*.php"], "--fastcgi"),
-        (
-            &["--fastcgi", "*.php=unix:/run/php.sock"],
-            "not supported yet",
-        ),
+        (&["--fastcgi", "php=unix:/run/php.sock"], "--fastcgi"),
+        (&["--fastcgi", "/app=localhost"], "--fastcgi"),
         (&["--spawn", "/app=perl app.fcgi"], "not supported yet"),
         (&["--root", "/definitely/not/here"], "root"),
         (&["--cgi-prefix", "cgi"], "cgi_prefix"),

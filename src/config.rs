@@ -54,6 +54,8 @@ struct FileConfig {
     cgi: FileCgi,
     fastcgi: Vec<FileRoute>,
     spawn: Vec<FileRoute>,
+    /// `Cache-Control` value for static file responses.
+    cache_control: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +163,8 @@ pub struct Config {
     pub max_header_size: usize,
     /// Where chunked request bodies are spooled (default: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// `Cache-Control` on static file responses (default: none).
+    pub cache_control: Option<String>,
 }
 
 impl Default for Config {
@@ -185,6 +189,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             spool_dir: None,
+            cache_control: None,
         }
     }
 }
@@ -257,6 +262,7 @@ impl Config {
                 workers,
             )?);
         }
+        self.cache_control = f.cache_control.or(self.cache_control.take());
         unsupported_yet("status_path", f.status_path.is_some())?;
         unsupported_yet("user", f.user.is_some())?;
         unsupported_yet("tls_cert", f.tls_cert.is_some() || f.tls_key.is_some())?;
@@ -323,6 +329,7 @@ impl Config {
                 self.cgi_dir.display()
             ));
         }
+        check_header_value("cache_control", self.cache_control.as_deref())?;
         if !self.fastcgi.is_empty() {
             return err("--fastcgi: FastCGI routes are not supported yet in this build");
         }
@@ -403,6 +410,16 @@ fn check_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+fn check_header_value(key: &str, v: Option<&str>) -> Result<(), ConfigError> {
+    match v {
+        Some(v) if v.trim().is_empty() || http::HeaderValue::from_str(v).is_err() => err(format!(
+            "{key}: '{}' is not a valid header value",
+            v.escape_debug()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `10G`, `512M`, `64K` or plain bytes; powers of 1024.

@@ -44,7 +44,8 @@ impl App {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi = CgiEngine::new(&config, root.clone());
-        let statics = StaticFiles::new(root, cgi.dir().cloned());
+        let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
+            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
             .map_err(|_| {
                 ConfigError(format!(
@@ -107,7 +108,12 @@ pub async fn dispatch(
                     }
                 }
             }
-            Route::Static => return app.statics.serve(req.method(), &path, req.uri()).await,
+            Route::Static => {
+                return app
+                    .statics
+                    .serve(req.method(), &path, req.uri(), req.headers())
+                    .await
+            }
         }
     }
     Err(Error::Internal(format!(

@@ -62,6 +62,8 @@ pub struct Resolver {
     hidden: Option<PathBuf>,
     /// The CGI directory relative to the root, when it lies inside it.
     hidden_rel: Option<PathBuf>,
+    /// Cleared once `openat2` turned out to be missing, so we stop trying.
+    has_openat2: AtomicBool,
 }
 
 impl Resolver {
@@ -80,6 +82,7 @@ impl Resolver {
             root_dir,
             hidden,
             hidden_rel,
+            has_openat2: AtomicBool::new(true),
         })
     }
 
@@ -130,7 +133,7 @@ impl Resolver {
 
     /// Open `rel` (below the root) for reading, or say why not.
     fn open(&self, rel: &Path) -> Result<Found, Error> {
-        let file = match openat2_beneath(&self.root_dir, rel) {
+        let file = match self.openat2_beneath(rel) {
             Ok(_) if self.hidden_lexically(rel) => return Err(Error::NotFound),
             Ok(file) => file,
             Err(e) if needs_slow_path(&e) => self.open_canonical(rel)?,
@@ -168,7 +171,7 @@ impl Resolver {
         if dotted || hidden {
             return Err(Error::NotFound);
         }
-        match openat2_beneath(&self.root_dir, inside) {
+        match self.openat2_beneath(inside) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => OpenOptions::new()
                 .read(true)
                 .custom_flags(OPEN_FLAGS)
@@ -200,9 +203,6 @@ fn io_error(e: io::Error, rel: &Path) -> Error {
     }
 }
 
-/// Set once `openat2` turned out to be missing, so we stop trying it.
-static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
-
 /// `struct open_how` of linux/openat2.h.
 #[repr(C)]
 struct OpenHow {
@@ -214,13 +214,28 @@ struct OpenHow {
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
 
-/// Open `rel` below `dir` for reading; the kernel refuses any symlink and
-/// any step out of `dir`. `ENOSYS` when `openat2` is unavailable.
-fn openat2_beneath(dir: &File, rel: &Path) -> io::Result<File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    if NO_OPENAT2.load(Ordering::Relaxed) {
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+impl Resolver {
+    /// Open `rel` below the root for reading; the kernel refuses any
+    /// symlink and any step out of the root. `ENOSYS` when `openat2` is
+    /// unavailable.
+    fn openat2_beneath(&self, rel: &Path) -> io::Result<File> {
+        if !self.has_openat2.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        let opened = openat2(&self.root_dir, rel);
+        if let Err(e) = &opened {
+            if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+                self.has_openat2.store(false, Ordering::Relaxed);
+                return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+            }
+        }
+        opened
     }
+}
+
+/// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, read-only.
+fn openat2(dir: &File, rel: &Path) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -245,12 +260,7 @@ fn openat2_beneath(dir: &File, rel: &Path) -> io::Result<File> {
         )
     };
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
-            NO_OPENAT2.store(true, Ordering::Relaxed);
-            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-        }
-        return Err(e);
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     Ok(unsafe { File::from_raw_fd(fd as libc::c_int) })
@@ -279,20 +289,17 @@ mod tests {
 
     #[test]
     fn resolves_inside_and_refuses_outside() {
-        check_table();
+        check_table(true);
     }
 
-    /// The same answers when the kernel has no `openat2` (the slow path
-    /// for every lookup; the flag only ever forces the slower, equally
-    /// safe path on tests running alongside).
+    /// The same answers when the kernel has no `openat2`: the slow path
+    /// for every lookup.
     #[test]
     fn same_answers_without_openat2() {
-        NO_OPENAT2.store(true, Ordering::Relaxed);
-        check_table();
-        NO_OPENAT2.store(false, Ordering::Relaxed);
+        check_table(false);
     }
 
-    fn check_table() {
+    fn check_table(openat2: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(tmp.path()).unwrap();
         let root = base.join("root");
@@ -313,6 +320,7 @@ mod tests {
         symlink(".git", root.join("git-link")).unwrap();
         symlink("/etc", root.join("etc")).unwrap();
         let r = Resolver::new(root.clone(), Some(cgi)).unwrap();
+        r.has_openat2.store(openat2, Ordering::Relaxed);
         let table: &[(&str, Result<&str, &str>)] = &[
             ("/a.txt", Ok("a")),
             ("/dir/", Ok("index")),

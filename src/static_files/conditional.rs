@@ -16,7 +16,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 /// The validators of one representation (one file, one content coding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
-    /// With its quotes, e.g. `"1a-65f0c2a1d"`.
+    /// With its quotes: `"SIZE-SECS.NANOS"` in hex, e.g. `"1a-65f0c2a1.5"`.
     pub etag: String,
     pub modified: Option<SystemTime>,
 }
@@ -29,7 +29,7 @@ impl Validators {
             .unwrap_or_default();
         Validators {
             etag: format!(
-                "\"{:x}-{:x}{:x}{suffix}\"",
+                "\"{:x}-{:x}.{:x}{suffix}\"",
                 len,
                 d.as_secs(),
                 d.subsec_nanos()

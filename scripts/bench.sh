@@ -7,6 +7,7 @@
 #
 #   scripts/bench.sh                      # CGI hello (C, sh) + 1 GiB upload vs lighttpd, nginx+fcgiwrap
 #   scripts/bench.sh --quick              # 1 run, 3 s per test
+#   PEERS="nginx caddy cgihost" WORKLOADS="static-1k static-1m" scripts/bench.sh   # static files
 #   PEERS="lighttpd cgihost" WORKLOADS="cgi-c" scripts/bench.sh
 #   RUNS=3 DURATION=20 scripts/bench.sh   # knobs: see ../shared/bench/peers.sh
 #
@@ -16,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 [[ -f $SHARED/peers.sh ]] || { echo "bench: $SHARED/peers.sh not found (set SHARED_BENCH)" >&2; exit 1; }
 
-pkgs=(wrk curl gcc nginx lighttpd fcgiwrap spawn-fcgi iproute2)
+pkgs=(wrk curl gcc nginx lighttpd caddy fcgiwrap spawn-fcgi iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +27,7 @@ if ((${#missing[@]})); then
     apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Honours CARGO_TARGET_DIR, like cargo itself.
 cargo build --release --manifest-path "$ROOT/Cargo.toml"
 
 work=$(mktemp -d /tmp/cgihost-bench.XXXXXX)
@@ -34,7 +36,7 @@ cp -r "$SHARED/peers.sh" "$SHARED/src" "$work/"
 mkdir -p "$work/peers.d"
 cp "$ROOT/scripts/bench/cgihost-peer.sh" "$work/peers.d/cgihost.sh"
 
-export CGIHOST_BIN=$ROOT/target/release/cgihost
+export CGIHOST_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cgihost
 export PEERS=${PEERS:-"lighttpd nginx cgihost"}
 export WORKLOADS=${WORKLOADS:-"cgi-c cgi-sh upload-cgi"}
 export OUT=${OUT:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}

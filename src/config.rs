@@ -56,6 +56,8 @@ struct FileConfig {
     cgi: FileCgi,
     fastcgi: Vec<FileRoute>,
     spawn: Vec<FileRoute>,
+    /// `Cache-Control` value for static file responses.
+    cache_control: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +178,8 @@ pub struct Config {
     /// backend's process count (php-fpm `pm.max_children`).
     pub fastcgi_max_conns: usize,
     pub fastcgi_connect_timeout: Duration,
+    /// `Cache-Control` on static file responses (default: none).
+    pub cache_control: Option<String>,
 }
 
 impl Default for Config {
@@ -202,6 +206,7 @@ impl Default for Config {
             spool_dir: None,
             fastcgi_max_conns: 8,
             fastcgi_connect_timeout: Duration::from_secs(5),
+            cache_control: None,
         }
     }
 }
@@ -279,6 +284,7 @@ impl Config {
                 workers,
             )?);
         }
+        self.cache_control = f.cache_control.or(self.cache_control.take());
         unsupported_yet("status_path", f.status_path.is_some())?;
         unsupported_yet("user", f.user.is_some())?;
         unsupported_yet("tls_cert", f.tls_cert.is_some() || f.tls_key.is_some())?;
@@ -348,6 +354,7 @@ impl Config {
         if self.fastcgi_max_conns == 0 {
             return err("fastcgi_max_conns: must be at least 1");
         }
+        check_header_value("cache_control", self.cache_control.as_deref())?;
         if !self.spawn.is_empty() {
             return err("--spawn: supervised FastCGI pools are not supported yet in this build");
         }
@@ -427,6 +434,16 @@ fn check_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+fn check_header_value(key: &str, v: Option<&str>) -> Result<(), ConfigError> {
+    match v {
+        Some(v) if v.trim().is_empty() || http::HeaderValue::from_str(v).is_err() => err(format!(
+            "{key}: '{}' is not a valid header value",
+            v.escape_debug()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `10G`, `512M`, `64K` or plain bytes; powers of 1024.

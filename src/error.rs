@@ -2,7 +2,8 @@
 //! becomes a status code, a log line and a short HTML page.
 //!
 //! Mapping: paths that do not resolve → 404; refused paths → 403; bad
-//! clients → 400/405/413; a backend (CGI script) that misbehaves → 502; no
+//! clients → 400/405/413; failed preconditions → 412; ranges outside the
+//! file → 416 with `Content-Range: bytes */SIZE`; a backend (CGI script) that misbehaves → 502; no
 //! capacity → 503 with `Retry-After`; a backend that is too slow → 504.
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -17,9 +18,18 @@ pub enum Error {
     Forbidden(String),
     NotFound,
     MethodNotAllowed(&'static str),
+    /// `If-Match` / `If-Unmodified-Since` failed (412).
+    PreconditionFailed,
+    /// No byte of a `Range` lies inside a file of `size` bytes (416).
+    RangeNotSatisfiable {
+        size: u64,
+    },
     PayloadTooLarge(String),
     BadGateway(String),
-    ServiceUnavailable { retry_after_secs: u64, why: String },
+    ServiceUnavailable {
+        retry_after_secs: u64,
+        why: String,
+    },
     GatewayTimeout(String),
     Internal(String),
 }
@@ -31,6 +41,8 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -51,13 +63,21 @@ impl Error {
             Error::BadRequest(why) | Error::Forbidden(why) | Error::PayloadTooLarge(why) => {
                 tracing::info!(%status, "{why}")
             }
-            Error::NotFound | Error::MethodNotAllowed(_) => {}
+            Error::NotFound
+            | Error::MethodNotAllowed(_)
+            | Error::PreconditionFailed
+            | Error::RangeNotSatisfiable { .. } => {}
         }
         let mut resp = error_page(status);
         let headers = resp.headers_mut();
         match self {
             Error::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
             }
             Error::ServiceUnavailable {
                 retry_after_secs, ..

@@ -9,7 +9,10 @@
 //! - [`server`]: accept loop, per-connection facts, graceful drain.
 //! - [`router`]: the shared [`router::App`] and the routing order.
 //! - [`uri_path`]: percent-decoding and path safety, shared by every handler.
-//! - [`static_files`]: files under the document root.
+//! - [`static_files`]: files under the document root — `resolve` (path →
+//!   open file, never outside the root), `conditional` (ETag, If-*),
+//!   `range`, `compression` (Accept-Encoding, siblings, streaming gzip),
+//!   `file_body` (chunked reads).
 //! - [`cgi`]: the CGI engine — `target` (script lookup), `env`
 //!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
 //!   (body pump and spool), `output` (stdout head and streaming body),

@@ -1,10 +1,12 @@
 //! Logging: diagnostics through tracing on stderr, and the access log on
 //! stdout — one line per request, written when its response body is done
 //! (so the byte count and duration are real), in combined log format or JSON.
+//! Lines are handed to one writer thread, which batches them under load.
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -168,9 +170,70 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(rec) = self.record.take() {
             let complete = self.done || self.inner.is_end_stream();
-            let line = rec.line(self.bytes, complete);
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            access_line(&rec.line(self.bytes, complete));
         }
+    }
+}
+
+/// Access lines waiting for the writer thread.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static WAKE: Condvar = Condvar::new();
+/// Held while a batch is written, so batches reach stdout in order.
+static WRITING: Mutex<()> = Mutex::new(());
+/// Above this many pending bytes the request thread writes them itself
+/// (the writer thread is behind, e.g. stdout is a slow pipe).
+const PENDING_MAX: usize = 256 * 1024;
+/// How long the writer lets lines gather after the first one arrives.
+const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Queue one access line. A single writer thread, started on first use,
+/// writes whatever has queued up in one `write`: lines go out at once when
+/// the server is quiet and in batches when it is busy, instead of every
+/// request thread making its own syscall and contending for stdout.
+fn access_line(line: &str) {
+    static WRITER: std::sync::Once = std::sync::Once::new();
+    WRITER.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(write_access_lines);
+        if let Err(e) = spawned {
+            tracing::warn!("no access-log thread ({e}); writing lines inline");
+        }
+    });
+    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    // Only the first line of a batch wakes the writer: it takes the whole
+    // queue, and a notify costs a syscall.
+    let first = pending.is_empty();
+    pending.extend_from_slice(line.as_bytes());
+    let overflowing = pending.len() > PENDING_MAX;
+    drop(pending);
+    if overflowing {
+        flush_access_log();
+    } else if first {
+        WAKE.notify_one();
+    }
+}
+
+fn write_access_lines() {
+    loop {
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        while pending.is_empty() {
+            pending = WAKE.wait(pending).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(pending);
+        // Let a busy server's lines gather into one write.
+        std::thread::sleep(BATCH_DELAY);
+        flush_access_log();
+    }
+}
+
+/// Write every queued access line now. Called at shutdown so the last
+/// lines are not lost, and when the queue grows too long.
+pub fn flush_access_log() {
+    let _order = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    let batch = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner()));
+    if !batch.is_empty() {
+        let _ = std::io::stdout().lock().write_all(&batch);
     }
 }
 

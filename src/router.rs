@@ -48,7 +48,8 @@ impl App {
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi = CgiEngine::new(&config, root.clone());
         let fastcgi = FastCgi::new(&config, root.clone());
-        let statics = StaticFiles::new(root, cgi.dir().cloned());
+        let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
+            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
             .map_err(|_| {
                 ConfigError(format!(
@@ -151,7 +152,12 @@ pub async fn dispatch(
                     .handle(route, req, conn, script, request_id)
                     .await?
             }
-            Route::Static => return app.statics.serve(req.method(), &path, req.uri()).await,
+            Route::Static => {
+                return app
+                    .statics
+                    .serve(req.method(), &path, req.uri(), req.headers())
+                    .await
+            }
         };
         match outcome {
             Outcome::Response(resp) => return Ok(resp),

@@ -1,47 +1,91 @@
-//! Static files under `--root`: GET and HEAD, `/dir/` → `dir/index.html`,
-//! `/dir` → 301 `/dir/`, no listings, no escape from the root.
+//! Static files under `--root`: GET and HEAD, validators and conditional
+//! requests, single byte ranges, precompressed and on-the-fly gzip, and no
+//! escape from the root.
 //!
-//! Steps: 1. the router hands over an already-safe decoded path
-//! (`uri_path`); 2. `resolve` canonicalizes it and checks it is inside the
-//! root and not inside the CGI directory (programs are never served as
-//! source); 3. small files are sent from memory, large ones streamed in
-//! chunks by `FileBody`.
+//! The pipeline of [`StaticFiles::serve`], one step per function:
+//! 1. method: GET and HEAD only, else 405 with `Allow`;
+//! 2. resolve (`resolve.rs`): the router's already-safe decoded path is
+//!    opened beneath the root — a file, `dir/index.html`, or a 301 to
+//!    `/dir/`; never outside the root, inside the CGI directory, a dot-file
+//!    or a non-regular file;
+//! 3. range wanted? (`range.rs` parses, `conditional.rs` checks `If-Range`
+//!    against the identity file's validators): GET only;
+//! 4. representation (`compression.rs`): identity when a range applies,
+//!    else a precompressed `FILE.br`/`FILE.gz` sibling or on-the-fly gzip
+//!    of a text file, as `Accept-Encoding` allows; each with its own ETag;
+//! 5. preconditions (`conditional.rs`): 412, or 304 for the chosen
+//!    representation;
+//! 6. range decision: 206 for one range, 416 when nothing is satisfiable,
+//!    the whole file for several (see `range.rs`);
+//! 7. body (`file_body.rs`): small files in one read, larger ones streamed
+//!    in chunks, gzipped as they stream when step 4 said so.
 
+mod compression;
+mod conditional;
 mod file_body;
+mod range;
+mod resolve;
 
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use http::{header, HeaderValue, Method, Response, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, Body};
 use crate::error::Error;
 use crate::uri_path::SafePath;
+use compression::{Accepted, Coding, GzipBody};
+use conditional::{Outcome, Validators};
 use file_body::FileBody;
+use resolve::{Found, Resolved, Resolver};
 
-/// Files up to this size are read whole; larger ones are streamed.
+/// Files (or parts) up to this size are read in one `pread` on the worker
+/// thread — page-cache fast, no trip to the blocking pool; larger ones are
+/// streamed by `FileBody`.
 const SMALL_FILE: u64 = 64 * 1024;
 
+/// Input chunk for on-the-fly gzip: bounds the CPU one poll spends
+/// compressing on a worker thread (about a millisecond).
+const GZIP_CHUNK: usize = 64 * 1024;
+
 pub struct StaticFiles {
-    /// Canonical document root.
-    root: PathBuf,
-    /// Canonical CGI directory, never served as files.
-    hidden_dir: Option<PathBuf>,
+    resolver: Resolver,
+    /// `Cache-Control` for file responses, if configured.
+    cache_control: Option<HeaderValue>,
 }
 
-enum Resolved {
-    File(PathBuf),
-    /// A directory asked for without its trailing slash.
-    AddSlash,
+/// The bytes chosen for a response: which file, in which coding.
+struct Representation {
+    found: Found,
+    /// `Content-Encoding`; None for identity.
+    coding: Option<Coding>,
+    /// Gzip `found` while sending (else its bytes go out as they are).
+    gzip_on_the_fly: bool,
+    validators: Validators,
+    /// The response depends on `Accept-Encoding` (`Vary`).
+    vary: bool,
 }
 
 impl StaticFiles {
-    pub fn new(root: PathBuf, hidden_dir: Option<PathBuf>) -> StaticFiles {
-        StaticFiles { root, hidden_dir }
+    /// `root` and `hidden_dir` (the CGI directory) must be canonical;
+    /// `cache_control` was validated as a header value with the config.
+    pub fn new(
+        root: PathBuf,
+        hidden_dir: Option<PathBuf>,
+        cache_control: Option<&str>,
+    ) -> io::Result<StaticFiles> {
+        let cache_control = cache_control
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(StaticFiles {
+            resolver: Resolver::new(root, hidden_dir)?,
+            cache_control,
+        })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.resolver.root()
     }
 
     pub async fn serve(
@@ -49,84 +93,188 @@ impl StaticFiles {
         method: &Method,
         path: &SafePath,
         uri: &Uri,
+        headers: &HeaderMap,
     ) -> Result<Response<Body>, Error> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
-        let file = match self.resolve(path)? {
+        let found = match self.resolver.resolve(path)? {
             Resolved::AddSlash => return Ok(redirect_with_slash(uri)),
             Resolved::File(f) => f,
         };
-        let opened = std::fs::File::open(&file).map_err(|_| Error::NotFound)?;
-        let meta = opened
-            .metadata()
-            .map_err(|e| Error::Internal(format!("{}: {e}", file.display())))?;
-        let len = meta.len();
-        let body = if method == Method::HEAD {
-            body::empty()
-        } else if len <= SMALL_FILE {
-            let mut data = Vec::with_capacity(len as usize);
-            use std::io::Read;
-            (&opened)
-                .take(SMALL_FILE)
-                .read_to_end(&mut data)
-                .map_err(|e| Error::Internal(format!("reading {}: {e}", file.display())))?;
-            body::full(data)
+        let (content_type, text) = content_type(&found.rel);
+        let identity = Validators::new(found.meta.len(), found.meta.modified().ok(), "");
+        let ranges = requested_ranges(method, headers, &identity);
+        let rep = if ranges.is_some() {
+            Representation::identity(found, identity, text)
         } else {
-            FileBody::new(tokio::fs::File::from_std(opened), len).boxed()
+            self.negotiate(headers, found, identity, text)
         };
-        let mut resp = Response::new(body);
+        match conditional::evaluate(headers, &rep.validators) {
+            Outcome::Proceed => {}
+            Outcome::NotModified => return Ok(self.not_modified(&rep)),
+            Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
+        }
+        let size = rep.found.meta.len();
+        let part = match ranges.map(|specs| range::decide(&specs, size)) {
+            Some(range::Decision::Unsatisfiable) => {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            Some(range::Decision::Part { start, end }) => Some((start, end)),
+            Some(range::Decision::Full) | None => None,
+        };
+        self.respond(method, rep, content_type, part)
+    }
+
+    /// Step 4: the best coding the client accepts and we can offer.
+    fn negotiate(
+        &self,
+        headers: &HeaderMap,
+        found: Found,
+        identity: Validators,
+        text: bool,
+    ) -> Representation {
+        let accepted = Accepted::parse(headers);
+        for coding in accepted.in_order() {
+            if let Some(sibling) = self.resolver.sibling(&found, coding.extension()) {
+                return Representation::precompressed(sibling, coding);
+            }
+            if coding == Coding::Gzip && text && found.meta.len() >= compression::MIN_ON_THE_FLY {
+                return Representation::gzip(found);
+            }
+        }
+        Representation::identity(found, identity, text)
+    }
+
+    /// Step 7: status, headers and body of a 200 or 206.
+    fn respond(
+        &self,
+        method: &Method,
+        rep: Representation,
+        content_type: HeaderValue,
+        part: Option<(u64, u64)>,
+    ) -> Result<Response<Body>, Error> {
+        let size = rep.found.meta.len();
+        let (start, end) = part.unwrap_or((0, size));
+        let mut resp = Response::new(body::empty());
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, content_type(&file));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        if let Ok(mtime) = meta.modified() {
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
-                h.insert(header::LAST_MODIFIED, v);
+        h.insert(header::CONTENT_TYPE, content_type);
+        if !rep.gzip_on_the_fly {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        }
+        if part.is_some() {
+            let range = format!("bytes {start}-{}/{size}", end - 1);
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                h.insert(header::CONTENT_RANGE, v);
             }
-            if let Ok(v) = HeaderValue::from_str(&etag(len, mtime)) {
-                h.insert(header::ETAG, v);
-            }
+        }
+        if let Some(c) = rep.coding {
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(c.token()),
+            );
+        }
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        self.cache_headers(&rep, h);
+        if part.is_some() {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        if method == Method::GET {
+            *resp.body_mut() = if rep.gzip_on_the_fly {
+                GzipBody::wrap(file_body(rep.found, 0, size, GZIP_CHUNK)?)
+            } else {
+                file_body(rep.found, start, end - start, file_body::CHUNK)?
+            };
         }
         Ok(resp)
     }
 
-    fn resolve(&self, path: &SafePath) -> Result<Resolved, Error> {
-        let joined = path.join_to(&self.root);
-        let canonical = std::fs::canonicalize(&joined).map_err(|_| Error::NotFound)?;
-        self.check_inside(&canonical)?;
-        let meta = std::fs::metadata(&canonical).map_err(|_| Error::NotFound)?;
-        if !meta.is_dir() {
-            if path.trailing_slash {
-                return Err(Error::NotFound);
-            }
-            return Ok(Resolved::File(canonical));
-        }
-        if !path.trailing_slash && !path.segments.is_empty() {
-            return Ok(Resolved::AddSlash);
-        }
-        let index = std::fs::canonicalize(canonical.join("index.html")).map_err(|_| {
-            Error::Forbidden(format!(
-                "{}: no index.html (listings are off)",
-                joined.display()
-            ))
-        })?;
-        self.check_inside(&index)?;
-        Ok(Resolved::File(index))
+    /// 304: the headers a 200 would have had that matter to a cache
+    /// (RFC 9110 §15.4.5), no body.
+    fn not_modified(&self, rep: &Representation) -> Response<Body> {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        self.cache_headers(rep, resp.headers_mut());
+        resp
     }
 
-    fn check_inside(&self, canonical: &Path) -> Result<(), Error> {
-        if !canonical.starts_with(&self.root) {
-            return Err(Error::NotFound);
+    /// `ETag`, `Last-Modified`, `Vary`, `Cache-Control`.
+    fn cache_headers(&self, rep: &Representation, h: &mut HeaderMap) {
+        rep.validators.insert_into(h);
+        if rep.vary {
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
-        if self
-            .hidden_dir
-            .as_ref()
-            .is_some_and(|d| canonical.starts_with(d))
-        {
-            return Err(Error::NotFound);
+        if let Some(cc) = &self.cache_control {
+            h.insert(header::CACHE_CONTROL, cc.clone());
         }
-        Ok(())
     }
+}
+
+impl Representation {
+    /// The file as it is. `Vary` still goes on text files: another client
+    /// may get them compressed.
+    fn identity(found: Found, validators: Validators, text: bool) -> Representation {
+        Representation {
+            found,
+            coding: None,
+            gzip_on_the_fly: false,
+            validators,
+            vary: text,
+        }
+    }
+
+    /// A `FILE.br` / `FILE.gz` sibling, validated by its own size and time.
+    fn precompressed(sibling: Found, coding: Coding) -> Representation {
+        let m = &sibling.meta;
+        let validators = Validators::new(m.len(), m.modified().ok(), coding.etag_suffix());
+        Representation {
+            found: sibling,
+            coding: Some(coding),
+            gzip_on_the_fly: false,
+            validators,
+            vary: true,
+        }
+    }
+
+    /// `found` gzipped as it streams: the same bytes every time, so the
+    /// identity validators plus a suffix identify it.
+    fn gzip(found: Found) -> Representation {
+        let m = &found.meta;
+        let validators = Validators::new(m.len(), m.modified().ok(), Coding::Gzip.etag_suffix());
+        Representation {
+            found,
+            coding: Some(Coding::Gzip),
+            gzip_on_the_fly: true,
+            validators,
+            vary: true,
+        }
+    }
+}
+
+/// Step 3: the byte ranges to honour, if any. Only GET has ranges (RFC
+/// 9110 §14.2); a malformed header or a failed `If-Range` means "send the
+/// whole file".
+fn requested_ranges(
+    method: &Method,
+    headers: &HeaderMap,
+    identity: &Validators,
+) -> Option<Vec<range::Spec>> {
+    if method != Method::GET {
+        return None;
+    }
+    let specs = range::parse(headers.get(header::RANGE)?.to_str().ok()?)?;
+    conditional::if_range_holds(headers, identity).then_some(specs)
+}
+
+/// `len` bytes of `found` from `offset`: read now when small, else
+/// streamed in `chunk`-sized reads.
+fn file_body(found: Found, offset: u64, len: u64, chunk: usize) -> Result<Body, Error> {
+    if len <= SMALL_FILE {
+        let bytes = file_body::read_now(&found.file, offset, len as usize)
+            .map_err(|e| Error::Internal(format!("reading {}: {e}", found.rel.display())))?;
+        return Ok(body::full(bytes));
+    }
+    Ok(FileBody::new(found.file, offset, len, chunk).boxed())
 }
 
 fn redirect_with_slash(uri: &Uri) -> Response<Body> {
@@ -143,24 +291,56 @@ fn redirect_with_slash(uri: &Uri) -> Response<Body> {
     resp
 }
 
-fn content_type(file: &Path) -> HeaderValue {
-    let mime = mime_guess::from_path(file).first_or_octet_stream();
-    let text = mime.type_() == mime_guess::mime::TEXT
-        || matches!(
-            mime.subtype().as_str(),
-            "javascript" | "json" | "xml" | "svg"
-        );
-    let value = if text && mime.get_param("charset").is_none() {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    };
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("application/octet-stream"))
+/// `Content-Type` from the extension, with `charset=utf-8` on text, and
+/// whether the type is text (the types worth compressing).
+fn content_type(file: &Path) -> (HeaderValue, bool) {
+    let raw = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| mime_guess::from_ext(e).first_raw())
+        .unwrap_or("application/octet-stream");
+    if !is_text(raw) {
+        return (HeaderValue::from_static(raw), false);
+    }
+    let value = HeaderValue::from_str(&format!("{raw}; charset=utf-8"))
+        .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8"));
+    (value, true)
 }
 
-fn etag(len: u64, mtime: SystemTime) -> String {
-    let d = mtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("\"{:x}-{:x}{:x}\"", len, d.as_secs(), d.subsec_nanos())
+/// `text/*`, JavaScript, JSON, XML and SVG (also as `+json`/`+xml` suffix).
+fn is_text(mime: &str) -> bool {
+    let Some((kind, sub)) = mime.split_once('/') else {
+        return false;
+    };
+    let (sub, suffix) = sub.split_once('+').unwrap_or((sub, ""));
+    kind == "text"
+        || matches!(sub, "javascript" | "json" | "xml" | "svg")
+        || matches!(suffix, "json" | "xml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let table = [
+            ("a.html", "text/html; charset=utf-8", true),
+            ("a.css", "text/css; charset=utf-8", true),
+            ("a.txt", "text/plain; charset=utf-8", true),
+            ("a.json", "application/json; charset=utf-8", true),
+            ("a.svg", "image/svg+xml; charset=utf-8", true),
+            ("a.xml", "text/xml; charset=utf-8", true),
+            ("a.png", "image/png", false),
+            ("a.bin", "application/octet-stream", false),
+            ("noext", "application/octet-stream", false),
+            ("a.gz", "application/gzip", false),
+        ];
+        for (name, want, text) in table {
+            let (v, t) = content_type(Path::new(name));
+            assert_eq!((v.to_str().unwrap(), t), (want, text), "{name}");
+        }
+        let (js, text) = content_type(Path::new("a.js"));
+        assert!(text && js.to_str().unwrap().ends_with("javascript; charset=utf-8"));
+    }
 }

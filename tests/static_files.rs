@@ -1,0 +1,646 @@
+//! Static files through the real server and real files in a temporary
+//! document root: types, validators and conditional requests, ranges,
+//! compression, streaming in bounded memory (the binary), and a table of
+//! hostile paths that must never reach anything outside the root.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Bytes that exist only outside the root: seeing them in any response is
+/// a leak.
+const SECRET: &[u8] = b"TOP-SECRET-5f1c9e outside the document root";
+
+/// A document root in a temp dir, with a secret file beside it.
+struct Site {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let root = base.join("root");
+        for d in ["dir", "empty", "cgi-bin", ".git"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        std::fs::write(base.join("secret.txt"), SECRET).unwrap();
+        std::fs::write(base.join("outside/secret.txt"), SECRET).unwrap();
+        std::fs::write(root.join(".git/config"), SECRET).unwrap();
+        std::fs::write(root.join(".hidden"), SECRET).unwrap();
+        std::fs::write(root.join("cgi-bin/tool.sh"), SECRET).unwrap();
+        std::fs::write(root.join("hello.txt"), "hello, world\n").unwrap();
+        std::fs::write(root.join("dir/index.html"), "<p>dir index</p>\n").unwrap();
+        std::fs::write(root.join("data.bin"), random_bytes(200_000, 3)).unwrap();
+        std::fs::write(root.join("big.txt"), text(300_000)).unwrap();
+        std::fs::write(root.join("page.html"), text(5_000)).unwrap();
+        symlink("hello.txt", root.join("inner-link.txt")).unwrap();
+        symlink("/etc", root.join("etc")).unwrap();
+        symlink(base.join("outside"), root.join("out")).unwrap();
+        symlink("../secret.txt", root.join("secret-link.txt")).unwrap();
+        symlink("cgi-bin", root.join("cgi-link")).unwrap();
+        symlink(".git", root.join("git-link")).unwrap();
+        Site {
+            _tmp: tmp,
+            base,
+            root,
+        }
+    }
+
+    fn config(&self) -> cgihost::config::Config {
+        let mut c = fixture_config();
+        c.root = self.root.clone();
+        c.cgi_dir = self.root.join("cgi-bin");
+        c
+    }
+
+    fn bytes(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.root.join(rel)).unwrap()
+    }
+
+    fn set_mtime(&self, rel: &str, secs: u64) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(self.root.join(rel))
+            .unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+}
+
+/// The binary serving `root` (and no CGI directory) plus `args`.
+fn bin_server(root: &std::path::Path, args: &[&str]) -> BinServer {
+    let mut cmd = std::process::Command::new(bin_path());
+    cmd.args(["--bind", "127.0.0.1", "--port", "0", "--root"])
+        .arg(root)
+        .arg("--cgi-dir")
+        .arg(root.join("cgi-bin"))
+        .args(args);
+    BinServer::start_cmd(cmd)
+}
+
+/// Compressible text: numbered lines.
+fn text(len: usize) -> Vec<u8> {
+    let mut t: Vec<u8> = (0..)
+        .flat_map(|i| format!("line {i} of some text\n").into_bytes())
+        .take(len)
+        .collect();
+    t.truncate(len);
+    t
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &str) -> Resp {
+    request(addr, method, path, headers, b"").await
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_head_serve_files_dirs_and_refuse_other_methods() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let r = get(srv.addr, "/hello.txt").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("content-length"), Some("13"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        r.header("cache-control"),
+        None,
+        "no Cache-Control by default"
+    );
+    assert_eq!(r.body, b"hello, world\n");
+
+    let h = send(srv.addr, "HEAD", "/hello.txt", "").await;
+    assert_eq!(h.status, 200);
+    assert!(h.body.is_empty());
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "accept-ranges",
+    ] {
+        assert_eq!(h.header(name), r.header(name), "{name}");
+    }
+
+    let bin = get(srv.addr, "/data.bin").await;
+    assert_eq!(bin.status, 200);
+    assert_eq!(bin.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        bin.body,
+        site.bytes("data.bin"),
+        "streamed file, exact bytes"
+    );
+
+    let d = get(srv.addr, "/dir/").await;
+    assert_eq!(
+        (d.status, d.body.as_slice()),
+        (200, site.bytes("dir/index.html").as_slice())
+    );
+    assert_eq!(d.header("content-type"), Some("text/html; charset=utf-8"));
+    let redirect = get(srv.addr, "/dir?x=1").await;
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("/dir/?x=1"));
+    assert_eq!(get(srv.addr, "/empty/").await.status, 403, "no listings");
+    assert_eq!(get(srv.addr, "/hello.txt/").await.status, 404);
+    assert_eq!(get(srv.addr, "/nope.txt").await.status, 404);
+    let link = get(srv.addr, "/inner-link.txt").await;
+    assert_eq!(
+        (link.status, link.body.as_slice()),
+        (200, &b"hello, world\n"[..])
+    );
+
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+        let r = send(srv.addr, method, "/hello.txt", "").await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_and_conditional_requests() {
+    let site = Site::new();
+    site.set_mtime("hello.txt", 1_700_000_000);
+    let srv = TestServer::start(site.config()).await;
+    let r = get(srv.addr, "/hello.txt").await;
+    let etag = r.header("etag").expect("etag").to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong: {etag}"
+    );
+    let lm = "Tue, 14 Nov 2023 22:13:20 GMT";
+    assert_eq!(r.header("last-modified"), Some(lm));
+
+    let cases: Vec<(String, u16)> = vec![
+        (format!("If-None-Match: {etag}\r\n"), 304),
+        (format!("If-None-Match: W/{etag}\r\n"), 304),
+        (format!("If-None-Match: \"x\", {etag}\r\n"), 304),
+        ("If-None-Match: *\r\n".into(), 304),
+        ("If-None-Match: \"x\"\r\n".into(), 200),
+        (format!("If-Modified-Since: {lm}\r\n"), 304),
+        (
+            "If-Modified-Since: Tue, 14 Nov 2023 22:13:19 GMT\r\n".into(),
+            200,
+        ),
+        ("If-Modified-Since: yesterday\r\n".into(), 200),
+        // If-None-Match wins over If-Modified-Since.
+        (
+            format!("If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}\r\n"),
+            200,
+        ),
+        (format!("If-Match: {etag}\r\n"), 200),
+        ("If-Match: \"x\"\r\n".into(), 412),
+        (
+            "If-Unmodified-Since: Tue, 14 Nov 2023 22:13:19 GMT\r\n".into(),
+            412,
+        ),
+    ];
+    for (headers, want) in &cases {
+        let r = send(srv.addr, "GET", "/hello.txt", headers).await;
+        assert_eq!(r.status, *want, "{headers}");
+        match want {
+            304 => {
+                assert!(r.body.is_empty());
+                assert_eq!(r.header("etag"), Some(etag.as_str()), "{headers}");
+                assert_eq!(r.header("last-modified"), Some(lm));
+            }
+            200 => assert_eq!(r.body, b"hello, world\n"),
+            _ => assert!(!contains(&r.body, b"hello, world")),
+        }
+    }
+    let head = send(
+        srv.addr,
+        "HEAD",
+        "/hello.txt",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(head.status, 304);
+
+    // A changed file gets a new ETag, and the old one no longer matches.
+    site.set_mtime("hello.txt", 1_700_000_100);
+    let r = send(
+        srv.addr,
+        "GET",
+        "/hello.txt",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_ranges() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let data = site.bytes("data.bin");
+    let size = data.len();
+    let etag = get(srv.addr, "/data.bin")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let lm = get(srv.addr, "/data.bin")
+        .await
+        .header("last-modified")
+        .unwrap()
+        .to_string();
+    let cases: Vec<(String, usize, usize)> = vec![
+        ("bytes=0-99".into(), 0, 100),
+        ("bytes=100000-".into(), 100_000, size),
+        ("bytes=-1000".into(), size - 1000, size),
+        ("bytes=5-5".into(), 5, 6),
+        ("bytes=190000-999999999".into(), 190_000, size),
+        ("bytes=1-150000".into(), 1, 150_001),
+        ("bytes=500-,-0".into(), 500, size),
+    ];
+    for (range, start, end) in &cases {
+        let r = send(srv.addr, "GET", "/data.bin", &format!("Range: {range}\r\n")).await;
+        assert_eq!(r.status, 206, "{range}");
+        let want_cr = format!("bytes {start}-{}/{size}", end - 1);
+        assert_eq!(r.header("content-range"), Some(want_cr.as_str()), "{range}");
+        assert_eq!(
+            r.header("content-length"),
+            Some((end - start).to_string().as_str())
+        );
+        assert_eq!(r.body, &data[*start..*end], "{range}");
+    }
+    // A range of a small (in-memory) file.
+    let r = send(srv.addr, "GET", "/hello.txt", "Range: bytes=7-11\r\n").await;
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"world"[..]));
+
+    for unsat in ["bytes=200000-", "bytes=999999-1000000", "bytes=-0"] {
+        let r = send(srv.addr, "GET", "/data.bin", &format!("Range: {unsat}\r\n")).await;
+        assert_eq!(r.status, 416, "{unsat}");
+        let want = format!("bytes */{size}");
+        assert_eq!(r.header("content-range"), Some(want.as_str()), "{unsat}");
+        assert!(!contains(&r.body, &data[..64]));
+    }
+    // Ignored: malformed, other units, several ranges, HEAD, failed If-Range.
+    let whole: Vec<String> = vec![
+        "Range: bytes=5-1\r\n".into(),
+        "Range: bytes=abc\r\n".into(),
+        "Range: lines=1-2\r\n".into(),
+        "Range: bytes=0-1,10-20\r\n".into(),
+        "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n".into(),
+        format!("Range: bytes=0-9\r\nIf-Range: W/{etag}\r\n"),
+        "Range: bytes=0-9\r\nIf-Range: Mon, 01 Jan 2001 00:00:00 GMT\r\n".into(),
+    ];
+    for headers in &whole {
+        let r = send(srv.addr, "GET", "/data.bin", headers).await;
+        assert_eq!(r.status, 200, "{headers}");
+        assert_eq!(r.header("content-range"), None);
+        assert_eq!(r.body, data, "{headers}");
+    }
+    let head = send(srv.addr, "HEAD", "/data.bin", "Range: bytes=0-9\r\n").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    // If-Range that matches: the range is honoured.
+    for validator in [&etag, &lm] {
+        let h = format!("Range: bytes=0-9\r\nIf-Range: {validator}\r\n");
+        let r = send(srv.addr, "GET", "/data.bin", &h).await;
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (206, &data[..10]),
+            "{validator}"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_on_the_fly_for_text() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    for file in ["big.txt", "page.html"] {
+        let path = format!("/{file}");
+        let plain = get(srv.addr, path.as_str()).await;
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.header("vary"), Some("accept-encoding"));
+        let r = send(srv.addr, "GET", &path, "Accept-Encoding: gzip, deflate\r\n").await;
+        assert_eq!(r.status, 200, "{file}");
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(r.header("vary"), Some("accept-encoding"));
+        assert_eq!(r.header("content-length"), None, "streamed: no length");
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.header("content-type"), plain.header("content-type"));
+        let etag = r.header("etag").unwrap();
+        assert!(etag.ends_with("-gz\""), "{etag}");
+        assert_ne!(Some(etag), plain.header("etag"));
+        assert!(
+            r.body.len() < site.bytes(file).len() / 2,
+            "{file} compressed"
+        );
+        assert_eq!(gunzip(&r.body), site.bytes(file), "{file}");
+        // Its own ETag revalidates it.
+        let again = send(
+            srv.addr,
+            "GET",
+            &path,
+            &format!("Accept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n"),
+        )
+        .await;
+        assert_eq!(again.status, 304);
+        assert_eq!(again.header("vary"), Some("accept-encoding"));
+    }
+    // Not compressed: refused coding, tiny file, binary type, a range.
+    let identity: &[(&str, &str)] = &[
+        ("/big.txt", "Accept-Encoding: gzip;q=0, deflate\r\n"),
+        ("/big.txt", "Accept-Encoding: *;q=0\r\n"),
+        ("/hello.txt", "Accept-Encoding: gzip\r\n"),
+        ("/data.bin", "Accept-Encoding: gzip\r\n"),
+    ];
+    for (path, headers) in identity {
+        let r = send(srv.addr, "GET", path, headers).await;
+        assert_eq!(r.status, 200, "{path} {headers}");
+        assert_eq!(r.header("content-encoding"), None, "{path} {headers}");
+        assert_eq!(r.body, site.bytes(&path[1..]), "{path} {headers}");
+    }
+    let r = send(
+        srv.addr,
+        "GET",
+        "/big.txt",
+        "Accept-Encoding: gzip\r\nRange: bytes=10-19\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, &site.bytes("big.txt")[10..20]);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precompressed_siblings_are_preferred() {
+    let site = Site::new();
+    let css = text(4000);
+    std::fs::write(site.root.join("app.css"), &css).unwrap();
+    std::fs::write(site.root.join("app.css.gz"), gzip(&css)).unwrap();
+    // Any bytes will do for br: the server sends the sibling as it is.
+    std::fs::write(site.root.join("app.css.br"), b"pretend-brotli").unwrap();
+    // A sibling older than its file is stale and ignored.
+    std::fs::write(site.root.join("old.txt"), text(3000)).unwrap();
+    std::fs::write(site.root.join("old.txt.gz"), b"stale").unwrap();
+    site.set_mtime("old.txt.gz", 1_600_000_000);
+    // A sibling that is a symlink out of the root is never used.
+    std::fs::write(site.root.join("leak.txt"), text(3000)).unwrap();
+    symlink(site.base.join("secret.txt"), site.root.join("leak.txt.gz")).unwrap();
+    let srv = TestServer::start(site.config()).await;
+
+    let br = send(
+        srv.addr,
+        "GET",
+        "/app.css",
+        "Accept-Encoding: gzip, deflate, br\r\n",
+    )
+    .await;
+    assert_eq!(br.status, 200);
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(br.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(br.header("vary"), Some("accept-encoding"));
+    assert_eq!(br.header("content-length"), Some("14"));
+    assert_eq!(br.body, b"pretend-brotli");
+
+    for ae in ["gzip", "br;q=0.5, gzip", "gzip, br;q=0"] {
+        let gz = send(
+            srv.addr,
+            "GET",
+            "/app.css",
+            &format!("Accept-Encoding: {ae}\r\n"),
+        )
+        .await;
+        assert_eq!(gz.header("content-encoding"), Some("gzip"), "{ae}");
+        assert_eq!(
+            gz.body,
+            site.bytes("app.css.gz"),
+            "the sibling's exact bytes"
+        );
+        assert_eq!(gunzip(&gz.body), css);
+        let len = site.bytes("app.css.gz").len().to_string();
+        assert_eq!(gz.header("content-length"), Some(len.as_str()));
+    }
+    let plain = get(srv.addr, "/app.css").await;
+    assert_eq!(plain.body, css);
+    let tags: Vec<String> = [("br", &br), ("", &plain)]
+        .iter()
+        .map(|(_, r)| r.header("etag").unwrap().to_string())
+        .collect();
+    assert!(tags[0].ends_with("-br\"") && tags[0] != tags[1], "{tags:?}");
+
+    let old = send(srv.addr, "GET", "/old.txt", "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(
+        gunzip(&old.body),
+        site.bytes("old.txt"),
+        "stale sibling ignored"
+    );
+    let leak = send(srv.addr, "GET", "/leak.txt", "Accept-Encoding: gzip\r\n").await;
+    assert!(!contains(&leak.body, SECRET));
+    assert_eq!(gunzip(&leak.body), site.bytes("leak.txt"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_control_is_configurable() {
+    let site = Site::new();
+    let mut config = site.config();
+    config.cache_control = Some("public, max-age=3600".into());
+    let srv = TestServer::start(config).await;
+    let r = get(srv.addr, "/hello.txt").await;
+    assert_eq!(r.header("cache-control"), Some("public, max-age=3600"));
+    let etag = r.header("etag").unwrap();
+    let nm = send(
+        srv.addr,
+        "GET",
+        "/hello.txt",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(nm.status, 304);
+    assert_eq!(nm.header("cache-control"), Some("public, max-age=3600"));
+    let part = send(srv.addr, "GET", "/hello.txt", "Range: bytes=0-0\r\n").await;
+    assert_eq!(part.header("cache-control"), Some("public, max-age=3600"));
+    // Error pages keep their own policy.
+    let missing = get(srv.addr, "/nope").await;
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+    srv.stop().await;
+}
+
+#[test]
+fn cache_control_from_the_config_file() {
+    let site = Site::new();
+    let good = site.base.join("good.toml");
+    std::fs::write(&good, "cache_control = \"public, max-age=60\"\n").unwrap();
+    let mut srv = bin_server(&site.root, &["--config", good.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(get(srv.addr, "/hello.txt"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+
+    let bad = site.base.join("bad.toml");
+    std::fs::write(&bad, "cache_control = \"a\\nb\"\n").unwrap();
+    let out = std::process::Command::new(bin_path())
+        .args(["--check-config", "--config", bad.to_str().unwrap()])
+        .args(["--root", site.root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cache_control"), "{err}");
+}
+
+/// Hostile request targets: none may return a byte from outside the root
+/// (or from a dot-file or the CGI directory inside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_table_never_leaks() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let passwd = std::fs::read("/etc/passwd").unwrap_or_default();
+    let hostile = [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/.%2e/secret.txt",
+        "/%2e./secret.txt",
+        "/%252e%252e/secret.txt",
+        "/%c0%ae%c0%ae/secret.txt",
+        "/%c0%af..%c0%afsecret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/%5c..%5csecret.txt",
+        "/dir/..%2f..%2fsecret.txt",
+        "/dir/../../secret.txt",
+        "/./../secret.txt",
+        "/dir/./../../outside/secret.txt",
+        "/hello.txt%00.html",
+        "/secret.txt%00",
+        "/etc/passwd",
+        "/etc/hostname",
+        "/out/secret.txt",
+        "/secret-link.txt",
+        "/cgi-link/tool.sh",
+        "/git-link/config",
+        "/.git/config",
+        "/.hidden",
+        "/%2ehidden",
+        "//secret.txt",
+        "http://test.local/../secret.txt",
+        "http://test.local/%2e%2e/secret.txt",
+        "http://test.local/out/secret.txt",
+    ];
+    for target in hostile {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n");
+        let r = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+        assert!(
+            [400, 403, 404].contains(&r.status),
+            "{target}: status {}",
+            r.status
+        );
+        assert!(!contains(&r.body, SECRET), "{target} leaked the secret");
+        assert!(
+            passwd.len() < 16 || !contains(&r.body, &passwd[..16]),
+            "{target} leaked /etc/passwd"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_are_not_served() {
+    let site = Site::new();
+    let fifo = site.root.join("pipe.txt");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let srv = TestServer::start(site.config()).await;
+    // A FIFO would block a plain open(2) forever; it must be a quick 404.
+    let r = tokio::time::timeout(Duration::from_secs(5), get(srv.addr, "/pipe.txt"))
+        .await
+        .expect("a FIFO must not hang the server");
+    assert_eq!(r.status, 404);
+    srv.stop().await;
+}
+
+/// Read one response head from a raw connection, then count (and check)
+/// the body bytes without keeping them.
+async fn download_zeros(addr: std::net::SocketAddr, path: &str) -> (u16, u64) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut s = BufReader::new(stream);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).await.unwrap();
+    let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    loop {
+        line.clear();
+        s.read_line(&mut line).await.unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            buf[..n].iter().all(|&b| b == 0),
+            "sparse file reads as zeros"
+        );
+        total += n as u64;
+    }
+    (status, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gib_download_streams_in_bounded_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let size: u64 = 2 << 30;
+    std::fs::File::create(root.path().join("huge.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let srv = bin_server(root.path(), &[]);
+    let (status, got) = download_zeros(srv.addr, "/huge.bin").await;
+    assert_eq!((status, got), (200, size));
+    let hwm = srv.status_kib("VmHWM");
+    eprintln!("2 GiB download: cgihost VmHWM {hwm} KiB");
+    assert!(hwm < 64 * 1024, "VmHWM {hwm} KiB");
+}

@@ -69,6 +69,21 @@ fn help_check_config_and_config_file_errors() {
         "{out}"
     );
 
+    // The example config in the repository works as it is.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/cgihost.toml");
+    let out = Command::new(bin_path())
+        .args(["--check-config", "--config"])
+        .arg(&example)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "port = 8080\n\n[cgi]\nmax_procs = 3\n").unwrap();

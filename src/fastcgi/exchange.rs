@@ -90,7 +90,10 @@ impl Exchange {
         tag: String,
     ) -> io::Result<Exchange> {
         let Some(Conn {
-            io, rbuf, reused, ..
+            io,
+            rbuf,
+            reused,
+            served,
         }) = lease.conn.take()
         else {
             return Err(io::Error::other("lease without a connection"));
@@ -101,7 +104,7 @@ impl Exchange {
             proto::put_stream_end(&mut head, proto::STDIN);
         }
         write.write_all(&head).await?;
-        lease.sent();
+        lease.sent(served);
         let writer = match body {
             BodySource::None => Writer::Done(write),
             BodySource::Stream(b) => {

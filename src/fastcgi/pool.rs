@@ -174,10 +174,11 @@ impl Lease {
 }
 
 impl Lease {
-    /// The request is on the wire; call [`Lease::answered`] at the first record.
-    pub fn sent(&mut self) {
-        if let Some(c) = self.conn.as_mut().filter(|c| !c.served) {
-            c.served = true; // counted once; `answered` or drop undoes it
+    /// The request is on the wire on a connection that has (`served`) or
+    /// has not yet answered before; call [`Lease::answered`] at the first
+    /// record.
+    pub fn sent(&mut self, served: bool) {
+        if !served && !self.waiting {
             self.waiting = true;
             self.backend.fresh_waiting.fetch_add(1, Ordering::Relaxed);
         }

@@ -185,10 +185,12 @@ impl FastCgi {
             script_filename: script.filename,
             document_root: &self.document_root,
         };
-        let params = env::build(&facts, &script_facts, &self.server);
-        let mut head = BytesMut::with_capacity(2048);
+        let mut pairs = Vec::with_capacity(2048);
+        env::build_into(&facts, &script_facts, &self.server, &mut |k, v| {
+            proto::put_pair(&mut pairs, k.as_bytes(), v)
+        });
+        let mut head = BytesMut::with_capacity(pairs.len() + 64);
         proto::put_begin(&mut head, true);
-        let pairs = proto::encode_pairs(params.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
         proto::put_stream(&mut head, proto::PARAMS, &pairs);
         proto::put_stream_end(&mut head, proto::PARAMS);
 
@@ -201,6 +203,7 @@ impl FastCgi {
         // Without a body the request can be replayed on a fresh connection
         // when a pooled one turns out stale.
         let attempts = if matches!(source, Some(BodySource::None)) {
+            proto::put_stream_end(&mut head, proto::STDIN);
             2
         } else {
             1
@@ -212,18 +215,18 @@ impl FastCgi {
                 .checkout(self.connect_timeout, self.queue_timeout)
                 .await
                 .map_err(|e| checkout_error(route, e))?;
-            let backend = lease.backend.name();
+            let backend = lease.backend.clone();
+            let backend = &backend.addr;
             let body = source.take().unwrap_or(BodySource::None);
-            let mut ex =
-                match Exchange::start(lease, head.clone(), body, self.idle, tag.clone()).await {
-                    Ok(ex) => ex,
-                    Err(e) => {
-                        last_error = Some(Error::BadGateway(format!(
-                            "FastCGI {backend}: sending the request: {e}"
-                        )));
-                        continue;
-                    }
-                };
+            let mut ex = match Exchange::start(lease, &head, body, self.idle, tag.clone()).await {
+                Ok(ex) => ex,
+                Err(e) => {
+                    last_error = Some(Error::BadGateway(format!(
+                        "FastCGI {backend}: sending the request: {e}"
+                    )));
+                    continue;
+                }
+            };
             match ex.read_head(self.max_header, self.idle).await {
                 Ok((mut buf, head_len, body_start)) => {
                     let first = buf.split_off(body_start).freeze();
@@ -256,7 +259,7 @@ impl FastCgi {
                         "FastCGI {backend}: connection lost: {e}"
                     )));
                 }
-                Err(e) => return Err(head_error(e, &tag, &backend, self.idle)),
+                Err(e) => return Err(head_error(e, &tag, backend, self.idle)),
             }
         }
         Err(last_error.unwrap_or_else(|| Error::BadGateway(format!("{tag}: no FastCGI answer"))))
@@ -289,7 +292,7 @@ fn checkout_error(route: &Route, e: CheckoutError) -> Error {
     }
 }
 
-fn head_error(e: HeadError, tag: &str, backend: &str, idle: Duration) -> Error {
+fn head_error(e: HeadError, tag: &str, backend: &BackendAddr, idle: Duration) -> Error {
     match e {
         HeadError::Timeout => Error::GatewayTimeout(format!(
             "{tag}: FastCGI {backend} sent no response header within {}s (--cgi-timeout)",

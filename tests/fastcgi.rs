@@ -365,26 +365,6 @@ async fn prefix_route_split_and_local_redirect() {
     srv.stop().await;
 }
 
-/// Streams `total` bytes as a request body; returns the client-side sha256.
-async fn stream_body(conn: &mut Conn, head: &str, total: u64) -> String {
-    use sha2::Digest;
-    use tokio::io::AsyncWriteExt;
-    conn.send(head.as_bytes()).await;
-    let mut hasher = sha2::Sha256::new();
-    let mut block = random_bytes(1 << 20, 77);
-    let mut sent = 0u64;
-    let mut i = 0u64;
-    while sent < total {
-        block[..8].copy_from_slice(&i.to_le_bytes());
-        let n = (total - sent).min(block.len() as u64) as usize;
-        hasher.update(&block[..n]);
-        conn.stream.get_mut().write_all(&block[..n]).await.unwrap();
-        sent += n as u64;
-        i += 1;
-    }
-    hex(&hasher.finalize())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_256_mib_to_php_input_in_bounded_memory() {
     let fpm = PhpFpm::start(2);
@@ -395,7 +375,7 @@ async fn upload_256_mib_to_php_input_in_bounded_memory() {
     let total: u64 = 256 << 20;
     let mut conn = Conn::open(srv.addr).await;
     let head = format!("POST /input.php HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n");
-    let hash = stream_body(&mut conn, &head, total).await;
+    let hash = stream_upload(&mut conn, &head, total, false).await;
     let resp = conn.read_response(false).await.expect("response");
     let text = resp.text();
     assert!(text.contains(&format!("length={total}\n")), "{text}");

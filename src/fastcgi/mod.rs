@@ -169,16 +169,7 @@ impl FastCgi {
     ) -> Result<Outcome, Error> {
         let (parts, body) = req.into_parts();
         let body = stdin::prepare(body, self.max_body, &self.spool_dir, self.idle).await?;
-        let facts = env::RequestFacts {
-            method: &parts.method,
-            uri: &parts.uri,
-            version: parts.version,
-            headers: &parts.headers,
-            peer: conn.peer,
-            local: conn.local,
-            tls: conn.tls,
-            content_length: body.content_length(),
-        };
+        let facts = env::RequestFacts::new(&parts, conn, body.content_length());
         let script_facts = env::ScriptFacts {
             script_name: script.name,
             path_info: script.path_info,

@@ -612,3 +612,47 @@ pub fn php_config(sock: &Path) -> Config {
     .unwrap()];
     c
 }
+
+/// A POST request head: with Content-Length, or chunked when `len` is None.
+pub fn post_head(path: &str, len: Option<u64>) -> String {
+    match len {
+        Some(n) => format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"),
+        None => format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
+    }
+}
+
+/// Sends `head`, then streams `total` bytes of a deterministic pattern as
+/// the body (chunk-encoded if `chunked`); returns the client-side sha256.
+pub async fn stream_upload(conn: &mut Conn, head: &str, total: u64, chunked: bool) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    conn.send(head.as_bytes()).await;
+    let mut block = random_bytes(1 << 20, 99);
+    let mut sent = 0u64;
+    let mut i = 0u64;
+    while sent < total {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        let n = (total - sent).min(block.len() as u64) as usize;
+        hasher.update(&block[..n]);
+        let s = conn.stream.get_mut();
+        if chunked {
+            s.write_all(format!("{n:x}\r\n").as_bytes())
+                .await
+                .expect("write");
+            s.write_all(&block[..n]).await.expect("write");
+            s.write_all(b"\r\n").await.expect("write");
+        } else {
+            s.write_all(&block[..n]).await.expect("write");
+        }
+        sent += n as u64;
+        i += 1;
+    }
+    if chunked {
+        conn.stream
+            .get_mut()
+            .write_all(b"0\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    hex(&hasher.finalize())
+}

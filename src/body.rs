@@ -23,3 +23,38 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .map_err(|never| match never {})
         .boxed()
 }
+
+/// `body`, holding `guard` until the body is done or dropped (used to keep
+/// offloaded upload files alive for exactly as long as the response).
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Guarded {
+        inner: body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -58,6 +58,20 @@ struct FileConfig {
     spawn: Vec<FileRoute>,
     /// `Cache-Control` value for static file responses.
     cache_control: Option<String>,
+    upload: Vec<FileUpload>,
+}
+
+/// `[[upload]]`: offload multipart uploads under `prefix` into `dir`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpload {
+    prefix: String,
+    dir: PathBuf,
+    max_file_size: Option<SizeValue>,
+    max_request_size: Option<SizeValue>,
+    max_parts: Option<usize>,
+    #[serde(default)]
+    keep: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,7 +194,25 @@ pub struct Config {
     pub fastcgi_connect_timeout: Duration,
     /// `Cache-Control` on static file responses (default: none).
     pub cache_control: Option<String>,
+    /// Upload offloading rules.
+    pub uploads: Vec<UploadConfig>,
 }
+
+/// Upload offloading for one URL prefix (see `upload.rs`).
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub prefix: String,
+    pub dir: PathBuf,
+    /// Per file; default: `max_body`, else unlimited.
+    pub max_file: Option<u64>,
+    /// Whole request; default: `max_body`, else unlimited.
+    pub max_request: Option<u64>,
+    pub max_parts: usize,
+    pub keep: bool,
+}
+
+/// Parts per offloaded multipart request unless configured.
+pub const DEFAULT_MAX_PARTS: usize = 100;
 
 impl Default for Config {
     fn default() -> Self {
@@ -207,6 +239,7 @@ impl Default for Config {
             fastcgi_max_conns: 8,
             fastcgi_connect_timeout: Duration::from_secs(5),
             cache_control: None,
+            uploads: Vec::new(),
         }
     }
 }
@@ -285,6 +318,17 @@ impl Config {
             )?);
         }
         self.cache_control = f.cache_control.or(self.cache_control.take());
+        for u in f.upload {
+            let size = |v: Option<SizeValue>, key: &str| v.map(|v| v.bytes(key)).transpose();
+            self.uploads.push(UploadConfig {
+                max_file: size(u.max_file_size, "upload.max_file_size")?,
+                max_request: size(u.max_request_size, "upload.max_request_size")?,
+                max_parts: u.max_parts.unwrap_or(DEFAULT_MAX_PARTS),
+                keep: u.keep,
+                prefix: u.prefix,
+                dir: u.dir,
+            });
+        }
         unsupported_yet("status_path", f.status_path.is_some())?;
         unsupported_yet("user", f.user.is_some())?;
         unsupported_yet("tls_cert", f.tls_cert.is_some() || f.tls_key.is_some())?;
@@ -323,9 +367,16 @@ impl Config {
             self.spawn.push(parse_spawn("--spawn", v, workers)?);
         }
         for v in &cli.upload_dir {
-            parse_pair("--upload-dir", v)?;
+            let (prefix, dir) = parse_pair("--upload-dir", v)?;
+            self.uploads.push(UploadConfig {
+                prefix: prefix.to_string(),
+                dir: PathBuf::from(dir),
+                max_file: None,
+                max_request: None,
+                max_parts: DEFAULT_MAX_PARTS,
+                keep: false,
+            });
         }
-        unsupported_yet("--upload-dir", !cli.upload_dir.is_empty())?;
         unsupported_yet("--status-path", cli.status_path.is_some())?;
         unsupported_yet("--user", cli.user.is_some())?;
         unsupported_yet(
@@ -337,6 +388,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         check_prefix("cgi_prefix", &self.cgi_prefix)?;
+        for u in &self.uploads {
+            check_prefix("upload prefix", &u.prefix)?;
+            dir_exists("upload dir", &u.dir)?;
+            if u.max_parts == 0 {
+                return err("upload.max_parts: must be at least 1");
+            }
+        }
         if self.cgi.max_processes == 0 {
             return err("cgi.max_processes: must be at least 1");
         }

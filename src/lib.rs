@@ -20,6 +20,8 @@
 //! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,
 //!   keep-alive connections, balancing), `exchange` (one request on a
 //!   connection, streaming both ways), `target` (`*.EXT` script lookup).
+//! - [`upload`]: multipart uploads parsed as they stream, files written to
+//!   disk, handlers given a small urlencoded description.
 //! - [`body`], [`error`]: the one body type and the one error-to-status map.
 //!
 //! Request flow: accept → `router::dispatch` picks FastCGI, CGI or static → the
@@ -36,4 +38,5 @@ pub mod log;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod upload;
 pub mod uri_path;

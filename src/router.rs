@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::fastcgi::{self, FastCgi, ScriptTarget};
 use crate::server::ConnInfo;
 use crate::static_files::StaticFiles;
+use crate::upload::{self, UploadRule};
 use crate::uri_path::{join_url, SafePath};
 
 /// The request body as handlers see it (hyper's, or empty after a local
@@ -40,12 +41,14 @@ pub struct App {
     cgi_prefix: Vec<String>,
     next_id: AtomicU64,
     pub started: Instant,
+    pub uploads: Vec<UploadRule>,
 }
 
 impl App {
     pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
+        let uploads = upload_rules(&config)?;
         let cgi = CgiEngine::new(&config, root.clone());
         let fastcgi = FastCgi::new(&config, root.clone());
         let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
@@ -66,6 +69,7 @@ impl App {
             cgi_prefix,
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            uploads,
         }))
     }
 
@@ -77,6 +81,32 @@ impl App {
     pub fn root(&self) -> &Path {
         self.statics.root()
     }
+}
+
+/// Typed upload rules from the configuration.
+fn upload_rules(config: &Config) -> Result<Vec<UploadRule>, ConfigError> {
+    config
+        .uploads
+        .iter()
+        .map(|u| {
+            let prefix = SafePath::parse(&u.prefix)
+                .map_err(|_| {
+                    ConfigError(format!("upload prefix: '{}' is not a clean path", u.prefix))
+                })?
+                .segments;
+            let dir = std::fs::canonicalize(&u.dir)
+                .map_err(|e| ConfigError(format!("upload dir {}: {e}", u.dir.display())))?;
+            let limit = |v: Option<u64>| v.or(config.max_body).unwrap_or(u64::MAX);
+            Ok(UploadRule {
+                prefix,
+                dir,
+                max_file: limit(u.max_file),
+                max_request: limit(u.max_request),
+                max_parts: u.max_parts,
+                keep: u.keep,
+            })
+        })
+        .collect()
 }
 
 enum Route<'a> {
@@ -107,8 +137,27 @@ fn route<'a>(app: &'a App, path: &'a SafePath) -> Route<'a> {
     Route::Static
 }
 
-/// Serve one request (following local redirects).
+/// Serve one request: offload a multipart upload if a rule says so, then
+/// route it (following local redirects). The upload's files live until the
+/// response body is done.
 pub async fn dispatch(
+    app: &App,
+    req: Request<ReqBody>,
+    conn: &ConnInfo,
+    request_id: u64,
+) -> Result<Response<Body>, Error> {
+    let path = SafePath::parse(req.uri().path())?;
+    let offload = upload::rule_for(&app.uploads, &path).zip(upload::is_multipart(&req));
+    let Some((rule, content_type)) = offload else {
+        return route_and_serve(app, req, conn, request_id).await;
+    };
+    let (req, guard) = upload::offload(req, &content_type, rule).await?;
+    let resp = route_and_serve(app, req, conn, request_id).await?;
+    let guard = upload::finish(guard, rule.keep);
+    Ok(resp.map(|body| crate::body::with_guard(body, guard)))
+}
+
+async fn route_and_serve(
     app: &App,
     mut req: Request<ReqBody>,
     conn: &ConnInfo,

@@ -30,6 +30,8 @@ fn bad_flags_get_one_line_naming_the_flag_and_exit_2() {
         (&["--fastcgi", "*.php"], "--fastcgi"),
         (&["--fastcgi", "php=unix:/run/php.sock"], "--fastcgi"),
         (&["--fastcgi", "/app=localhost"], "--fastcgi"),
+        (&["--upload-dir", "/up=/definitely/not/here"], "upload dir"),
+        (&["--upload-dir", "up"], "--upload-dir"),
         (&["--spawn", "/app=perl app.fcgi"], "not supported yet"),
         (&["--root", "/definitely/not/here"], "root"),
         (&["--cgi-prefix", "cgi"], "cgi_prefix"),

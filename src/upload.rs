@@ -1,0 +1,353 @@
+//! Upload offloading (`--upload-dir PREFIX=DIR`, `[[upload]]`): for
+//! `multipart/form-data` requests under PREFIX, cgihost parses the body with
+//! multer as it streams in, writes every file part straight to a new file in
+//! DIR, and hands the handler (CGI or FastCGI) a small
+//! `application/x-www-form-urlencoded` body instead, where each file field
+//! `F` becomes `F.name`, `F.path`, `F.size`, `F.content_type`, `F.sha256`
+//! and ordinary fields pass through unchanged.
+//!
+//! 1. files are created with O_EXCL, mode 0600, under unique names;
+//! 2. limits: per file and per request (413), number of parts (413), size
+//!    of the ordinary fields kept in memory (413); a malformed body is 400;
+//! 3. an [`UploadGuard`] owns every file created: on any failure, a client
+//!    that goes away, or after the response (unless `keep`), what the handler
+//!    did not move away is removed.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::router::ReqBody;
+use crate::uri_path::SafePath;
+
+/// One offloading rule.
+#[derive(Debug, Clone)]
+pub struct UploadRule {
+    /// URL prefix (decoded segments; segment boundary).
+    pub prefix: Vec<String>,
+    pub dir: PathBuf,
+    pub max_file: u64,
+    pub max_request: u64,
+    pub max_parts: usize,
+    /// Leave files in place after the response.
+    pub keep: bool,
+}
+
+/// Ordinary (non-file) fields are held in memory to build the new body; cap them.
+const MAX_FIELDS_BYTES: usize = 1 << 20;
+const MAX_FILENAME: usize = 255;
+
+/// Removes the files of one request when dropped, unless kept.
+#[derive(Debug, Default)]
+pub struct UploadGuard {
+    files: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for f in &self.files {
+            // Already moved away by the handler: nothing to do.
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+impl UploadGuard {
+    /// The response is complete and the rule says keep: files stay.
+    fn keep_files(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+}
+
+/// The rule for `path`, if any (longest prefix wins).
+pub fn rule_for<'a>(rules: &'a [UploadRule], path: &SafePath) -> Option<&'a UploadRule> {
+    rules
+        .iter()
+        .filter(|r| path.segments.starts_with(&r.prefix))
+        .max_by_key(|r| r.prefix.len())
+}
+
+/// Is this request a multipart form?
+pub fn is_multipart<B>(req: &Request<B>) -> Option<String> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return None;
+    }
+    Some(ct.to_string())
+}
+
+/// Parse the multipart body into files in the rule's directory and return
+/// the request rewritten with the urlencoded description, plus the guard
+/// that owns the files.
+pub async fn offload(
+    req: Request<ReqBody>,
+    content_type: &str,
+    rule: &UploadRule,
+) -> Result<(Request<ReqBody>, UploadGuard), Error> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        Error::BadRequest(format!("multipart upload without a usable boundary: {e}"))
+    })?;
+    if let Some(n) = http_body::Body::size_hint(req.body()).exact() {
+        if n > rule.max_request {
+            return Err(too_large(format!(
+                "upload of {n} bytes over the request cap of {}",
+                rule.max_request
+            )));
+        }
+    }
+    let (mut parts, body) = req.into_parts();
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(rule.max_request)
+            .per_field(rule.max_file),
+    );
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut guard = UploadGuard::default();
+    let mut out = form_urlencoded_builder();
+    let mut fields_bytes = 0usize;
+    let mut count = 0usize;
+    while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
+        count += 1;
+        if count > rule.max_parts {
+            return Err(too_large(format!(
+                "more than {} parts in a multipart upload",
+                rule.max_parts
+            )));
+        }
+        let name = clean_text(field.name().unwrap_or(""));
+        match field.file_name().map(clean_filename) {
+            Some(client_name) => {
+                let content_type = field
+                    .content_type()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let (path, file) = create_unique(&rule.dir)?;
+                guard.files.push(path.clone());
+                let (size, hash) = store_field(&mut field, file, &path).await?;
+                for (suffix, value) in [
+                    ("name", client_name.as_str()),
+                    ("path", &path.to_string_lossy()),
+                    ("size", &size.to_string()),
+                    ("content_type", content_type.as_str()),
+                    ("sha256", hash.as_str()),
+                ] {
+                    append_pair(&mut out, &format!("{name}.{suffix}"), value);
+                }
+            }
+            None => {
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+                    fields_bytes += chunk.len();
+                    if fields_bytes > MAX_FIELDS_BYTES {
+                        return Err(too_large(format!(
+                            "ordinary form fields over {MAX_FIELDS_BYTES} bytes in an offloaded upload"
+                        )));
+                    }
+                    value.extend_from_slice(&chunk);
+                }
+                append_pair(&mut out, &name, &String::from_utf8_lossy(&value));
+            }
+        }
+    }
+    guard.keep_files(false);
+    let body = Bytes::from(out);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let body = Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok((Request::from_parts(parts, body), guard))
+}
+
+/// Chunks in flight between the parser and the file writer (bounds memory).
+const WRITER_QUEUE: usize = 2;
+
+/// Write one file part to `file`, hashing it. The hashing and writing run on
+/// a blocking thread fed through a small bounded queue, so they overlap with
+/// parsing (sha256 is the most expensive step) and never block the runtime.
+async fn store_field(
+    field: &mut multer::Field<'_>,
+    file: std::fs::File,
+    path: &Path,
+) -> Result<(u64, String), Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITER_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+            file.write_all(&chunk)?;
+        }
+        file.flush()?;
+        let hash: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok::<_, std::io::Error>((size, hash))
+    });
+    let parsed = async {
+        while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+            if tx.send(chunk).await.is_err() {
+                break; // the writer failed; its error is reported below
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::Internal(format!("upload writer: {e}")))?
+        .map_err(|e| write_error(path, e));
+    parsed?;
+    written
+}
+
+/// After the response: keep the files if the rule says so.
+pub fn finish(mut guard: UploadGuard, rule_keeps: bool) -> UploadGuard {
+    guard.keep_files(rule_keeps);
+    guard
+}
+
+fn too_large(why: String) -> Error {
+    Error::PayloadTooLarge(why)
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Internal(format!("writing upload {}: {e}", path.display()))
+}
+
+fn multer_error(e: multer::Error) -> Error {
+    match e {
+        multer::Error::FieldSizeExceeded { limit, .. } => too_large(format!(
+            "an uploaded file is over the per-file cap of {limit} bytes"
+        )),
+        multer::Error::StreamSizeExceeded { limit } => {
+            too_large(format!("upload over the request cap of {limit} bytes"))
+        }
+        other => Error::BadRequest(format!("malformed multipart upload: {other}")),
+    }
+}
+
+/// A new file in `dir`: unique name, O_EXCL, mode 0600.
+fn create_unique(dir: &Path) -> Result<(PathBuf, std::fs::File), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..8 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let random = RandomState::new().hash_one(n);
+        let path = dir.join(format!("upload-{random:016x}-{n}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot create a file in upload dir {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    Err(Error::Internal(format!(
+        "no unique file name in {}",
+        dir.display()
+    )))
+}
+
+/// The client's file name without any path, control characters or NUL,
+/// at most 255 bytes.
+fn clean_filename(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut name = clean_text(base);
+    if name == "." || name == ".." {
+        name.clear();
+    }
+    while name.len() > MAX_FILENAME {
+        name.pop();
+    }
+    name
+}
+
+fn clean_text(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+fn form_urlencoded_builder() -> Vec<u8> {
+    Vec::with_capacity(512)
+}
+
+fn append_pair(out: &mut Vec<u8>, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(b'&');
+    }
+    percent_encode(out, name);
+    out.push(b'=');
+    percent_encode(out, value);
+}
+
+/// application/x-www-form-urlencoded encoding (space as `+`).
+fn percent_encode(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b),
+            b' ' => out.push(b'+'),
+            _ => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_lose_paths_and_control_characters() {
+        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        assert_eq!(clean_filename("C:\\Users\\x\\photo.jpg"), "photo.jpg");
+        assert_eq!(clean_filename("a\0b\nc.txt"), "abc.txt");
+        assert_eq!(clean_filename(".."), "");
+        assert_eq!(clean_filename(&"x".repeat(1000)).len(), 255);
+    }
+
+    #[test]
+    fn pairs_are_form_encoded() {
+        let mut out = Vec::new();
+        append_pair(&mut out, "doc.name", "a b&c=d/é");
+        append_pair(&mut out, "n", "1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "doc.name=a+b%26c%3Dd%2F%C3%A9&n=1"
+        );
+    }
+}

@@ -47,7 +47,7 @@ impl App {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi = CgiEngine::new(&config, root.clone());
-        let fastcgi = FastCgi::new(&config, root.clone());
+        let fastcgi = FastCgi::new(&config, root.clone())?;
         let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)

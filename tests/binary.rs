@@ -33,7 +33,10 @@ fn bad_flags_get_one_line_naming_the_flag_and_exit_2() {
         (&["--fastcgi", "php=unix:/run/php.sock"], "--fastcgi"),
         (&["--fastcgi", "/app=localhost"], "--fastcgi"),
         (&["--spawn", "/app=no-such-program-here"], "--spawn"),
-        (&["--spawn", "/app=perl app.fcgi", "--workers", "0"], "--workers"),
+        (
+            &["--spawn", "/app=perl app.fcgi", "--workers", "0"],
+            "--workers",
+        ),
         (&["--root", "/definitely/not/here"], "root"),
         (&["--cgi-prefix", "cgi"], "cgi_prefix"),
     ];

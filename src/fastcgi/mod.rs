@@ -138,11 +138,16 @@ impl FastCgi {
         let runtime_dir = if config.spawn.is_empty() {
             None
         } else {
-            Some(runtime_dir().map_err(|e| {
+            let dir = runtime_dir().map_err(|e| {
                 ConfigError(format!(
                     "--spawn: cannot create a private runtime directory: {e}"
                 ))
-            })?)
+            })?;
+            tracing::info!(
+                "spawned pools listen on sockets in {}",
+                dir.path().display()
+            );
+            Some(dir)
         };
         for (i, r) in config.spawn.iter().enumerate() {
             let dir = runtime_dir
@@ -280,14 +285,7 @@ impl FastCgi {
                     }
                 };
             let read = ex.read_head(self.max_header, route.idle);
-            let head = match deadline {
-                None => read.await,
-                Some(at) => tokio::time::timeout_at(at, read).await.map_err(|_| {
-                    Error::GatewayTimeout(format!(
-                        "{tag}: FastCGI {backend} sent no response header within the route's request_timeout"
-                    ))
-                })?,
-            };
+            let head = wait_head(route, read, deadline, &tag).await?;
             match head {
                 Ok((mut buf, head_len, body_start)) => {
                     let first = buf.split_off(body_start).freeze();
@@ -404,6 +402,35 @@ impl FastCgi {
             })
             .chain(spawned)
             .collect()
+    }
+}
+
+/// The header block, unless the route's `request_timeout` passes first
+/// (504) or its spawned pool turns out to be failing (503).
+async fn wait_head<T>(
+    route: &Route,
+    read: impl std::future::Future<Output = T>,
+    deadline: Option<Instant>,
+    tag: &str,
+) -> Result<T, Error> {
+    let timeout = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let failed = async {
+        match &route.upstream {
+            Upstream::Spawned(pool) => pool.failed().await,
+            Upstream::Fixed(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        head = read => Ok(head),
+        _ = timeout => Err(Error::GatewayTimeout(format!(
+            "{tag}: no response header within the route's request_timeout"
+        ))),
+        e = failed => Err(e),
     }
 }
 

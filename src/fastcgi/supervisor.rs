@@ -101,6 +101,8 @@ struct Shared {
     failing: AtomicBool,
     /// Why the pool is failing and when the next start is due.
     failure: Mutex<(String, Instant)>,
+    /// Wakes requests queued on a socket no worker may ever accept from.
+    failed: Notify,
 }
 
 enum Control {
@@ -132,6 +134,7 @@ impl PoolHandle {
             current: RwLock::new(None),
             failing: AtomicBool::new(false),
             failure: Mutex::new((String::new(), Instant::now())),
+            failed: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(8);
         let mut sup = Supervisor {
@@ -196,6 +199,36 @@ impl PoolHandle {
         }
     }
 
+    /// The 503 for a failing pool, with `Retry-After` = the next start.
+    fn failure(&self) -> Error {
+        let (why, retry_at) = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let secs = retry_at.saturating_duration_since(Instant::now()).as_secs() + 1;
+        Error::ServiceUnavailable {
+            retry_after_secs: secs,
+            why: format!("{}: {why}", self.shared.label),
+        }
+    }
+
+    /// Resolves (with the 503) once the pool is failing: a request waiting
+    /// for its first answer should not wait for `idle_timeout` on a socket
+    /// whose workers keep dying before they accept.
+    pub async fn failed(&self) -> Error {
+        loop {
+            let notified = self.shared.failed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.failing.load(Ordering::Relaxed) {
+                return self.failure();
+            }
+            notified.await;
+        }
+    }
+
     /// Start a fresh generation (SIGHUP).
     pub fn reload(&self, why: &'static str) {
         let _ = self.control.try_send(Control::Reload(why));
@@ -224,7 +257,9 @@ impl Shared {
         match why {
             Some(f) => {
                 *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = f;
-                self.failing.store(true, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    self.failed.notify_waiters();
+                }
             }
             None => self.failing.store(false, Ordering::Relaxed),
         }
@@ -662,8 +697,8 @@ impl Supervisor {
                 self.next_gen - 1,
                 old.id
             );
-            old.listener = None;
-            let _ = std::fs::remove_file(&old.socket);
+            // Socket and listener stay until the generation stops:
+            // requests that took it before the switch may still connect.
             old.retiring_since = Some(Instant::now());
             self.retiring.push(old);
         }

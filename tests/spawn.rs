@@ -568,3 +568,40 @@ fn spawn_tables_are_checked_and_listed() {
     assert_eq!(code, Some(2));
     assert!(out.contains("spawn[0].env"), "{out}");
 }
+
+/// Sockets a process holds other than fd 0 (the listening socket).
+fn connections_of(pid: u32) -> BTreeSet<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return BTreeSet::new();
+    };
+    dir.flatten()
+        .filter(|e| e.file_name() != "0")
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:"))
+        .collect()
+}
+
+/// Regression: hyper stops polling a body once Content-Length bytes are
+/// out, so END_REQUEST (buffered right behind) went unseen and every
+/// request closed its backend connection and opened a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connection_is_reused_when_the_response_declares_its_length() {
+    let cmd = format!("/py={} {}", python(), example("app.py"));
+    let srv = BinServer::start(&["--spawn", &cmd, "--workers", "1"]);
+    let pid = *wait_workers(&srv, 1).await.iter().next().unwrap();
+    let mut seen = BTreeSet::new();
+    for i in 0..5 {
+        let resp = get(srv.addr, format!("/py/{i}")).await;
+        assert!(resp.header("content-length").is_some());
+        assert!(resp
+            .text()
+            .contains(&format!("request {} in this process", i + 1)));
+        seen.extend(connections_of(pid));
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "the worker saw several connections: {seen:?}"
+    );
+}

@@ -148,7 +148,7 @@ impl Supervisor {
         let socket = self.runtime_dir.join(format!("p{}.g{id}.sock", self.index));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)?;
-        let backend = Backend::new(
+        let backend = Backend::exact(
             BackendAddr::Unix(socket.clone()),
             self.spec.workers as usize,
         );

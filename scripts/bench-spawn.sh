@@ -3,18 +3,21 @@
 # mod_fastcgi with "bin-path" ("max-procs" => 4), in ONE run, same app (a C
 # libfcgi hello, scripts/bench/hello-fcgi.c), same client:
 #   wrk -t2 -c32 -d10s --latency, RUNS rounds alternating the servers.
-# Prints a markdown table (req/s, p99) and the cgihost/lighttpd ratio;
+# cgihost runs twice: with its default runtime (one tokio worker thread per
+# core) and with TOKIO_WORKER_THREADS=1 — like-for-like with lighttpd's single
+# event loop when wrk takes the other core of a 2-core machine.
+# Prints a markdown table (req/s, p99) and the cgihost/lighttpd ratios;
 # writes it to $OUT/spawn-pool.md when OUT is set.
 #
 #   scripts/bench-spawn.sh                 # RUNS=2 DURATION=10 CONNS=32 THREADS=2
 #
-# Starts both servers itself on 127.0.0.1 (ports BASE_PORT+1, +2), each in
+# Starts the servers itself on 127.0.0.1 (ports BASE_PORT+1..3), each in
 # its own session, and stops exactly those sessions at exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-2} DURATION=${DURATION:-10} CONNS=${CONNS:-32} THREADS=${THREADS:-2} WARMUP=${WARMUP:-2}
 BASE_PORT=${BASE_PORT:-18190}
-CG_PORT=$((BASE_PORT + 1)) LT_PORT=$((BASE_PORT + 2))
+CG_PORT=$((BASE_PORT + 1)) LT_PORT=$((BASE_PORT + 2)) C1_PORT=$((BASE_PORT + 3))
 
 missing=()
 for p in wrk lighttpd gcc libfcgi-dev curl; do
@@ -59,8 +62,9 @@ wait_ok() { # URL
 gcc -O2 -o "$work/hello.fcgi" "$ROOT/scripts/bench/hello-fcgi.c" -lfcgi
 mkdir -p "$work/www"
 
-launch "$work/cgihost.log" "$BIN" --bind 127.0.0.1 --port "$CG_PORT" --root "$work/www" \
-    --cgi-dir "$work/none" -q --spawn "/hello=$work/hello.fcgi" --workers 4
+cgihost_args=(--bind 127.0.0.1 --root "$work/www" --cgi-dir "$work/none" -q --spawn "/hello=$work/hello.fcgi" --workers 4)
+launch "$work/cgihost.log" "$BIN" --port "$CG_PORT" "${cgihost_args[@]}"
+launch "$work/cgihost-1t.log" env TOKIO_WORKER_THREADS=1 "$BIN" --port "$C1_PORT" "${cgihost_args[@]}"
 cat >"$work/lighttpd.conf" <<CONF
 server.document-root = "$work/www"
 server.bind = "127.0.0.1"
@@ -76,16 +80,18 @@ fastcgi.server = ( "/hello" => ((
 )) )
 CONF
 launch "$work/lighttpd.log" lighttpd -D -f "$work/lighttpd.conf"
-wait_ok "http://127.0.0.1:$CG_PORT/hello"
-wait_ok "http://127.0.0.1:$LT_PORT/hello"
-
-declare -A url=([cgihost]="http://127.0.0.1:$CG_PORT/hello" [lighttpd]="http://127.0.0.1:$LT_PORT/hello")
-declare -A label=([cgihost]="cgihost --spawn, 4 workers" [lighttpd]="lighttpd $(lighttpd -v 2>&1 | head -1 | awk '{print $1}') mod_fastcgi bin-path, max-procs 4")
+servers=(cgihost cgihost1 lighttpd)
+declare -A url=([cgihost]="http://127.0.0.1:$CG_PORT/hello" [cgihost1]="http://127.0.0.1:$C1_PORT/hello"
+    [lighttpd]="http://127.0.0.1:$LT_PORT/hello")
+declare -A label=([cgihost]="cgihost --spawn, 4 workers ($(nproc) runtime threads, default)"
+    [cgihost1]="cgihost --spawn, 4 workers (TOKIO_WORKER_THREADS=1)"
+    [lighttpd]="$(lighttpd -v 2>&1 | head -1 | awk '{print $1}') mod_fastcgi bin-path, max-procs 4")
+for s in "${servers[@]}"; do wait_ok "${url[$s]}"; done
 declare -A sum
 rows=()
-for s in cgihost lighttpd; do wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP"s "${url[$s]}" >/dev/null; done
+for s in "${servers[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP"s "${url[$s]}" >/dev/null; done
 for ((r = 1; r <= RUNS; r++)); do
-    for s in cgihost lighttpd; do
+    for s in "${servers[@]}"; do
         out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION"s --latency "${url[$s]}")
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
         p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -94,7 +100,8 @@ for ((r = 1; r <= RUNS; r++)); do
         rows+=("| $r | ${label[$s]} | $rps | $p99 | ${bad:-none} |")
     done
 done
-ratio=$(awk -v a="${sum[cgihost]}" -v b="${sum[lighttpd]}" 'BEGIN {printf "%.2f", a / b}')
+mean() { awk -v a="${sum[$1]}" -v n="$RUNS" 'BEGIN {printf "%.0f", a / n}'; }
+ratio() { awk -v a="${sum[$1]}" -v b="${sum[lighttpd]}" 'BEGIN {printf "%.2f", a / b}'; }
 table=$(
     echo "FastCGI hello (C, libfcgi), wrk -t$THREADS -c$CONNS -d${DURATION}s, $RUNS runs, $(nproc) cores"
     echo
@@ -102,7 +109,8 @@ table=$(
     echo "| --- | --- | ---: | ---: | --- |"
     printf '%s\n' "${rows[@]}"
     echo
-    echo "mean req/s: cgihost $(awk -v a="${sum[cgihost]}" -v n="$RUNS" 'BEGIN {printf "%.0f", a / n}'), lighttpd $(awk -v a="${sum[lighttpd]}" -v n="$RUNS" 'BEGIN {printf "%.0f", a / n}'); ratio cgihost/lighttpd = ${ratio}x"
+    echo "mean req/s: cgihost $(mean cgihost), cgihost 1 thread $(mean cgihost1), lighttpd $(mean lighttpd)"
+    echo "ratio to lighttpd: cgihost $(ratio cgihost)x, cgihost 1 thread $(ratio cgihost1)x"
 )
 echo "$table"
 if [[ -n ${OUT:-} ]]; then mkdir -p "$OUT" && echo "$table" >"$OUT/spawn-pool.md"; fi

@@ -31,6 +31,26 @@ pub struct RequestFacts<'a> {
     pub content_length: Option<u64>,
 }
 
+impl<'a> RequestFacts<'a> {
+    /// The facts of a request head on a connection (CGI and FastCGI alike).
+    pub fn new(
+        parts: &'a http::request::Parts,
+        conn: &crate::server::ConnInfo,
+        content_length: Option<u64>,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            peer: conn.peer,
+            local: conn.local,
+            tls: conn.tls,
+            content_length,
+        }
+    }
+}
+
 /// Which script runs, and the split of the URL around it.
 pub struct ScriptFacts<'a> {
     /// Decoded URL path of the script, e.g. `/cgi-bin/tool.py`.

@@ -127,16 +127,7 @@ impl CgiEngine {
         .map_err(|_| Error::Internal("CGI slots closed".into()))?;
 
         // 4. Environment and process.
-        let facts = env::RequestFacts {
-            method: &parts.method,
-            uri: &parts.uri,
-            version: parts.version,
-            headers: &parts.headers,
-            peer: conn.peer,
-            local: conn.local,
-            tls: conn.tls,
-            content_length,
-        };
+        let facts = env::RequestFacts::new(&parts, conn, content_length);
         let script = env::ScriptFacts {
             script_name: &target.script_name,
             path_info: &target.path_info,

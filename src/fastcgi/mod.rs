@@ -335,16 +335,7 @@ impl FastCgi {
         conn: &ConnInfo,
         script: &Script<'_>,
     ) -> BytesMut {
-        let facts = env::RequestFacts {
-            method: &parts.method,
-            uri: &parts.uri,
-            version: parts.version,
-            headers: &parts.headers,
-            peer: conn.peer,
-            local: conn.local,
-            tls: conn.tls,
-            content_length,
-        };
+        let facts = env::RequestFacts::new(parts, conn, content_length);
         let script_facts = env::ScriptFacts {
             script_name: script.name,
             path_info: script.path_info,

@@ -141,17 +141,7 @@ impl PoolHandle {
     /// serve (workers keep failing, or it is stopping).
     pub fn current(&self) -> Result<GenGuard, Error> {
         if self.shared.failing.load(Ordering::Relaxed) {
-            let (why, retry_at) = self
-                .shared
-                .failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let secs = retry_at.saturating_duration_since(Instant::now()).as_secs() + 1;
-            return Err(Error::ServiceUnavailable {
-                retry_after_secs: secs,
-                why: format!("{}: {why}", self.shared.label),
-            });
+            return Err(self.failure());
         }
         let current = self
             .shared

@@ -450,7 +450,36 @@ fn spawn_route(
     })
 }
 
-/// `$XDG_RUNTIME_DIR` (else the temp dir) `/cgihost-XXXXXX`, mode 0700:
+/// Runtime dirs of cgihost processes that are gone (killed with SIGKILL,
+/// they could not clean up): ours (same owner) whose pid no longer exists.
+/// `remove_dir_all` does not follow a symlink planted under that name.
+fn remove_stale_runtime_dirs(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain syscall without arguments.
+    let uid = unsafe { libc::geteuid() };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("cgihost-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e
+            .path()
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR` (else the temp dir) `/cgihost-PID-XXXXXX`, mode 0700:
 /// only our user can reach the pools' sockets (a FastCGI socket runs
 /// whatever SCRIPT_FILENAME it is told to).
 fn runtime_dir() -> std::io::Result<tempfile::TempDir> {
@@ -458,8 +487,9 @@ fn runtime_dir() -> std::io::Result<tempfile::TempDir> {
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
         .unwrap_or_else(std::env::temp_dir);
+    remove_stale_runtime_dirs(&base);
     let dir = tempfile::Builder::new()
-        .prefix("cgihost-")
+        .prefix(&format!("cgihost-{}-", std::process::id()))
         .tempdir_in(base)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;

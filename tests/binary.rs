@@ -7,8 +7,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sha2::Digest;
-use tokio::io::AsyncWriteExt;
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin_path())
@@ -71,6 +69,21 @@ fn help_check_config_and_config_file_errors() {
     assert!(
         out.contains("/cgi-bin/*") && out.contains("configuration ok"),
         "{out}"
+    );
+
+    // The example config in the repository works as it is.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/cgihost.toml");
+    let out = Command::new(bin_path())
+        .args(["--check-config", "--config"])
+        .arg(&example)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -187,45 +200,17 @@ async fn shutdown_grace_expiry_kills_what_is_left() {
     drop(conn);
 }
 
-/// Streams `total` bytes of a deterministic pattern as a request body and
-/// returns the sha256 the client computed.
-async fn stream_upload(conn: &mut Conn, path: &str, total: u64, chunked: bool) -> String {
-    let mut hasher = sha2::Sha256::new();
-    let head = if chunked {
-        format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-    } else {
-        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n")
-    };
-    conn.send(head.as_bytes()).await;
-    let mut block = random_bytes(1 << 20, 99);
-    let mut sent = 0u64;
-    let mut i = 0u64;
-    while sent < total {
-        block[..8].copy_from_slice(&i.to_le_bytes());
-        let n = (total - sent).min(block.len() as u64) as usize;
-        hasher.update(&block[..n]);
-        let s = conn.stream.get_mut();
-        if chunked {
-            s.write_all(format!("{n:x}\r\n").as_bytes()).await.unwrap();
-            s.write_all(&block[..n]).await.unwrap();
-            s.write_all(b"\r\n").await.unwrap();
-        } else {
-            s.write_all(&block[..n]).await.unwrap();
-        }
-        sent += n as u64;
-        i += 1;
-    }
-    if chunked {
-        conn.stream.get_mut().write_all(b"0\r\n\r\n").await.unwrap();
-    }
-    hex(&hasher.finalize())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_upload_streams_in_bounded_memory() {
     let srv = BinServer::start(&[]);
     let mut conn = Conn::open(srv.addr).await;
-    let sent_hash = stream_upload(&mut conn, "/cgi-bin/sha256.sh", 1 << 30, false).await;
+    let sent_hash = stream_upload(
+        &mut conn,
+        &post_head("/cgi-bin/sha256.sh", Some(1 << 30)),
+        1 << 30,
+        false,
+    )
+    .await;
     let resp = conn.read_response(false).await.expect("response");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text().trim(), sent_hash);
@@ -241,7 +226,13 @@ async fn one_gib_upload_streams_in_bounded_memory() {
 async fn chunked_upload_of_256_mib_is_spooled_with_exact_length() {
     let srv = BinServer::start(&[]);
     let mut conn = Conn::open(srv.addr).await;
-    let sent_hash = stream_upload(&mut conn, "/cgi-bin/sha256.sh", 256 << 20, true).await;
+    let sent_hash = stream_upload(
+        &mut conn,
+        &post_head("/cgi-bin/sha256.sh", None),
+        256 << 20,
+        true,
+    )
+    .await;
     let resp = conn.read_response(false).await.expect("response");
     assert_eq!(
         resp.text().trim(),

@@ -32,12 +32,12 @@ pub struct RequestFacts<'a> {
 }
 
 impl<'a> RequestFacts<'a> {
-    /// The facts of a request head on a connection (CGI and FastCGI alike).
+    /// The facts of a request on a connection, with its body's exact length.
     pub fn new(
         parts: &'a http::request::Parts,
         conn: &crate::server::ConnInfo,
         content_length: Option<u64>,
-    ) -> RequestFacts<'a> {
+    ) -> Self {
         RequestFacts {
             method: &parts.method,
             uri: &parts.uri,
@@ -107,18 +107,35 @@ fn server_name(req: &RequestFacts) -> String {
 /// Build every variable for one request.
 pub fn build(req: &RequestFacts, script: &ScriptFacts, server: &ServerFacts) -> Vec<EnvVar> {
     let mut env: Vec<EnvVar> = Vec::with_capacity(32 + req.headers.len());
-    let mut put = |k: &str, v: &[u8]| env.push((k.to_string(), v.to_vec()));
-    let remote_ip = req.peer.ip().to_canonical().to_string();
+    build_into(req, script, server, &mut |k, v| {
+        env.push((k.to_string(), v.to_vec()))
+    });
+    env
+}
+
+/// Hand every variable to `put` (name, value) without collecting them:
+/// FastCGI encodes them straight into its PARAMS records.
+pub fn build_into(
+    req: &RequestFacts,
+    script: &ScriptFacts,
+    server: &ServerFacts,
+    put: &mut dyn FnMut(&str, &[u8]),
+) {
+    let mut scratch = String::with_capacity(64);
+    let fmt = |scratch: &mut String, v: &dyn std::fmt::Display| {
+        use std::fmt::Write;
+        scratch.clear();
+        let _ = write!(scratch, "{v}");
+    };
     let root = script.document_root.as_os_str().as_encoded_bytes();
 
     put("GATEWAY_INTERFACE", b"CGI/1.1");
     put("SERVER_SOFTWARE", server.software.as_bytes());
     put("SERVER_NAME", server_name(req).as_bytes());
-    put("SERVER_PORT", req.local.port().to_string().as_bytes());
-    put(
-        "SERVER_ADDR",
-        req.local.ip().to_canonical().to_string().as_bytes(),
-    );
+    fmt(&mut scratch, &req.local.port());
+    put("SERVER_PORT", scratch.as_bytes());
+    fmt(&mut scratch, &req.local.ip().to_canonical());
+    put("SERVER_ADDR", scratch.as_bytes());
     put("SERVER_PROTOCOL", protocol(req.version).as_bytes());
     put("REQUEST_METHOD", req.method.as_str().as_bytes());
     put("REQUEST_SCHEME", if req.tls { b"https" } else { b"http" });
@@ -138,22 +155,24 @@ pub fn build(req: &RequestFacts, script: &ScriptFacts, server: &ServerFacts) -> 
     let request_uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     put("REQUEST_URI", request_uri.as_bytes());
     put("DOCUMENT_ROOT", root);
-    put("REMOTE_ADDR", remote_ip.as_bytes());
-    put("REMOTE_HOST", remote_ip.as_bytes());
-    put("REMOTE_PORT", req.peer.port().to_string().as_bytes());
+    fmt(&mut scratch, &req.peer.ip().to_canonical());
+    put("REMOTE_ADDR", scratch.as_bytes());
+    put("REMOTE_HOST", scratch.as_bytes());
+    fmt(&mut scratch, &req.peer.port());
+    put("REMOTE_PORT", scratch.as_bytes());
     if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
         put("CONTENT_TYPE", ct.as_bytes());
     }
     if let Some(n) = req.content_length {
-        put("CONTENT_LENGTH", n.to_string().as_bytes());
+        fmt(&mut scratch, &n);
+        put("CONTENT_LENGTH", scratch.as_bytes());
     }
     if req.tls {
         put("HTTPS", b"on");
     }
     put("REDIRECT_STATUS", b"200");
     put("PATH", server.path.as_bytes());
-    add_http_headers(&mut env, req.headers, server.pass_authorization);
-    env
+    add_http_headers(put, req.headers, server.pass_authorization);
 }
 
 /// Headers that never become `HTTP_*`.
@@ -167,7 +186,13 @@ fn skipped(name: &str, pass_authorization: bool) -> bool {
 
 /// One `HTTP_*` per acceptable request header; repeats joined with `, `
 /// (`; ` for Cookie, RFC 6265 §5.4).
-fn add_http_headers(env: &mut Vec<EnvVar>, headers: &HeaderMap, pass_authorization: bool) {
+fn add_http_headers(
+    put: &mut dyn FnMut(&str, &[u8]),
+    headers: &HeaderMap,
+    pass_authorization: bool,
+) {
+    let mut var = String::with_capacity(64);
+    let mut joined = Vec::new();
     for name in headers.keys() {
         let n = name.as_str();
         if skipped(n, pass_authorization)
@@ -175,25 +200,29 @@ fn add_http_headers(env: &mut Vec<EnvVar>, headers: &HeaderMap, pass_authorizati
         {
             continue;
         }
-        let sep: &[u8] = if n == "cookie" { b"; " } else { b", " };
-        let mut value = Vec::new();
-        for (i, v) in headers.get_all(name).iter().enumerate() {
-            if i > 0 {
-                value.extend_from_slice(sep);
+        var.clear();
+        var.push_str("HTTP_");
+        var.extend(n.chars().map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
             }
-            value.extend_from_slice(v.as_bytes());
+        }));
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
+        let Some(second) = values.next() else {
+            put(&var, first);
+            continue;
+        };
+        let sep: &[u8] = if n == "cookie" { b"; " } else { b", " };
+        joined.clear();
+        joined.extend_from_slice(first);
+        for v in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(sep);
+            joined.extend_from_slice(v.as_bytes());
         }
-        let var: String = "HTTP_"
-            .chars()
-            .chain(n.chars().map(|c| {
-                if c == '-' {
-                    '_'
-                } else {
-                    c.to_ascii_uppercase()
-                }
-            }))
-            .collect();
-        env.push((var, value));
+        put(&var, &joined);
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf, Write
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
-use super::pool::{Conn, Lease, Stream};
+use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
 use crate::cgi::response::find_head_end;
 use crate::router::ReqBody;
@@ -77,31 +77,33 @@ pub struct Exchange {
     writer: Writer,
     answered: bool,
     reused: bool,
+    /// The connection had never answered before this request.
+    fresh: bool,
     tag: String,
 }
 
 impl Exchange {
-    /// Send the request head (and, without a body, the empty STDIN).
+    /// Send the request head (BEGIN_REQUEST and PARAMS, plus the empty STDIN
+    /// record when there is no body), then start the body's STDIN task.
     pub async fn start(
         mut lease: Lease,
-        head: BytesMut,
+        head: &[u8],
         body: BodySource,
         idle: Duration,
         tag: String,
     ) -> io::Result<Exchange> {
         let Some(Conn {
-            io, rbuf, reused, ..
+            io,
+            rbuf,
+            reused,
+            served,
         }) = lease.conn.take()
         else {
             return Err(io::Error::other("lease without a connection"));
         };
         let (read, mut write) = tokio::io::split(io);
-        let mut head = head;
-        if matches!(body, BodySource::None) {
-            proto::put_stream_end(&mut head, proto::STDIN);
-        }
-        write.write_all(&head).await?;
-        lease.sent();
+        write.write_all(head).await?;
+        lease.sent(served);
         let writer = match body {
             BodySource::None => Writer::Done(write),
             BodySource::Stream(b) => {
@@ -115,6 +117,7 @@ impl Exchange {
             rbuf: rbuf_or_new(rbuf),
             writer,
             answered: false,
+            fresh: !served,
             reused,
             tag,
         })
@@ -133,8 +136,8 @@ impl Exchange {
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf.reserve(64 * 1024);
+            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+                self.rbuf.reserve(32 * 1024);
             }
             let n = {
                 let spare = self.rbuf.spare_capacity_mut();
@@ -190,8 +193,22 @@ impl Exchange {
         idle: Duration,
     ) -> Result<(BytesMut, usize, usize), HeadError> {
         let mut head = BytesMut::new();
+        let mut early = None;
+        if self.fresh {
+            // A fresh connection still unanswered after STALL_AFTER may sit in
+            // the backend's accept queue behind processes pinned by our idle
+            // connections: close those so a process frees up for it.
+            match tokio::time::timeout(STALL_AFTER, poll_fn(|cx| self.poll_record(cx))).await {
+                Ok(r) => early = Some(r),
+                Err(_) => self.lease.backend.shed_idle(),
+            }
+        }
         loop {
-            let rec = match tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await {
+            let next = match early.take() {
+                Some(r) => Ok(r),
+                None => tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await,
+            };
+            let rec = match next {
                 Err(_) => return Err(HeadError::Timeout),
                 Ok(Err(e)) if !self.answered && self.reused => return Err(HeadError::Stale(e)),
                 Ok(Err(e)) => return Err(HeadError::Io(e)),

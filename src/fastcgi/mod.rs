@@ -255,7 +255,7 @@ impl FastCgi {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
         let body = stdin::prepare(body, self.max_body, &self.spool_dir, route.idle).await?;
-        let head = self.request_head(&parts, body.content_length(), conn, &script);
+        let mut head = self.request_head(&parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
             stdin::RequestBody::None => BodySource::None,
@@ -265,6 +265,7 @@ impl FastCgi {
         // Without a body the request can be replayed on a fresh connection
         // when a pooled one turns out stale.
         let attempts = if matches!(source, Some(BodySource::None)) {
+            proto::put_stream_end(&mut head, proto::STDIN);
             2
         } else {
             1
@@ -272,18 +273,18 @@ impl FastCgi {
         let mut last_error = None;
         for _ in 0..attempts {
             let lease = self.checkout(route).await?;
-            let backend = lease.backend.name();
+            let backend = lease.backend.clone();
+            let backend = &backend.addr;
             let body = source.take().unwrap_or(BodySource::None);
-            let mut ex =
-                match Exchange::start(lease, head.clone(), body, route.idle, tag.clone()).await {
-                    Ok(ex) => ex,
-                    Err(e) => {
-                        last_error = Some(Error::BadGateway(format!(
-                            "FastCGI {backend}: sending the request: {e}"
-                        )));
-                        continue;
-                    }
-                };
+            let mut ex = match Exchange::start(lease, &head, body, route.idle, tag.clone()).await {
+                Ok(ex) => ex,
+                Err(e) => {
+                    last_error = Some(Error::BadGateway(format!(
+                        "FastCGI {backend}: sending the request: {e}"
+                    )));
+                    continue;
+                }
+            };
             let read = ex.read_head(self.max_header, route.idle);
             let head = wait_head(route, read, deadline, &tag).await?;
             match head {
@@ -321,7 +322,7 @@ impl FastCgi {
                         "FastCGI {backend}: connection lost: {e}"
                     )));
                 }
-                Err(e) => return Err(head_error(e, &tag, &backend, route.idle)),
+                Err(e) => return Err(head_error(e, &tag, backend, route.idle)),
             }
         }
         Err(last_error.unwrap_or_else(|| Error::BadGateway(format!("{tag}: no FastCGI answer"))))
@@ -342,10 +343,12 @@ impl FastCgi {
             script_filename: script.filename,
             document_root: &self.document_root,
         };
-        let params = env::build(&facts, &script_facts, &self.server);
-        let mut head = BytesMut::with_capacity(2048);
+        let mut pairs = Vec::with_capacity(2048);
+        env::build_into(&facts, &script_facts, &self.server, &mut |k, v| {
+            proto::put_pair(&mut pairs, k.as_bytes(), v)
+        });
+        let mut head = BytesMut::with_capacity(pairs.len() + 64);
         proto::put_begin(&mut head, true);
-        let pairs = proto::encode_pairs(params.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
         proto::put_stream(&mut head, proto::PARAMS, &pairs);
         proto::put_stream_end(&mut head, proto::PARAMS);
         head
@@ -506,7 +509,7 @@ fn checkout_error(route: &Route, e: CheckoutError) -> Error {
     }
 }
 
-fn head_error(e: HeadError, tag: &str, backend: &str, idle: Duration) -> Error {
+fn head_error(e: HeadError, tag: &str, backend: &BackendAddr, idle: Duration) -> Error {
     match e {
         HeadError::Timeout => Error::GatewayTimeout(format!(
             "{tag}: FastCGI {backend} sent no response header within {}s (--cgi-timeout)",

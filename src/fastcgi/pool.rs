@@ -9,10 +9,11 @@
 //! - each backend has a connection cap (in use + idle, `max_conns`, best set
 //!   to php-fpm's `pm.max_children`); requests beyond it wait in cgihost;
 //! - a safety valve makes a cap that is too high merely slower, never
-//!   stuck: while any fresh connection is still waiting for its first
-//!   answer (probably not yet accepted by a busy backend), connections that
-//!   finish are closed instead of kept, which frees a backend process to
-//!   accept it. (php-fpm does not report its pool size over
+//!   stuck: while a fresh connection has waited more than [`STALL_AFTER`]
+//!   for its first answer (probably not yet accepted by a busy backend),
+//!   connections that finish are closed instead of kept, which frees a
+//!   backend process to accept it. (The delay keeps a fresh connection that
+//!   *was* accepted from triggering closes that create more fresh ones.) (php-fpm does not report its pool size over
 //!   FCGI_GET_VALUES — it answers only FCGI_MPXS_CONNS — so we cannot ask.)
 //!   A spawned pool's backend ([`Backend::exact`]) has no valve: its cap
 //!   *is* the number of workers, and the valve would only churn
@@ -39,6 +40,9 @@ use crate::config::BackendAddr;
 /// Idle connections older than this are closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A fresh connection unanswered for this long is presumed stuck in the
+/// backend's accept queue.
+pub const STALL_AFTER: Duration = Duration::from_millis(50);
 
 /// A TCP or unix-socket connection.
 pub enum Stream {
@@ -146,8 +150,8 @@ pub struct Backend {
     slots: Arc<Semaphore>,
     released: Notify,
     pub max_conns: AtomicUsize,
-    /// Fresh connections sent a request but not yet answered.
-    fresh_waiting: AtomicUsize,
+    /// When each fresh connection (sent a request, not yet answered) sent it.
+    fresh_waiting: Mutex<Vec<Instant>>,
     pub in_flight: AtomicUsize,
     health: Mutex<Health>,
     pub stats: BackendStats,
@@ -158,8 +162,8 @@ pub struct Backend {
 /// A connection checked out of a backend, with its slot.
 pub struct Lease {
     pub conn: Option<Conn>,
-    /// Counted in the backend's `fresh_waiting`.
-    waiting: bool,
+    /// Listed in the backend's `fresh_waiting` with this send time.
+    waiting: Option<Instant>,
     permit: Option<OwnedSemaphorePermit>,
     pub backend: Arc<Backend>,
 }
@@ -168,7 +172,7 @@ impl Lease {
     /// Put the connection back for reuse (only after a clean END_REQUEST
     /// with nothing of this request left on the wire).
     pub fn release(mut self) {
-        if !self.backend.exact_cap && self.backend.fresh_waiting.load(Ordering::Relaxed) > 0 {
+        if !self.backend.exact_cap && self.backend.stalled() {
             return; // the safety valve: close, so a backend process frees up
         }
         if let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) {
@@ -179,19 +183,24 @@ impl Lease {
 }
 
 impl Lease {
-    /// The request is on the wire; call [`Lease::answered`] at the first record.
-    pub fn sent(&mut self) {
-        if let Some(c) = self.conn.as_mut().filter(|c| !c.served) {
-            c.served = true; // counted once; `answered` or drop undoes it
-            self.waiting = true;
-            self.backend.fresh_waiting.fetch_add(1, Ordering::Relaxed);
+    /// The request is on the wire on a connection that has (`served`) or
+    /// has not yet answered before; call [`Lease::answered`] at the first
+    /// record.
+    pub fn sent(&mut self, served: bool) {
+        if !served && self.waiting.is_none() {
+            let now = Instant::now();
+            self.waiting = Some(now);
+            self.backend.fresh().push(now);
         }
     }
 
     /// The backend answered.
     pub fn answered(&mut self) {
-        if std::mem::take(&mut self.waiting) {
-            self.backend.fresh_waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(at) = self.waiting.take() {
+            let mut fresh = self.backend.fresh();
+            if let Some(i) = fresh.iter().position(|t| *t == at) {
+                fresh.swap_remove(i);
+            }
         }
     }
 }
@@ -225,7 +234,7 @@ impl Backend {
             slots: Arc::new(Semaphore::new(max_conns)),
             released: Notify::new(),
             max_conns: AtomicUsize::new(max_conns),
-            fresh_waiting: AtomicUsize::new(0),
+            fresh_waiting: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             health: Mutex::new(Health {
                 failures: 0,
@@ -239,6 +248,30 @@ impl Backend {
 
     pub fn name(&self) -> String {
         self.addr.to_string()
+    }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+        self.fresh_waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Close every idle connection (each pins a backend process).
+    pub fn shed_idle(&self) {
+        let shed: Vec<_> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        if !shed.is_empty() {
+            tracing::debug!(
+                "FastCGI {}: closing {} idle connection(s) for a stalled one",
+                self.addr,
+                shed.len()
+            );
+        }
+        drop(shed);
+        self.released.notify_waiters();
+    }
+
+    /// Some fresh connection has waited too long for its first answer.
+    fn stalled(&self) -> bool {
+        self.fresh().iter().any(|t| t.elapsed() > STALL_AFTER)
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -298,7 +331,7 @@ impl Backend {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         Lease {
             conn: Some(conn),
-            waiting: false,
+            waiting: None,
             permit: Some(permit),
             backend: self.clone(),
         }

@@ -52,16 +52,12 @@ fn put_len(buf: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// Name-value pairs in the FastCGI encoding.
-pub fn encode_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    for (name, value) in pairs {
-        put_len(&mut out, name.len());
-        put_len(&mut out, value.len());
-        out.extend_from_slice(name);
-        out.extend_from_slice(value);
-    }
-    out
+/// Append one name-value pair in the FastCGI encoding.
+pub fn put_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    put_len(out, name.len());
+    put_len(out, value.len());
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
 }
 
 /// A stream (PARAMS or STDIN) payload split into records, without the
@@ -141,7 +137,9 @@ mod tests {
     #[test]
     fn pairs_use_short_and_long_lengths() {
         let long = vec![b'v'; 300];
-        let enc = encode_pairs([(&b"A"[..], &b"1"[..]), (&b"LONG"[..], &long[..])]);
+        let mut enc = Vec::new();
+        put_pair(&mut enc, b"A", b"1");
+        put_pair(&mut enc, b"LONG", &long);
         assert_eq!(&enc[..4], &[1, 1, b'A', b'1']);
         assert_eq!(&enc[4..9], &[4, 0x80, 0, 1, 44]);
         assert_eq!(&enc[9..13], b"LONG");

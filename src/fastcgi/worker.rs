@@ -178,7 +178,8 @@ async fn log_lines(pipe: impl tokio::io::AsyncRead + Unpin, tag: String) {
 pub async fn probe(socket: &Path, limit: Duration) -> io::Result<()> {
     let attempt = async {
         let mut s = tokio::net::UnixStream::connect(socket).await?;
-        let pairs = proto::encode_pairs([(&b"FCGI_MPXS_CONNS"[..], &b""[..])]);
+        let mut pairs = Vec::with_capacity(32);
+        proto::put_pair(&mut pairs, b"FCGI_MPXS_CONNS", b"");
         let mut rec = BytesMut::with_capacity(proto::HEADER_LEN + pairs.len());
         rec.put_slice(&[1, GET_VALUES, 0, 0]);
         rec.put_u16(pairs.len() as u16);

@@ -106,11 +106,16 @@ fn collect_lines(
 impl BinServer {
     /// Start the binary with the fixture site plus `args`.
     pub fn start(args: &[&str]) -> BinServer {
+        Self::start_in(&fixtures().join("static"), args)
+    }
+
+    /// Start the binary with `root` as document root plus `args`.
+    pub fn start_in(root: &Path, args: &[&str]) -> BinServer {
         let f = fixtures();
         let mut cmd = Command::new(bin_path());
         cmd.arg("--bind").arg("127.0.0.1").arg("--port").arg("0");
         cmd.arg("--root")
-            .arg(f.join("static"))
+            .arg(root)
             .arg("--cgi-dir")
             .arg(f.join("cgi-bin"));
         cmd.args(args);
@@ -451,4 +456,203 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A real php-fpm master with its own pool config, in a temp dir.
+pub struct PhpFpm {
+    child: Child,
+    pub sock: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+fn php_fpm_binary() -> PathBuf {
+    for name in ["php-fpm8.2", "php-fpm8.3", "php-fpm8.1", "php-fpm"] {
+        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
+            let p = Path::new(dir).join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("php-fpm is not installed (scripts/test.sh installs it)");
+}
+
+impl PhpFpm {
+    /// Start a pool of `children` (static) listening on a unix socket.
+    pub fn start(children: u32) -> PhpFpm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("php.sock");
+        Self::start_at(dir, sock, children)
+    }
+
+    fn start_at(dir: tempfile::TempDir, sock: PathBuf, children: u32) -> PhpFpm {
+        let conf = dir.path().join("fpm.conf");
+        let d = dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nerror_log = {d}/fpm.log\ndaemonize = no\n\
+                 [test]\nuser = root\ngroup = root\nlisten = {}\nlisten.mode = 0600\n\
+                 pm = static\npm.max_children = {children}\ncatch_workers_output = yes\n\
+                 decorate_workers_output = no\nclear_env = yes\n\
+                 php_admin_value[post_max_size] = 1G\nphp_admin_value[upload_max_filesize] = 100M\n\
+                 php_admin_value[upload_tmp_dir] = {d}\nphp_admin_value[output_buffering] = 0\n\
+                 php_admin_flag[display_errors] = off\nphp_admin_flag[log_errors] = on\n",
+                sock.display()
+            ),
+        )
+        .expect("write fpm.conf");
+        let child = Command::new(php_fpm_binary())
+            .args(["-F", "-R", "-n", "-y"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start php-fpm");
+        let fpm = PhpFpm { child, sock, dir };
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&fpm.sock).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "php-fpm did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fpm
+    }
+
+    /// Stop php-fpm (and wait for it), keeping the socket path and dir.
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (dir, self.sock.clone())
+    }
+
+    /// Start again on the same socket path.
+    pub fn restart(dir: tempfile::TempDir, sock: PathBuf, children: u32) -> PhpFpm {
+        let _ = std::fs::remove_file(&sock);
+        Self::start_at(dir, sock, children)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Perl FastCGI application (tests/fixtures/fcgi/app.pl) on a unix socket.
+pub struct PerlFcgi {
+    child: Child,
+    pub sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PerlFcgi {
+    pub fn start() -> PerlFcgi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("app.sock");
+        let child = Command::new("perl")
+            .arg(fixtures().join("fcgi/app.pl"))
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start app.pl");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "app.pl did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PerlFcgi {
+            child,
+            sock,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PerlFcgi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Config for PHP tests: the php fixture dir as root, `*.php` to `sock`.
+pub fn php_config(sock: &Path) -> Config {
+    let mut c = fixture_config();
+    c.root = fixtures().join("php");
+    c.fastcgi = vec![cgihost::config::parse_fastcgi(
+        "--fastcgi",
+        &format!("*.php=unix:{}", sock.display()),
+    )
+    .unwrap()];
+    c
+}
+
+/// A POST request head: with Content-Length, or chunked when `len` is None.
+pub fn post_head(path: &str, len: Option<u64>) -> String {
+    match len {
+        Some(n) => format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"),
+        None => format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
+    }
+}
+
+/// Sends `head`, then streams `total` bytes of a deterministic pattern as
+/// the body (chunk-encoded if `chunked`); returns the client-side sha256.
+pub async fn stream_upload(conn: &mut Conn, head: &str, total: u64, chunked: bool) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    conn.send(head.as_bytes()).await;
+    let mut block = random_bytes(1 << 20, 99);
+    let mut sent = 0u64;
+    let mut i = 0u64;
+    while sent < total {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        let n = (total - sent).min(block.len() as u64) as usize;
+        hasher.update(&block[..n]);
+        let s = conn.stream.get_mut();
+        if chunked {
+            s.write_all(format!("{n:x}\r\n").as_bytes())
+                .await
+                .expect("write");
+            s.write_all(&block[..n]).await.expect("write");
+            s.write_all(b"\r\n").await.expect("write");
+        } else {
+            s.write_all(&block[..n]).await.expect("write");
+        }
+        sent += n as u64;
+        i += 1;
+    }
+    if chunked {
+        conn.stream
+            .get_mut()
+            .write_all(b"0\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    hex(&hasher.finalize())
 }

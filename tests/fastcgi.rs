@@ -1,0 +1,385 @@
+//! FastCGI routes against a real php-fpm (started per test in a temp dir
+//! with its own pool) and a real Perl FCGI application.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_variables_reach_php_one_by_one() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let raw = "GET /env.php/extra/p%20q?a=1&b=%20 HTTP/1.1\r\nHost: php.example:81\r\n\
+               Proxy: http://evil:3128\r\nX_Forged: 1\r\nX-Custom: v\r\nConnection: close\r\n\r\n";
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    let root = std::fs::canonicalize(fixtures().join("php")).unwrap();
+    let root = root.to_str().unwrap();
+    let expect = [
+        ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
+        (
+            "SERVER_SOFTWARE",
+            format!("cgihost/{}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("SERVER_NAME", "php.example".into()),
+        ("SERVER_PORT", srv.addr.port().to_string()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("REQUEST_METHOD", "GET".into()),
+        ("SCRIPT_NAME", "/env.php".into()),
+        ("SCRIPT_FILENAME", format!("{root}/env.php")),
+        ("PATH_INFO", "/extra/p q".into()),
+        ("PATH_TRANSLATED", format!("{root}/extra/p q")),
+        ("DOCUMENT_ROOT", root.to_string()),
+        ("REQUEST_URI", "/env.php/extra/p%20q?a=1&b=%20".into()),
+        ("QUERY_STRING", "a=1&b=%20".into()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("REDIRECT_STATUS", "200".into()),
+        ("HTTP_HOST", "php.example:81".into()),
+        ("HTTP_X_CUSTOM", "v".into()),
+    ];
+    for (k, v) in &expect {
+        assert_eq!(env.get(*k), Some(v), "{k}");
+    }
+    assert!(!env.contains_key("HTTP_PROXY"), "httpoxy");
+    assert!(!env.contains_key("HTTP_X_FORGED"));
+    assert!(!env.contains_key("HTTPS"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_post_headers_index_and_refusals() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let resp = request(
+        srv.addr,
+        "POST",
+        "/post.php?x=1",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        b"name=ada&lang=en%20gb",
+    )
+    .await;
+    assert_eq!(
+        resp.text(),
+        "method=POST\nget.x=1\npost.name=ada\npost.lang=en gb\n"
+    );
+
+    let resp = get(srv.addr, "/headers.php").await;
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.header("x-php"), Some("yes"));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(resp.text(), "{\"created\":true}");
+
+    assert_eq!(get(srv.addr, "/dir/").await.text(), "index of dir\n");
+    assert_eq!(get(srv.addr, "/dir").await.status, 301);
+    assert_eq!(get(srv.addr, "/uploads/x.jpg/y.php").await.status, 404);
+    assert_eq!(get(srv.addr, "/missing.php").await.status, 404);
+    assert_eq!(get(srv.addr, "/hello.txt").await.text(), "plain text\n");
+    srv.stop().await;
+}
+
+fn multipart(boundary: &str, file: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello there\r\n"
+        )
+        .as_bytes(),
+    );
+    b.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"report.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .as_bytes(),
+    );
+    b.extend_from_slice(file);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_reaches_files() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let file = random_bytes(3 << 20, 21);
+    let body = multipart("XyZbOuNdArY", &file);
+    let resp = request(
+        srv.addr,
+        "POST",
+        "/files.php",
+        "Content-Type: multipart/form-data; boundary=XyZbOuNdArY\r\n",
+        &body,
+    )
+    .await;
+    let text = resp.text();
+    assert!(text.contains("post.note=hello there\n"), "{text}");
+    assert!(text.contains("doc.name=report.bin\n"), "{text}");
+    assert!(
+        text.contains(&format!("doc.size={}\n", file.len())),
+        "{text}"
+    );
+    assert!(text.contains("doc.error=0\n"), "{text}");
+    assert!(
+        text.contains(&format!("doc.md5={}\n", md5_hex(&file))),
+        "{text}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_gets_exact_content_length() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let body = random_bytes(2_500_003, 4);
+    let mut raw = b"POST /input.php HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n".to_vec();
+    for c in body.chunks(100_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        raw.extend_from_slice(c);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = Conn::open(srv.addr).await.request(&raw).await;
+    let text = resp.text();
+    assert!(
+        text.contains("length=2500003\ncontent_length=2500003\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("sha256={}", sha256_hex(&body))),
+        "{text}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fatal_error_is_phps_500_and_stderr_is_logged() {
+    let fpm = PhpFpm::start(2);
+    let srv = BinServer::start_in(
+        &fixtures().join("php"),
+        &["--fastcgi", &format!("*.php=unix:{}", fpm.sock.display())],
+    );
+    let resp = get(srv.addr, "/fatal.php").await;
+    assert_eq!(resp.status, 500);
+    let logged = eventually(Duration::from_secs(3), || {
+        let e = srv.stderr_text();
+        e.contains("about to fail on purpose") && e.contains("/fatal.php#")
+    })
+    .await;
+    assert!(logged, "PHP stderr not in the log:\n{}", srv.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_response_header_is_502() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let resp = get(srv.addr, "/big_header.php").await;
+    assert_eq!(resp.status, 502);
+    // The connection is not reused after that; the next request is fine.
+    assert_eq!(get(srv.addr, "/hello.php").await.text(), "hello from php\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_backend_is_502_fast_and_restart_resumes_service() {
+    let fpm = PhpFpm::start(2);
+    let sock = fpm.sock.clone();
+    let srv = TestServer::start(php_config(&sock)).await;
+    assert_eq!(get(srv.addr, "/hello.php").await.text(), "hello from php\n");
+    let (dir, sock) = fpm.stop();
+    let started = Instant::now();
+    let resp = get(srv.addr, "/hello.php").await;
+    assert_eq!(resp.status, 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        started.elapsed()
+    );
+    let resp = get(srv.addr, "/hello.php").await;
+    assert_eq!(resp.status, 502);
+
+    let _fpm = PhpFpm::restart(dir, sock, 2);
+    let mut ok = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let resp = get(srv.addr, "/hello.php").await;
+        if resp.status == 200 {
+            assert_eq!(resp.text(), "hello from php\n");
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "service did not resume after php-fpm came back");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backend_in_a_pair_is_skipped() {
+    let fpm = PhpFpm::start(2);
+    let mut cfg = php_config(&fpm.sock);
+    cfg.fastcgi = vec![cgihost::config::parse_fastcgi(
+        "--fastcgi",
+        &format!(
+            "*.php=unix:/nonexistent/cgihost-dead.sock,unix:{}",
+            fpm.sock.display()
+        ),
+    )
+    .unwrap()];
+    let srv = TestServer::start(cfg).await;
+    for i in 0..20 {
+        let resp = get(srv.addr, "/hello.php").await;
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_requests_with_fewer_php_children() {
+    // 4 children behind a cap of 8 connections: the pool's safety valve
+    // must keep every request moving.
+    let fpm = PhpFpm::start(4);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(get(srv.addr, format!("/post.php?i={i}"))))
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let resp = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("stalled")
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), format!("method=GET\nget.i={i}\n"));
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_kept_alive_and_reused() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    for _ in 0..30 {
+        assert_eq!(get(srv.addr, "/hello.php").await.text(), "hello from php\n");
+    }
+    let connects: u64 = srv
+        .app
+        .fastcgi
+        .backends
+        .iter()
+        .map(|b| b.stats.connects.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(
+        connects <= 2,
+        "{connects} connections for 30 sequential requests"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_aborts_the_php_request() {
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(php_config(&fpm.sock)).await;
+    let tok = token("abort");
+    let marker = format!("/tmp/cgihost-test-{tok}.progress");
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(format!("GET /slow.php?marker={tok} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await;
+    let progress = || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || progress() >= 3).await,
+        "slow.php never ran"
+    );
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_abort = progress();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        progress(),
+        after_abort,
+        "PHP kept running after the client left"
+    );
+    assert!(after_abort < 60);
+    let _ = std::fs::remove_file(&marker);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_route_split_and_local_redirect() {
+    let app = PerlFcgi::start();
+    let mut cfg = fixture_config();
+    cfg.fastcgi = vec![cgihost::config::parse_fastcgi(
+        "--fastcgi",
+        &format!("/app=unix:{}", app.sock.display()),
+    )
+    .unwrap()];
+    let srv = TestServer::start(cfg).await;
+
+    let resp = request(
+        srv.addr,
+        "POST",
+        "/app/x/y%20z?q=1",
+        "Proxy: evil\r\n",
+        b"12345",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    assert_eq!(env["SCRIPT_NAME"], "/app");
+    assert_eq!(env["PATH_INFO"], "/x/y z");
+    assert_eq!(env["QUERY_STRING"], "q=1");
+    assert_eq!(env["CONTENT_LENGTH"], "5");
+    assert_eq!(env["BODY_LENGTH"], "5");
+    assert!(!env.contains_key("HTTP_PROXY"));
+    assert_eq!(get(srv.addr, "/app").await.env()["PATH_INFO"], "");
+
+    // Segment boundary: /application is not /app.
+    assert_eq!(get(srv.addr, "/application").await.status, 404);
+
+    // A bare `Location: /path` is a local redirect, as for CGI.
+    let resp = get(srv.addr, "/app/redirect").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("location"), None);
+    assert_eq!(resp.text(), "plain text\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_256_mib_to_php_input_in_bounded_memory() {
+    let fpm = PhpFpm::start(2);
+    let srv = BinServer::start_in(
+        &fixtures().join("php"),
+        &["--fastcgi", &format!("*.php=unix:{}", fpm.sock.display())],
+    );
+    let total: u64 = 256 << 20;
+    let mut conn = Conn::open(srv.addr).await;
+    let head = format!("POST /input.php HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n");
+    let hash = stream_upload(&mut conn, &head, total, false).await;
+    let resp = conn.read_response(false).await.expect("response");
+    let text = resp.text();
+    assert!(text.contains(&format!("length={total}\n")), "{text}");
+    assert!(text.contains(&format!("sha256={hash}")), "{text}");
+    let hwm = srv.status_kib("VmHWM");
+    assert!(hwm < 64 * 1024, "cgihost peak RSS {hwm} KiB");
+}

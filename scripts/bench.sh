@@ -10,8 +10,14 @@
 #   PEERS="nginx caddy cgihost" WORKLOADS="static-1k static-1m" scripts/bench.sh   # static files
 #   PEERS="lighttpd cgihost" WORKLOADS="cgi-c" scripts/bench.sh
 #   RUNS=3 DURATION=20 scripts/bench.sh   # knobs: see ../shared/bench/peers.sh
+#   SPAWN_BENCH=0 scripts/bench.sh        # skip the spawned-pool comparison
 #
-# Results: target/bench/<timestamp>/results.md (+ raw wrk/upload tables).
+# Then scripts/bench-spawn.sh: FastCGI hello through `--spawn` (4 workers) vs
+# lighttpd mod_fastcgi bin-path (max-procs 4), same C app, same wrk, one run
+# (peers.sh has no spawned-pool workload).
+#
+# Results: target/bench/<timestamp>/results.md (+ raw wrk/upload tables,
+# spawn-pool.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -41,4 +47,7 @@ export PEERS=${PEERS:-"lighttpd nginx cgihost"}
 export WORKLOADS=${WORKLOADS:-"cgi-c cgi-sh upload-cgi"}
 export OUT=${OUT:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
 bash "$work/peers.sh" "$@"
+if [[ ${SPAWN_BENCH:-1} != 0 ]]; then
+    OUT=$OUT "$ROOT/scripts/bench-spawn.sh" || echo "bench: spawned-pool comparison failed" >&2
+fi
 echo "results: $OUT/results.md"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(python3 perl coreutils curl php-fpm libfcgi-perl)
+need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

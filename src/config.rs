@@ -14,6 +14,10 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 
+mod spawn;
+use spawn::FileSpawn;
+pub use spawn::{parse_spawn, SpawnRoute};
+
 /// A configuration problem: the message names the flag or key and what is wrong.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -26,7 +30,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
@@ -55,7 +59,7 @@ struct FileConfig {
     fastcgi_connect_timeout: Option<u64>,
     cgi: FileCgi,
     fastcgi: Vec<FileRoute>,
-    spawn: Vec<FileRoute>,
+    spawn: Vec<FileSpawn>,
     /// `Cache-Control` value for static file responses.
     cache_control: Option<String>,
     upload: Vec<FileUpload>,
@@ -88,7 +92,6 @@ struct FileCgi {
 struct FileRoute {
     #[serde(rename = "match")]
     matcher: String,
-    #[serde(alias = "cmd")]
     addr: String,
 }
 
@@ -148,14 +151,6 @@ pub struct FastCgiRoute {
     pub addrs: Vec<BackendAddr>,
 }
 
-/// `--spawn MATCH=CMD`
-#[derive(Debug, Clone)]
-pub struct SpawnRoute {
-    pub matcher: RouteMatch,
-    pub argv: Vec<String>,
-    pub workers: u32,
-}
-
 /// CGI engine limits.
 #[derive(Debug, Clone)]
 pub struct CgiConfig {
@@ -182,6 +177,8 @@ pub struct Config {
     pub max_body: Option<u64>,
     pub fastcgi: Vec<FastCgiRoute>,
     pub spawn: Vec<SpawnRoute>,
+    /// Workers per spawned pool that does not set its own (`--workers`).
+    pub workers: u32,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
@@ -231,6 +228,7 @@ impl Default for Config {
             max_body: None,
             fastcgi: Vec::new(),
             spawn: Vec::new(),
+            workers: 4,
             log_format: LogFormat::Combined,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -255,6 +253,10 @@ impl Config {
         config.apply_file(file)?;
         config.apply_cli(cli)?;
         config.validate()?;
+        let default_workers = config.workers;
+        for s in &mut config.spawn {
+            s.resolve(default_workers)?;
+        }
         Ok(config)
     }
 
@@ -303,19 +305,15 @@ impl Config {
         if let Some(v) = f.cgi.max_response_header {
             self.cgi.max_response_header = v.bytes("cgi.max_response_header")? as usize;
         }
-        let workers = f.workers.unwrap_or(4);
+        set(&mut self.workers, f.workers);
         for r in f.fastcgi {
             self.fastcgi.push(parse_fastcgi(
                 "fastcgi",
                 &format!("{}={}", r.matcher, r.addr),
             )?);
         }
-        for r in f.spawn {
-            self.spawn.push(parse_spawn(
-                "spawn",
-                &format!("{}={}", r.matcher, r.addr),
-                workers,
-            )?);
+        for (i, r) in f.spawn.into_iter().enumerate() {
+            self.spawn.push(r.into_route(&format!("spawn[{i}]"))?);
         }
         self.cache_control = f.cache_control.or(self.cache_control.take());
         for u in f.upload {
@@ -356,15 +354,12 @@ impl Config {
         if let Some(fmt) = &cli.log_format {
             self.log_format = parse_log_format("--log-format", fmt)?;
         }
-        let workers = cli.workers.unwrap_or(4);
-        if workers == 0 {
-            return err("--workers: must be at least 1");
-        }
+        set(&mut self.workers, cli.workers);
         for v in &cli.fastcgi {
             self.fastcgi.push(parse_fastcgi("--fastcgi", v)?);
         }
         for v in &cli.spawn {
-            self.spawn.push(parse_spawn("--spawn", v, workers)?);
+            self.spawn.push(parse_spawn("--spawn", v)?);
         }
         for v in &cli.upload_dir {
             let (prefix, dir) = parse_pair("--upload-dir", v)?;
@@ -413,8 +408,8 @@ impl Config {
             return err("fastcgi_max_conns: must be at least 1");
         }
         check_header_value("cache_control", self.cache_control.as_deref())?;
-        if !self.spawn.is_empty() {
-            return err("--spawn: supervised FastCGI pools are not supported yet in this build");
+        if self.workers == 0 {
+            return err("--workers: must be at least 1");
         }
         Ok(())
     }
@@ -528,14 +523,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
-fn parse_pair<'a>(key: &str, v: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+pub(crate) fn parse_pair<'a>(key: &str, v: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
     match v.split_once('=') {
         Some((a, b)) if !a.is_empty() && !b.trim().is_empty() => Ok((a, b.trim())),
         _ => err(format!("{key}: '{v}' must look like MATCH=VALUE")),
     }
 }
 
-fn parse_match(key: &str, m: &str) -> Result<RouteMatch, ConfigError> {
+pub(crate) fn parse_match(key: &str, m: &str) -> Result<RouteMatch, ConfigError> {
     if let Some(ext) = m.strip_prefix("*.") {
         if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
             return err(format!(
@@ -582,19 +577,6 @@ pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
     })
 }
 
-/// `--spawn MATCH=CMD`, CMD split like a shell would.
-pub fn parse_spawn(key: &str, v: &str, workers: u32) -> Result<SpawnRoute, ConfigError> {
-    let (m, cmd) = parse_pair(key, v)?;
-    let argv = shlex::split(cmd)
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ConfigError(format!("{key}: cannot split command '{cmd}'")))?;
-    Ok(SpawnRoute {
-        matcher: parse_match(key, m)?,
-        argv,
-        workers,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,7 +597,7 @@ mod tests {
         assert_eq!(r.matcher, RouteMatch::Extension("php".into()));
         assert_eq!(r.addrs[0], BackendAddr::Unix("/run/php.sock".into()));
         assert_eq!(r.addrs[1], BackendAddr::Tcp("127.0.0.1:9000".into()));
-        let s = parse_spawn("--spawn", "/app/=perl 'cgi-bin/my app.fcgi'", 3).unwrap();
+        let s = parse_spawn("--spawn", "/app/=perl 'cgi-bin/my app.fcgi'").unwrap();
         assert_eq!(s.matcher, RouteMatch::Prefix("/app".into()));
         assert_eq!(s.argv, vec!["perl", "cgi-bin/my app.fcgi"]);
         assert!(parse_fastcgi("--fastcgi", "*.php").is_err());

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive).
-//! - [`config`]: the TOML model, defaults, CLI overrides, validation.
+//! - [`config`]: the TOML model, defaults, CLI overrides, validation
+//!   (`config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
 //! - [`log`]: tracing setup and the access log line.
 //! - [`server`]: accept loop, per-connection facts, graceful drain.
 //! - [`router`]: the shared [`router::App`] and the routing order.
@@ -19,7 +20,9 @@
 //!   `response` (the header-block parser FastCGI will share).
 //! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,
 //!   keep-alive connections, balancing), `exchange` (one request on a
-//!   connection, streaming both ways), `target` (`*.EXT` script lookup).
+//!   connection, streaming both ways), `target` (`*.EXT` script lookup),
+//!   `supervisor` (spawned pools: generations, worker states, back-off,
+//!   recycle, reload) and `worker` (one worker process, the readiness probe).
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
 //! - [`body`], [`error`]: the one body type and the one error-to-status map.

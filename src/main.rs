@@ -1,5 +1,6 @@
 //! Thin entry point: parse the CLI, load the config, set up logging, bind,
-//! hand over to `server::run`; print one error line and exit 0, 1 or 2.
+//! hand over to `server::run` (SIGINT/SIGTERM: drain and stop; SIGHUP:
+//! reload the spawned pools); print one error line and exit 0, 1 or 2.
 
 use std::process::ExitCode;
 
@@ -56,8 +57,22 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("route: {line}");
     }
     tracing::info!("listening on http://{}", listener.local_addr()?);
+    tokio::spawn(reload_on_sighup(app.clone()));
     cgihost::server::run(listener, app, shutdown_signal()).await?;
     Ok(())
+}
+
+/// SIGHUP: every spawned FastCGI pool starts a fresh set of workers.
+async fn reload_on_sighup(app: std::sync::Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; pools reload only on file changes");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading FastCGI pools");
+        app.fastcgi.reload_pools();
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -50,7 +50,7 @@ impl App {
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let uploads = upload_rules(&config)?;
         let cgi = CgiEngine::new(&config, root.clone());
-        let fastcgi = FastCgi::new(&config, root.clone());
+        let fastcgi = FastCgi::new(&config, root.clone())?;
         let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)

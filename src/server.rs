@@ -5,7 +5,8 @@
 //! Shutdown, in order: stop accepting; idle keep-alive connections close at
 //! once, in-flight requests get up to the grace period; then every CGI
 //! process group still alive is killed; finally we wait (briefly) until the
-//! supervisors have reaped them, so nothing is left behind.
+//! supervisors have reaped them, and the spawned FastCGI pools stop their
+//! workers (SIGTERM, then SIGKILL), so nothing is left behind.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -104,6 +105,7 @@ async fn drain(app: Arc<App>, graceful: GracefulShutdown) {
     while !app.cgi.groups.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    app.fastcgi.stop_pools().await;
     tracing::info!("stopped");
 }
 

@@ -32,7 +32,11 @@ fn bad_flags_get_one_line_naming_the_flag_and_exit_2() {
         (&["--fastcgi", "/app=localhost"], "--fastcgi"),
         (&["--upload-dir", "/up=/definitely/not/here"], "upload dir"),
         (&["--upload-dir", "up"], "--upload-dir"),
-        (&["--spawn", "/app=perl app.fcgi"], "not supported yet"),
+        (&["--spawn", "/app=no-such-program-here"], "--spawn"),
+        (
+            &["--spawn", "/app=perl app.fcgi", "--workers", "0"],
+            "--workers",
+        ),
         (&["--root", "/definitely/not/here"], "root"),
         (&["--cgi-prefix", "cgi"], "cgi_prefix"),
     ];

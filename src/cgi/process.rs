@@ -198,10 +198,10 @@ pub fn spawn(
 
 /// Exit notification without reaping: a pidfd becomes readable when the
 /// process exits (Linux ≥ 5.3).
-struct PidFd(AsyncFd<OwnedFd>);
+pub(crate) struct PidFd(AsyncFd<OwnedFd>);
 
 impl PidFd {
-    fn open(pid: u32) -> Option<PidFd> {
+    pub(crate) fn open(pid: u32) -> Option<PidFd> {
         // SAFETY: pidfd_open returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
@@ -214,7 +214,7 @@ impl PidFd {
         unsafe { AsyncFd::register(owned) }.ok().map(PidFd)
     }
 
-    async fn exited(&self) {
+    pub(crate) async fn exited(&self) {
         let _ = self.0.readable().await;
     }
 }
@@ -304,15 +304,16 @@ fn log_exit(tag: &str, status: io::Result<ExitStatus>) {
     }
 }
 
-/// Reads a script's stderr and logs one line per line, with a length cap.
-struct StderrLog {
-    pipe: ChildStderr,
+/// Reads a script's stderr (or a FastCGI worker's output) and logs one line
+/// per line, with a length cap.
+pub(crate) struct StderrLog<R = ChildStderr> {
+    pipe: R,
     buf: Vec<u8>,
     tag: String,
 }
 
-impl StderrLog {
-    fn new(pipe: ChildStderr, tag: String) -> StderrLog {
+impl<R: tokio::io::AsyncRead + Unpin> StderrLog<R> {
+    pub(crate) fn new(pipe: R, tag: String) -> StderrLog<R> {
         StderrLog {
             pipe,
             buf: Vec::with_capacity(256),
@@ -321,7 +322,7 @@ impl StderrLog {
     }
 
     /// Read what is available and log complete lines. False at EOF/error.
-    async fn read_some(&mut self) -> bool {
+    pub(crate) async fn read_some(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
         let n = match self.pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => {
@@ -350,7 +351,7 @@ impl StderrLog {
         self.buf.clear();
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if !self.buf.is_empty() {
             self.emit();
         }

@@ -156,6 +156,26 @@ impl Exchange {
         }
     }
 
+    /// The next complete buffered record if it is an empty STDOUT, a
+    /// STDERR or the END_REQUEST (never response data: that stays for
+    /// `poll_record`, in order). Does not read the socket.
+    fn take_buffered_control(&mut self) -> Option<Record> {
+        let b = &self.rbuf;
+        if b.len() < proto::HEADER_LEN {
+            return None;
+        }
+        let empty = b[4] == 0 && b[5] == 0;
+        let control = match b[1] {
+            proto::STDOUT => empty,
+            proto::STDERR | proto::END_REQUEST => true,
+            _ => false,
+        };
+        if !control {
+            return None;
+        }
+        proto::take_record(&mut self.rbuf).ok().flatten()
+    }
+
     fn log_stderr(&self, data: &[u8]) {
         for line in data.split(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&line[..line.len().min(4096)]);
@@ -341,11 +361,36 @@ pub struct FcgiBody {
 
 impl FcgiBody {
     pub fn new(exchange: Exchange, first: Bytes, idle: Duration) -> FcgiBody {
-        FcgiBody {
+        let mut body = FcgiBody {
             exchange: Some(exchange),
             first: Some(first).filter(|b| !b.is_empty()),
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+        };
+        body.settle(&mut Context::from_waker(std::task::Waker::noop()));
+        body
+    }
+
+    /// Handle the records already buffered behind the data handed out so
+    /// far, up to the next data: an END_REQUEST among them ends the
+    /// exchange now and pools the connection. hyper stops polling a body
+    /// once it has sent Content-Length bytes, so without this a response
+    /// that declares its length would never see END_REQUEST and its
+    /// connection would be closed (one new connection per request).
+    fn settle(&mut self, cx: &mut Context<'_>) {
+        while let Some(ex) = self.exchange.as_mut() {
+            let Some(rec) = ex.take_buffered_control() else {
+                return;
+            };
+            match rec.kind {
+                proto::STDERR => ex.log_stderr(&rec.content),
+                proto::END_REQUEST => {
+                    if let Some(ex) = self.exchange.take() {
+                        ex.finish(cx);
+                    }
+                }
+                _ => {} // an empty STDOUT
+            }
         }
     }
 }
@@ -370,6 +415,7 @@ impl http_body::Body for FcgiBody {
                 Poll::Ready(Ok(Some(rec))) => match rec.kind {
                     proto::STDOUT if !rec.content.is_empty() => {
                         this.timer.as_mut().reset(Instant::now() + this.idle);
+                        this.settle(cx);
                         return Poll::Ready(Some(Ok(Frame::data(rec.content))));
                     }
                     proto::STDOUT => {}

@@ -1,6 +1,8 @@
-//! FastCGI routes (`--fastcgi MATCH=ADDR[,ADDR…]`): requests forwarded to
-//! FastCGI servers that already run (php-fpm), over pooled keep-alive
-//! connections.
+//! FastCGI routes: `--fastcgi MATCH=ADDR[,ADDR…]` forwards requests to
+//! FastCGI servers that already run (php-fpm), `--spawn MATCH=CMD` to pools
+//! of workers cgihost starts and supervises itself (`supervisor`, `worker`);
+//! both over the same pooled keep-alive connections. A spawned route's
+//! backend is whatever generation of its pool is serving right now.
 //!
 //! Pipeline of [`FastCgi::handle`]:
 //! 1. the script was found by the router (`target` for `*.EXT`, the prefix
@@ -26,33 +28,49 @@
 pub mod exchange;
 pub mod pool;
 pub mod proto;
+pub mod supervisor;
 pub mod target;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::Request;
 use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use crate::cgi::response::{self, Classified};
 use crate::cgi::{env, stdin, Outcome};
-use crate::config::{BackendAddr, Config, FastCgiRoute, RouteMatch};
+use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, SpawnRoute};
 use crate::error::Error;
 use crate::router::ReqBody;
 use crate::server::ConnInfo;
 use crate::uri_path::SafePath;
 use exchange::{BodySource, Exchange, FcgiBody, HeadError};
-use pool::{Backend, Balancer, CheckoutError};
+use pool::{Backend, Balancer, CheckoutError, Lease};
+use supervisor::PoolHandle;
 pub use target::ScriptTarget;
 
 /// One configured route.
 pub struct Route {
     /// `*.php` or `/app`, for logs.
     pub label: String,
-    pub balancer: Balancer,
+    pub upstream: Upstream,
+    /// A backend silent this long mid-request → 504.
+    pub idle: Duration,
+    /// The whole response must be done within this.
+    pub request_timeout: Option<Duration>,
+}
+
+/// Where a route's requests go.
+pub enum Upstream {
+    /// `--fastcgi`: fixed addresses.
+    Fixed(Balancer),
+    /// `--spawn`: the serving generation of a supervised pool.
+    Spawned(PoolHandle),
 }
 
 /// Which script a request runs on a route.
@@ -69,23 +87,28 @@ pub struct FastCgi {
     /// `*.EXT` routes in configuration order, and their extensions.
     ext_routes: Vec<Route>,
     extensions: Vec<String>,
-    /// Every backend, shared by the routes that name the same address.
+    /// Every `--fastcgi` backend, shared by the routes that name the same
+    /// address (spawned pools have their own, per generation).
     pub backends: Vec<Arc<Backend>>,
+    /// Private (0700) directory of the pools' sockets; removed on drop.
+    runtime_dir: Mutex<Option<tempfile::TempDir>>,
     document_root: PathBuf,
     server: env::ServerFacts,
-    idle: Duration,
     max_header: usize,
     max_body: Option<u64>,
     spool_dir: PathBuf,
     connect_timeout: Duration,
     queue_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl FastCgi {
-    pub fn new(config: &Config, document_root: PathBuf) -> FastCgi {
+    /// Build the routes; spawned pools start their workers now (inside
+    /// the runtime), in a private runtime directory.
+    pub fn new(config: &Config, document_root: PathBuf) -> Result<FastCgi, ConfigError> {
         let mut by_addr: HashMap<BackendAddr, Arc<Backend>> = HashMap::new();
         let mut backends = Vec::new();
-        let mut make_route = |r: &FastCgiRoute, label: String| {
+        let mut fixed = |r: &FastCgiRoute| {
             let list = r
                 .addrs
                 .iter()
@@ -100,41 +123,103 @@ impl FastCgi {
                         .clone()
                 })
                 .collect();
-            Route {
-                label,
-                balancer: Balancer::new(list),
-            }
+            Upstream::Fixed(Balancer::new(list))
         };
+        let mut routes: Vec<(RouteMatch, Route)> = Vec::new();
+        for r in &config.fastcgi {
+            let route = Route {
+                label: label(&r.matcher),
+                upstream: fixed(r),
+                idle: config.cgi.timeout,
+                request_timeout: None,
+            };
+            routes.push((r.matcher.clone(), route));
+        }
+        let runtime_dir = if config.spawn.is_empty() {
+            None
+        } else {
+            let dir = runtime_dir().map_err(|e| {
+                ConfigError(format!(
+                    "--spawn: cannot create a private runtime directory: {e}"
+                ))
+            })?;
+            tracing::info!(
+                "spawned pools listen on sockets in {}",
+                dir.path().display()
+            );
+            Some(dir)
+        };
+        for (i, r) in config.spawn.iter().enumerate() {
+            let dir = runtime_dir
+                .as_ref()
+                .map_or(std::path::Path::new("/"), |d| d.path());
+            routes.push((r.matcher.clone(), spawn_route(config, r, i, dir)?));
+        }
         let mut prefix_routes = Vec::new();
         let mut ext_routes = Vec::new();
         let mut extensions = Vec::new();
-        for r in &config.fastcgi {
-            match &r.matcher {
+        for (matcher, route) in routes {
+            match matcher {
                 RouteMatch::Prefix(p) => {
-                    let segs = SafePath::parse(p).map(|s| s.segments).unwrap_or_default();
-                    prefix_routes.push((segs, make_route(r, p.clone())));
+                    let segs = SafePath::parse(&p).map(|s| s.segments).unwrap_or_default();
+                    prefix_routes.push((segs, route));
                 }
                 RouteMatch::Extension(ext) => {
-                    ext_routes.push(make_route(r, format!("*.{ext}")));
-                    extensions.push(ext.clone());
+                    ext_routes.push(route);
+                    extensions.push(ext);
                 }
             }
         }
         prefix_routes.sort_by_key(|(segs, _)| std::cmp::Reverse(segs.len()));
-        FastCgi {
+        Ok(FastCgi {
             prefix_routes,
             ext_routes,
             extensions,
             backends,
+            runtime_dir: Mutex::new(runtime_dir),
             document_root,
             server: env::ServerFacts::new(config.cgi.pass_authorization),
-            idle: config.cgi.timeout,
             max_header: config.cgi.max_response_header,
             max_body: config.max_body,
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             connect_timeout: config.fastcgi_connect_timeout,
             queue_timeout: config.cgi.queue_timeout,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    fn pools(&self) -> impl Iterator<Item = &PoolHandle> {
+        let routes = self.prefix_routes.iter().map(|(_, r)| r);
+        routes
+            .chain(&self.ext_routes)
+            .filter_map(|r| match &r.upstream {
+                Upstream::Spawned(p) => Some(p),
+                Upstream::Fixed(_) => None,
+            })
+    }
+
+    /// SIGHUP: every spawned pool starts a fresh generation.
+    pub fn reload_pools(&self) {
+        for pool in self.pools() {
+            pool.reload("reloading (SIGHUP)");
         }
+    }
+
+    /// Shutdown: stop every pool's workers (SIGTERM, SIGKILL after a
+    /// grace of at most [`supervisor::TERM_GRACE`]), then remove the
+    /// runtime directory.
+    pub async fn stop_pools(&self) {
+        let grace = self.shutdown_grace.min(supervisor::TERM_GRACE);
+        let stops: Vec<_> = self.pools().map(|p| p.stop(grace)).collect();
+        for stop in stops {
+            stop.await;
+        }
+        let dir = self
+            .runtime_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(dir);
     }
 
     /// The `/prefix` route owning `path` (segment boundary), and the rest.
@@ -167,24 +252,10 @@ impl FastCgi {
         script: Script<'_>,
         request_id: u64,
     ) -> Result<Outcome, Error> {
+        let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
-        let body = stdin::prepare(body, self.max_body, &self.spool_dir, self.idle).await?;
-        let facts = env::RequestFacts::new(&parts, conn, body.content_length());
-        let script_facts = env::ScriptFacts {
-            script_name: script.name,
-            path_info: script.path_info,
-            script_filename: script.filename,
-            document_root: &self.document_root,
-        };
-        let mut pairs = Vec::with_capacity(2048);
-        env::build_into(&facts, &script_facts, &self.server, &mut |k, v| {
-            proto::put_pair(&mut pairs, k.as_bytes(), v)
-        });
-        let mut head = BytesMut::with_capacity(pairs.len() + 64);
-        proto::put_begin(&mut head, true);
-        proto::put_stream(&mut head, proto::PARAMS, &pairs);
-        proto::put_stream_end(&mut head, proto::PARAMS);
-
+        let body = stdin::prepare(body, self.max_body, &self.spool_dir, route.idle).await?;
+        let mut head = self.request_head(&parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
             stdin::RequestBody::None => BodySource::None,
@@ -201,15 +272,11 @@ impl FastCgi {
         };
         let mut last_error = None;
         for _ in 0..attempts {
-            let lease = route
-                .balancer
-                .checkout(self.connect_timeout, self.queue_timeout)
-                .await
-                .map_err(|e| checkout_error(route, e))?;
+            let lease = self.checkout(route).await?;
             let backend = lease.backend.clone();
             let backend = &backend.addr;
             let body = source.take().unwrap_or(BodySource::None);
-            let mut ex = match Exchange::start(lease, &head, body, self.idle, tag.clone()).await {
+            let mut ex = match Exchange::start(lease, &head, body, route.idle, tag.clone()).await {
                 Ok(ex) => ex,
                 Err(e) => {
                     last_error = Some(Error::BadGateway(format!(
@@ -218,7 +285,9 @@ impl FastCgi {
                     continue;
                 }
             };
-            match ex.read_head(self.max_header, self.idle).await {
+            let read = ex.read_head(self.max_header, route.idle);
+            let head = wait_head(route, read, deadline, &tag).await?;
+            match head {
                 Ok((mut buf, head_len, body_start)) => {
                     let first = buf.split_off(body_start).freeze();
                     let bad = |why: String| {
@@ -235,7 +304,10 @@ impl FastCgi {
                             reason,
                             headers,
                         } => {
-                            let body = FcgiBody::new(ex, first, self.idle).boxed();
+                            let mut body = FcgiBody::new(ex, first, route.idle).boxed();
+                            if let Some(at) = deadline {
+                                body = crate::body::with_deadline(body, at);
+                            }
                             Ok(Outcome::Response(response::build_response(
                                 status, reason, headers, body,
                             )))
@@ -250,27 +322,181 @@ impl FastCgi {
                         "FastCGI {backend}: connection lost: {e}"
                     )));
                 }
-                Err(e) => return Err(head_error(e, &tag, backend, self.idle)),
+                Err(e) => return Err(head_error(e, &tag, backend, route.idle)),
             }
         }
         Err(last_error.unwrap_or_else(|| Error::BadGateway(format!("{tag}: no FastCGI answer"))))
     }
 
+    /// BEGIN_REQUEST and the PARAMS (the CGI meta-variables, one builder).
+    fn request_head(
+        &self,
+        parts: &http::request::Parts,
+        content_length: Option<u64>,
+        conn: &ConnInfo,
+        script: &Script<'_>,
+    ) -> BytesMut {
+        let facts = env::RequestFacts::new(parts, conn, content_length);
+        let script_facts = env::ScriptFacts {
+            script_name: script.name,
+            path_info: script.path_info,
+            script_filename: script.filename,
+            document_root: &self.document_root,
+        };
+        let mut pairs = Vec::with_capacity(2048);
+        env::build_into(&facts, &script_facts, &self.server, &mut |k, v| {
+            proto::put_pair(&mut pairs, k.as_bytes(), v)
+        });
+        let mut head = BytesMut::with_capacity(pairs.len() + 64);
+        proto::put_begin(&mut head, true);
+        proto::put_stream(&mut head, proto::PARAMS, &pairs);
+        proto::put_stream_end(&mut head, proto::PARAMS);
+        head
+    }
+
+    /// A connection for `route`: from its fixed backends, or from the
+    /// generation of its pool that is serving now.
+    async fn checkout(&self, route: &Route) -> Result<Lease, Error> {
+        let (c, q) = (self.connect_timeout, self.queue_timeout);
+        match &route.upstream {
+            Upstream::Fixed(balancer) => balancer.checkout(c, q).await,
+            Upstream::Spawned(pool) => {
+                // The guard keeps the generation from retiring until the
+                // lease (which it then counts as in flight) exists.
+                let gen = pool.current()?;
+                gen.balancer.checkout(c, q).await
+            }
+        }
+        .map_err(|e| checkout_error(route, e))
+    }
+
     /// One line per route for the startup log and `--check-config`.
     pub fn route_lines(config: &Config) -> Vec<String> {
+        let spawned = config.spawn.iter().map(|r| {
+            let mut extras = vec![format!("{} workers", r.workers)];
+            if r.max_requests > 0 {
+                extras.push(format!("max_requests {}", r.max_requests));
+            }
+            if r.reload {
+                extras.push("reload".into());
+            }
+            format!(
+                "spawn    {} -> {} ({})",
+                r.label(),
+                r.argv.join(" "),
+                extras.join(", ")
+            )
+        });
         config
             .fastcgi
             .iter()
             .map(|r| {
-                let m = match &r.matcher {
-                    RouteMatch::Prefix(p) => format!("{p}/*"),
-                    RouteMatch::Extension(e) => format!("*.{e}"),
-                };
                 let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
-                format!("FastCGI  {m} -> {}", addrs.join(", "))
+                format!("FastCGI  {} -> {}", label(&r.matcher), addrs.join(", "))
             })
+            .chain(spawned)
             .collect()
     }
+}
+
+/// The header block, unless the route's `request_timeout` passes first
+/// (504) or its spawned pool turns out to be failing (503).
+async fn wait_head<T>(
+    route: &Route,
+    read: impl std::future::Future<Output = T>,
+    deadline: Option<Instant>,
+    tag: &str,
+) -> Result<T, Error> {
+    let timeout = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let failed = async {
+        match &route.upstream {
+            Upstream::Spawned(pool) => pool.failed().await,
+            Upstream::Fixed(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        head = read => Ok(head),
+        _ = timeout => Err(Error::GatewayTimeout(format!(
+            "{tag}: no response header within the route's request_timeout"
+        ))),
+        e = failed => Err(e),
+    }
+}
+
+/// `/app/*` or `*.php`.
+fn label(m: &RouteMatch) -> String {
+    match m {
+        RouteMatch::Prefix(p) => format!("{p}/*"),
+        RouteMatch::Extension(e) => format!("*.{e}"),
+    }
+}
+
+/// A spawned pool's route; its workers start now.
+fn spawn_route(
+    config: &Config,
+    r: &SpawnRoute,
+    index: usize,
+    runtime_dir: &std::path::Path,
+) -> Result<Route, ConfigError> {
+    let pool = PoolHandle::start(r.clone(), index, runtime_dir, config.shutdown_grace)
+        .map_err(|e| ConfigError(format!("{}: cannot start the pool: {e}", r.key)))?;
+    Ok(Route {
+        label: r.label(),
+        upstream: Upstream::Spawned(pool),
+        idle: r.idle_timeout.unwrap_or(config.cgi.timeout),
+        request_timeout: r.request_timeout,
+    })
+}
+
+/// Runtime dirs of cgihost processes that are gone (killed with SIGKILL,
+/// they could not clean up): ours (same owner) whose pid no longer exists.
+/// `remove_dir_all` does not follow a symlink planted under that name.
+fn remove_stale_runtime_dirs(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain syscall without arguments.
+    let uid = unsafe { libc::geteuid() };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("cgihost-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e
+            .path()
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR` (else the temp dir) `/cgihost-PID-XXXXXX`, mode 0700:
+/// only our user can reach the pools' sockets (a FastCGI socket runs
+/// whatever SCRIPT_FILENAME it is told to).
+fn runtime_dir() -> std::io::Result<tempfile::TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    remove_stale_runtime_dirs(&base);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cgihost-{}-", std::process::id()))
+        .tempdir_in(base)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
 }
 
 fn checkout_error(route: &Route, e: CheckoutError) -> Error {

@@ -15,6 +15,9 @@
 //!   backend process to accept it. (The delay keeps a fresh connection that
 //!   *was* accepted from triggering closes that create more fresh ones.) (php-fpm does not report its pool size over
 //!   FCGI_GET_VALUES — it answers only FCGI_MPXS_CONNS — so we cannot ask.)
+//!   A spawned pool's backend ([`Backend::exact`]) has no valve: its cap
+//!   *is* the number of workers, and the valve would only churn
+//!   connections (a fresh one is always waiting while workers start).
 //!
 //! Health: a connect failure marks the backend down with exponential
 //! back-off (1 s doubling to 30 s); the balancer skips it until then. A
@@ -152,6 +155,8 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     health: Mutex<Health>,
     pub stats: BackendStats,
+    /// `max_conns` is exactly the backend's process count: no valve.
+    exact_cap: bool,
 }
 
 /// A connection checked out of a backend, with its slot.
@@ -167,7 +172,7 @@ impl Lease {
     /// Put the connection back for reuse (only after a clean END_REQUEST
     /// with nothing of this request left on the wire).
     pub fn release(mut self) {
-        if self.backend.stalled() {
+        if !self.backend.exact_cap && self.backend.stalled() {
             return; // the safety valve: close, so a backend process frees up
         }
         if let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) {
@@ -213,6 +218,16 @@ impl Drop for Lease {
 
 impl Backend {
     pub fn new(addr: BackendAddr, max_conns: usize) -> Arc<Backend> {
+        Self::build(addr, max_conns, false)
+    }
+
+    /// A backend known to run exactly `max_conns` processes, each serving
+    /// one connection at a time (a spawned pool).
+    pub fn exact(addr: BackendAddr, max_conns: usize) -> Arc<Backend> {
+        Self::build(addr, max_conns, true)
+    }
+
+    fn build(addr: BackendAddr, max_conns: usize, exact_cap: bool) -> Arc<Backend> {
         Arc::new(Backend {
             addr,
             idle: Mutex::new(Vec::new()),
@@ -227,6 +242,7 @@ impl Backend {
                 last_error: String::new(),
             }),
             stats: BackendStats::default(),
+            exact_cap,
         })
     }
 

@@ -75,6 +75,12 @@ async fn post_multipart(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> 
     .await
 }
 
+/// The upload dir is (or becomes, within `secs`) empty.
+async fn assert_empties(dir: &Path, secs: u64) {
+    let empty = eventually(Duration::from_secs(secs), || files_in(dir).is_empty()).await;
+    assert!(empty, "files left behind: {:?}", files_in(dir));
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -127,11 +133,7 @@ async fn files_land_on_disk_and_the_handler_gets_their_description() {
             .starts_with(std::fs::canonicalize(dir.path()).unwrap()));
     }
     // Not moved away by the handler: removed after the response.
-    assert!(
-        eventually(Duration::from_secs(2), || files_in(dir.path()).is_empty()).await,
-        "left: {:?}",
-        files_in(dir.path())
-    );
+    assert_empties(dir.path(), 2).await;
     srv.stop().await;
 }
 
@@ -215,11 +217,7 @@ async fn caps_are_413_with_nothing_left_behind() {
             .status,
         413
     );
-    assert!(
-        eventually(Duration::from_secs(2), || files_in(dir.path()).is_empty()).await,
-        "left: {:?}",
-        files_in(dir.path())
-    );
+    assert_empties(dir.path(), 2).await;
     srv.stop().await;
 }
 
@@ -269,11 +267,7 @@ async fn malformed_bodies_are_400_with_nothing_left_behind() {
         "huge part headers"
     );
 
-    assert!(
-        eventually(Duration::from_secs(2), || files_in(dir.path()).is_empty()).await,
-        "left: {:?}",
-        files_in(dir.path())
-    );
+    assert_empties(dir.path(), 2).await;
     srv.stop().await;
 }
 
@@ -343,11 +337,7 @@ async fn client_abort_mid_upload_removes_the_partial_file() {
         "no partial file appeared"
     );
     drop(conn);
-    assert!(
-        eventually(Duration::from_secs(3), || files_in(dir.path()).is_empty()).await,
-        "partial file left: {:?}",
-        files_in(dir.path())
-    );
+    assert_empties(dir.path(), 3).await;
     srv.stop().await;
 }
 
@@ -374,7 +364,7 @@ async fn php_gets_offloaded_files_too() {
     assert_eq!(env["doc_name"], "d.bin");
     assert_eq!(env["doc_sha256"], sha256_hex(&data));
     assert_eq!(env["disk_sha256"], sha256_hex(&data));
-    assert!(eventually(Duration::from_secs(2), || files_in(dir.path()).is_empty()).await);
+    assert_empties(dir.path(), 2).await;
     srv.stop().await;
 }
 
@@ -405,5 +395,5 @@ async fn one_gib_file_offloaded_in_bounded_memory() {
     assert_eq!(env["big.disk_sha256"], hash);
     let hwm = srv.status_kib("VmHWM");
     assert!(hwm < 64 * 1024, "cgihost peak RSS {hwm} KiB");
-    assert!(eventually(Duration::from_secs(3), || files_in(dir.path()).is_empty()).await);
+    assert_empties(dir.path(), 3).await;
 }

@@ -49,42 +49,37 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let app = App::new(config)?;
+    // Install the handlers before announcing readiness: a signal that
+    // arrives right after "listening on" must drain, not kill.
+    let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
     for line in app.config.route_lines() {
         tracing::info!("route: {line}");
     }
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    tokio::spawn(reload_on_sighup(app.clone()));
-    cgihost::server::run(listener, app, shutdown_signal()).await?;
+    tokio::spawn(reload_on_sighup(app.clone(), hup));
+    cgihost::server::run(listener, app, shutdown_signal(term, int)).await?;
     Ok(())
 }
 
-/// SIGHUP: every spawned FastCGI pool starts a fresh set of workers.
-async fn reload_on_sighup(app: std::sync::Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install a SIGHUP handler; pools reload only on file changes");
-        return;
-    };
+async fn reload_on_sighup(app: std::sync::Arc<App>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading FastCGI pools");
         app.fastcgi.reload_pools();
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; Ctrl-C will kill without draining");
-        return std::future::pending().await;
-    };
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),

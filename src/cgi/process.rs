@@ -235,7 +235,12 @@ async fn supervise(
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            more = async { stderr_log.as_mut().unwrap().read_some().await }, if stderr_log.is_some() => {
+            more = async {
+                match stderr_log.as_mut() {
+                    Some(log) => log.read_some().await,
+                    None => std::future::pending().await,
+                }
+            }, if stderr_log.is_some() => {
                 if !more { stderr_log = None; }
             }
             _ = async { match &pidfd { Some(p) => p.exited().await, None => std::future::pending().await } }, if !exited => {

@@ -157,7 +157,12 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let mut srv = BinServer::start(&[]);
     let addr = srv.addr;
     let fetch = tokio::spawn(get(addr, "/cgi-bin/slow.sh?2"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The script is running (the request is in flight) before the signal.
+    let pid = srv.pid();
+    assert!(
+        eventually(Duration::from_secs(5), || !children_of(pid).is_empty()).await,
+        "script never started"
+    );
     srv.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -393,7 +393,12 @@ async fn over_the_cap_requests_queue_then_get_503() {
     let slow: Vec<_> = (0..2)
         .map(|_| tokio::spawn(get(srv.addr, "/cgi-bin/slow.sh?2")))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both slots taken (not just "probably, after a while").
+    let app = srv.app.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || app.cgi.groups.len() == 2).await,
+        "slow scripts never started"
+    );
     let started = Instant::now();
     let resp = get(srv.addr, "/cgi-bin/hello.sh").await;
     assert_eq!(resp.status, 503);

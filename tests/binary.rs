@@ -164,11 +164,11 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         "script never started"
     );
     srv.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "still accepting after SIGTERM"
-    );
+    let refused = eventually(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    assert!(refused, "still accepting after SIGTERM");
     let resp = fetch.await.unwrap();
     assert_eq!((resp.status, resp.text().as_str()), (200, "slept 2\n"));
     let code = tokio::task::spawn_blocking(move || srv.wait_exit(Duration::from_secs(10)))

@@ -146,6 +146,10 @@ pub async fn dispatch(
     conn: &ConnInfo,
     request_id: u64,
 ) -> Result<Response<Body>, Error> {
+    // Most sites have no upload rule: do not parse the path twice for them.
+    if app.uploads.is_empty() {
+        return route_and_serve(app, req, conn, request_id).await;
+    }
     let path = SafePath::parse(req.uri().path())?;
     let offload = upload::rule_for(&app.uploads, &path).zip(upload::is_multipart(&req));
     let Some((rule, content_type)) = offload else {
@@ -153,7 +157,7 @@ pub async fn dispatch(
     };
     let (req, guard) = upload::offload(req, &content_type, rule).await?;
     let resp = route_and_serve(app, req, conn, request_id).await?;
-    let guard = upload::finish(guard, rule.keep);
+    let guard = guard.keep_if(rule.keep);
     Ok(resp.map(|body| crate::body::with_guard(body, guard)))
 }
 

@@ -65,9 +65,11 @@ impl Drop for UploadGuard {
 }
 
 impl UploadGuard {
-    /// The response is complete and the rule says keep: files stay.
-    fn keep_files(&mut self, keep: bool) {
+    /// The handler ran: with `keep`, the files stay after the response.
+    /// (Until then they are removed on any failure.)
+    pub fn keep_if(mut self, keep: bool) -> UploadGuard {
         self.keep = keep;
+        self
     }
 }
 
@@ -120,7 +122,7 @@ pub async fn offload(
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut guard = UploadGuard::default();
-    let mut out = form_urlencoded_builder();
+    let mut out = Vec::with_capacity(512);
     let mut fields_bytes = 0usize;
     let mut count = 0usize;
     while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
@@ -166,7 +168,6 @@ pub async fn offload(
             }
         }
     }
-    guard.keep_files(false);
     let body = Bytes::from(out);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -227,12 +228,6 @@ async fn store_field(
         .map_err(|e| write_error(path, e));
     parsed?;
     written
-}
-
-/// After the response: keep the files if the rule says so.
-pub fn finish(mut guard: UploadGuard, rule_keeps: bool) -> UploadGuard {
-    guard.keep_files(rule_keeps);
-    guard
 }
 
 fn too_large(why: String) -> Error {
@@ -301,10 +296,6 @@ fn clean_filename(raw: &str) -> String {
 
 fn clean_text(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
-}
-
-fn form_urlencoded_builder() -> Vec<u8> {
-    Vec::with_capacity(512)
 }
 
 fn append_pair(out: &mut Vec<u8>, name: &str, value: &str) {

@@ -110,11 +110,6 @@ fn hex_pair(h: &[u8]) -> Option<u8> {
     Some((d(h[0])? * 16 + d(h[1])?) as u8)
 }
 
-/// True if `path` (already canonical) is `root` or inside it.
-pub fn is_within(path: &Path, canonical_root: &Path) -> bool {
-    path.starts_with(canonical_root)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

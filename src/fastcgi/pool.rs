@@ -283,10 +283,6 @@ impl Backend {
         self.health().retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    pub fn is_down(&self) -> bool {
-        self.health().retry_at.is_some()
-    }
-
     fn mark_failed(&self, err: &io::Error) {
         self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
         let mut h = self.health();

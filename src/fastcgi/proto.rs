@@ -13,7 +13,6 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_CONTENT: usize = 65_535;
 
 pub const BEGIN_REQUEST: u8 = 1;
-pub const ABORT_REQUEST: u8 = 2;
 pub const END_REQUEST: u8 = 3;
 pub const PARAMS: u8 = 4;
 pub const STDIN: u8 = 5;
@@ -126,9 +125,7 @@ pub fn end_request_status(content: &[u8]) -> Option<(u32, u8)> {
 }
 
 pub const REQUEST_COMPLETE: u8 = 0;
-pub const CANT_MPX_CONN: u8 = 1;
 pub const OVERLOADED: u8 = 2;
-pub const UNKNOWN_ROLE: u8 = 3;
 
 #[cfg(test)]
 mod tests {

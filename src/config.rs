@@ -40,6 +40,8 @@ pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 struct FileConfig {
     port: Option<u16>,
     bind: Option<String>,
+    /// Several listeners: `[[listen]] addr = "127.0.0.1:8080"`, optional `tls`.
+    listen: Vec<FileListen>,
     root: Option<PathBuf>,
     cgi_dir: Option<PathBuf>,
     cgi_prefix: Option<String>,
@@ -53,6 +55,10 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     shutdown_grace: Option<u64>,
     header_read_timeout: Option<u64>,
+    keepalive_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    /// Serve the status page to loopback clients only (default true).
+    status_local_only: Option<bool>,
     max_header_size: Option<SizeValue>,
     spool_dir: Option<PathBuf>,
     fastcgi_max_conns: Option<usize>,
@@ -63,6 +69,15 @@ struct FileConfig {
     /// `Cache-Control` value for static file responses.
     cache_control: Option<String>,
     upload: Vec<FileUpload>,
+}
+
+/// `[[listen]]`: one more address to serve.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    addr: String,
+    /// Default: TLS when `tls_cert` is set.
+    tls: Option<bool>,
 }
 
 /// `[[upload]]`: offload multipart uploads under `prefix` into `dir`.
@@ -93,18 +108,22 @@ struct FileRoute {
     #[serde(rename = "match")]
     matcher: String,
     addr: String,
+    /// Per-route idle timeout (default: `cgi_timeout`).
+    timeout: Option<u64>,
+    /// Per-route body limit (default: `max_body`).
+    max_body: Option<SizeValue>,
 }
 
 /// A size written either as a number of bytes or as a string with K/M/G.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum SizeValue {
+pub(crate) enum SizeValue {
     Bytes(u64),
     Text(String),
 }
 
 impl SizeValue {
-    fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
+    pub(crate) fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
         match self {
             SizeValue::Bytes(n) => Ok(*n),
             SizeValue::Text(s) => parse_size(s).map_err(|e| ConfigError(format!("{key}: {e}"))),
@@ -149,6 +168,33 @@ impl fmt::Display for BackendAddr {
 pub struct FastCgiRoute {
     pub matcher: RouteMatch,
     pub addrs: Vec<BackendAddr>,
+    /// Idle timeout for this route (default: `cgi_timeout`).
+    pub timeout: Option<Duration>,
+    /// Body limit for this route (default: `max_body`).
+    pub max_body: Option<u64>,
+}
+
+/// One address to accept connections on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// PEM files for HTTPS listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The status page (`--status-path`).
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// Clean URL path, no trailing slash, e.g. `/status`.
+    pub path: String,
+    /// Answer loopback clients only (others get 404).
+    pub local_only: bool,
 }
 
 /// CGI engine limits.
@@ -169,7 +215,17 @@ pub struct CgiConfig {
 /// The validated, typed configuration. Read-only once the server starts.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Where to accept connections; the first is `--bind`/`--port`.
+    pub listen: Vec<Listen>,
+    pub tls: Option<TlsFiles>,
+    /// Run CGI programs, workers and (after binding) cgihost as this user.
+    pub user: Option<String>,
+    pub status: Option<StatusConfig>,
+    /// Close a connection with nothing in flight after this long.
+    pub keepalive_timeout: Duration,
+    /// Open client connections at most; further clients wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
     pub root: PathBuf,
     pub cgi_dir: PathBuf,
     pub cgi_prefix: String,
@@ -214,7 +270,15 @@ pub const DEFAULT_MAX_PARTS: usize = 100;
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8992)),
+            listen: vec![Listen {
+                addr: SocketAddr::from(([0, 0, 0, 0], 8992)),
+                tls: false,
+            }],
+            tls: None,
+            user: None,
+            status: None,
+            keepalive_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
             root: PathBuf::from("static"),
             cgi_dir: PathBuf::from("cgi-bin"),
             cgi_prefix: "/cgi-bin".into(),
@@ -262,10 +326,50 @@ impl Config {
 
     fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
         let bind = f.bind.as_deref().map(|b| parse_ip("bind", b)).transpose()?;
-        self.listen = SocketAddr::new(
-            bind.unwrap_or(self.listen.ip()),
-            f.port.unwrap_or(self.listen.port()),
+        let tls = f.tls_cert.is_some();
+        self.listen = vec![Listen {
+            addr: SocketAddr::new(
+                bind.unwrap_or(self.listen[0].addr.ip()),
+                f.port.unwrap_or(self.listen[0].addr.port()),
+            ),
+            tls,
+        }];
+        if !f.listen.is_empty() {
+            if f.port.is_some() || f.bind.is_some() {
+                return err("listen: use either [[listen]] tables or port/bind, not both");
+            }
+            self.listen = f
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let addr = parse_socket_addr(&format!("listen[{i}].addr"), &l.addr)?;
+                    Ok(Listen {
+                        addr,
+                        tls: l.tls.unwrap_or(tls),
+                    })
+                })
+                .collect::<Result<_, ConfigError>>()?;
+        }
+        match (f.tls_cert, f.tls_key) {
+            (Some(cert), Some(key)) => self.tls = Some(TlsFiles { cert, key }),
+            (None, None) => {}
+            _ => return err("tls_cert and tls_key: set both or neither"),
+        }
+        self.user = f.user.or(self.user.take());
+        if let Some(path) = f.status_path {
+            self.status = Some(StatusConfig {
+                path: status_path("status_path", &path)?,
+                local_only: f.status_local_only.unwrap_or(true),
+            });
+        } else if f.status_local_only.is_some() {
+            return err("status_local_only: needs status_path");
+        }
+        set(
+            &mut self.keepalive_timeout,
+            f.keepalive_timeout.map(Duration::from_secs),
         );
+        set(&mut self.max_connections, f.max_connections);
         set(&mut self.root, f.root);
         set(&mut self.cgi_dir, f.cgi_dir);
         set(&mut self.cgi_prefix, f.cgi_prefix);
@@ -306,11 +410,18 @@ impl Config {
             self.cgi.max_response_header = v.bytes("cgi.max_response_header")? as usize;
         }
         set(&mut self.workers, f.workers);
-        for r in f.fastcgi {
-            self.fastcgi.push(parse_fastcgi(
-                "fastcgi",
-                &format!("{}={}", r.matcher, r.addr),
-            )?);
+        for (i, r) in f.fastcgi.into_iter().enumerate() {
+            let key = format!("fastcgi[{i}]");
+            let mut route = parse_fastcgi(&key, &format!("{}={}", r.matcher, r.addr))?;
+            route.timeout = match r.timeout {
+                Some(0) => return err(format!("{key}.timeout: must be at least 1 second")),
+                t => t.map(Duration::from_secs),
+            };
+            route.max_body = r
+                .max_body
+                .map(|v| v.bytes(&format!("{key}.max_body")))
+                .transpose()?;
+            self.fastcgi.push(route);
         }
         for (i, r) in f.spawn.into_iter().enumerate() {
             self.spawn.push(r.into_route(&format!("spawn[{i}]"))?);
@@ -327,18 +438,45 @@ impl Config {
                 dir: u.dir,
             });
         }
-        unsupported_yet("status_path", f.status_path.is_some())?;
-        unsupported_yet("user", f.user.is_some())?;
-        unsupported_yet("tls_cert", f.tls_cert.is_some() || f.tls_key.is_some())?;
         Ok(())
     }
 
     fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
-        if let Some(b) = &cli.bind {
-            self.listen.set_ip(parse_ip("--bind", b)?);
+        // --bind/--port name the one listener, replacing any [[listen]].
+        if cli.bind.is_some() || cli.port.is_some() {
+            let first = self.listen[0];
+            let ip = match &cli.bind {
+                Some(b) => parse_ip("--bind", b)?,
+                None => first.addr.ip(),
+            };
+            let addr = SocketAddr::new(ip, cli.port.unwrap_or(first.addr.port()));
+            self.listen = vec![Listen {
+                addr,
+                tls: first.tls,
+            }];
         }
-        if let Some(p) = cli.port {
-            self.listen.set_port(p);
+        match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => {
+                self.tls = Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+                for l in &mut self.listen {
+                    l.tls = true;
+                }
+            }
+            (None, None) => {}
+            _ => return err("--tls-cert and --tls-key: give both or neither"),
+        }
+        if cli.user.is_some() {
+            self.user = cli.user.clone();
+        }
+        if let Some(path) = &cli.status_path {
+            let local_only = self.status.as_ref().is_none_or(|s| s.local_only);
+            self.status = Some(StatusConfig {
+                path: status_path("--status-path", path)?,
+                local_only,
+            });
         }
         set(&mut self.root, cli.root.clone());
         set(&mut self.cgi_dir, cli.cgi_dir.clone());
@@ -372,12 +510,6 @@ impl Config {
                 keep: false,
             });
         }
-        unsupported_yet("--status-path", cli.status_path.is_some())?;
-        unsupported_yet("--user", cli.user.is_some())?;
-        unsupported_yet(
-            "--tls-cert",
-            cli.tls_cert.is_some() || cli.tls_key.is_some(),
-        )?;
         Ok(())
     }
 
@@ -411,6 +543,20 @@ impl Config {
         if self.workers == 0 {
             return err("--workers: must be at least 1");
         }
+        if self.max_connections == 0 {
+            return err("max_connections: must be at least 1");
+        }
+        if self.keepalive_timeout.is_zero() || self.header_read_timeout.is_zero() {
+            return err("keepalive_timeout, header_read_timeout: must be at least 1 second");
+        }
+        if self.listen.iter().any(|l| l.tls) && self.tls.is_none() {
+            return err("listen: a TLS listener needs tls_cert and tls_key");
+        }
+        if let Some(user) = &self.user {
+            if user.is_empty() {
+                return err("user: must name a user");
+            }
+        }
         Ok(())
     }
 
@@ -435,11 +581,22 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-fn unsupported_yet(key: &str, used: bool) -> Result<(), ConfigError> {
-    if used {
-        return err(format!("{key}: not supported yet in this build"));
+fn parse_socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key}: '{s}' is not an address like 127.0.0.1:8080 or [::1]:8080"
+        ))
+    })
+}
+
+/// `/status` (a clean absolute path, trailing slash dropped).
+fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
+    check_prefix(key, p)?;
+    let p = p.trim_end_matches('/');
+    if p.is_empty() {
+        return err(format!("{key}: the status page cannot take over /"));
     }
-    Ok(())
+    Ok(p.to_string())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -574,6 +731,8 @@ pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
     Ok(FastCgiRoute {
         matcher: parse_match(key, m)?,
         addrs,
+        timeout: None,
+        max_body: None,
     })
 }
 

@@ -7,7 +7,13 @@
 //! - [`config`]: the TOML model, defaults, CLI overrides, validation
 //!   (`config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
 //! - [`log`]: tracing setup and the access log line.
-//! - [`server`]: accept loop, per-connection facts, graceful drain.
+//! - [`server`]: listeners (plain, TLS), HTTP/1.1 and HTTP/2, connection
+//!   limits, graceful drain; [`tls`]: rustls from PEM files.
+//! - [`reload`]: the live application and SIGHUP's atomic swap.
+//! - [`privileges`]: `--user` (drop root after binding) and systemd
+//!   socket activation (`LISTEN_FDS`).
+//! - [`stats`], [`status`]: counters and the status page (HTML, JSON,
+//!   Prometheus).
 //! - [`router`]: the shared [`router::App`] and the routing order.
 //! - [`uri_path`]: percent-decoding and path safety, shared by every handler.
 //! - [`static_files`]: files under the document root — `resolve` (path →
@@ -38,8 +44,13 @@ pub mod config;
 pub mod error;
 pub mod fastcgi;
 pub mod log;
+pub mod privileges;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod stats;
+pub mod status;
+pub mod tls;
 pub mod upload;
 pub mod uri_path;

@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Uri, Version};
@@ -18,6 +18,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::config::LogFormat;
+use crate::server::InFlight;
+use crate::stats::Stats;
+
+/// What routing learned about a request, for the log line and the counters.
+#[derive(Debug, Default)]
+pub struct RequestNote {
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Duration>,
+}
 
 /// Set up tracing on stderr. `verbosity` is `-v` count minus `-q` count;
 /// RUST_LOG, when set, wins.
@@ -49,6 +58,13 @@ pub struct AccessRecord {
     pub started: Instant,
     pub time: SystemTime,
     pub status: u16,
+    /// Which route answered (status page counters), once known.
+    pub route: Option<Arc<str>>,
+    /// Time until the CGI program or FastCGI backend sent its header block.
+    pub upstream: Option<Duration>,
+    stats: Option<Arc<Stats>>,
+    /// Keeps the connection counted as busy until the body is done.
+    _busy: Option<InFlight>,
 }
 
 impl AccessRecord {
@@ -76,7 +92,23 @@ impl AccessRecord {
             started: Instant::now(),
             time: SystemTime::now(),
             status: 0,
+            route: None,
+            upstream: None,
+            stats: None,
+            _busy: None,
         }
+    }
+
+    /// What routing learned, and where to count the request when it ends.
+    pub fn attach(&mut self, note: RequestNote, stats: Arc<Stats>, busy: InFlight) {
+        self.route = note.route;
+        self.upstream = note.upstream;
+        self.stats = Some(stats);
+        self._busy = Some(busy);
+    }
+
+    fn upstream_secs(&self) -> Option<f64> {
+        self.upstream.map(|d| d.as_secs_f64())
     }
 
     fn line(&self, bytes: u64, complete: bool) -> String {
@@ -84,7 +116,7 @@ impl AccessRecord {
         let target = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         match self.format {
             LogFormat::Combined => format!(
-                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.3}{}\n",
+                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.3} {}{}\n",
                 self.remote,
                 clf_time(self.time),
                 self.method,
@@ -95,10 +127,12 @@ impl AccessRecord {
                 escape_clf(self.referer.as_deref().unwrap_or("-")),
                 escape_clf(self.user_agent.as_deref().unwrap_or("-")),
                 secs,
+                self.upstream_secs()
+                    .map_or_else(|| "-".to_string(), |u| format!("{u:.3}")),
                 if complete { "" } else { " aborted" },
             ),
             LogFormat::Json => format!(
-                "{{\"time\":{},\"remote\":\"{}\",\"method\":{},\"uri\":{},\"proto\":\"{:?}\",\"status\":{},\"bytes\":{},\"referer\":{},\"user_agent\":{},\"duration\":{:.6},\"complete\":{}}}\n",
+                "{{\"time\":{},\"remote\":\"{}\",\"method\":{},\"uri\":{},\"proto\":\"{:?}\",\"status\":{},\"bytes\":{},\"referer\":{},\"user_agent\":{},\"duration\":{:.6},\"upstream_time\":{},\"route\":{},\"complete\":{}}}\n",
                 self.time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
                 self.remote,
                 json_str(self.method.as_str()),
@@ -109,6 +143,9 @@ impl AccessRecord {
                 self.referer.as_deref().map_or("null".into(), json_str),
                 self.user_agent.as_deref().map_or("null".into(), json_str),
                 secs,
+                self.upstream_secs()
+                    .map_or_else(|| "null".to_string(), |u| format!("{u:.6}")),
+                self.route.as_deref().map_or("null".into(), json_str),
                 complete,
             ),
         }
@@ -171,6 +208,15 @@ impl Drop for LoggedBody {
         if let Some(rec) = self.record.take() {
             let complete = self.done || self.inner.is_end_stream();
             access_line(&rec.line(self.bytes, complete));
+            if let (Some(stats), Some(route)) = (&rec.stats, &rec.route) {
+                stats.record(
+                    route,
+                    rec.status,
+                    self.bytes,
+                    rec.started.elapsed(),
+                    rec.upstream,
+                );
+            }
         }
     }
 }

@@ -1,14 +1,22 @@
-//! Thin entry point: parse the CLI, load the config, set up logging, bind,
-//! hand over to `server::run` (SIGINT/SIGTERM: drain and stop; SIGHUP:
-//! reload the spawned pools); print one error line and exit 0, 1 or 2.
+//! Thin entry point: parse the CLI, load the config, set up logging, bind
+//! (or take systemd's sockets), drop privileges, hand over to
+//! `server::serve` (SIGINT/SIGTERM: drain and stop; SIGHUP: reload the
+//! configuration); print one error line and exit 0, 1 or 2.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
 use cgihost::cli::Cli;
 use cgihost::config::Config;
+use cgihost::privileges;
+use cgihost::reload::Live;
 use cgihost::router::App;
+use cgihost::server::Listener;
+
+/// Exit status for bad flags or configuration (like `nginx -t`).
+const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,15 +25,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cgihost: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
     if cli.check_config {
-        for line in config.route_lines() {
-            println!("{line}");
-        }
-        println!("configuration ok");
-        return ExitCode::SUCCESS;
+        return check_config(&config);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,41 +41,138 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let served = runtime.block_on(serve(config));
+    let served = runtime.block_on(serve(cli, config));
     cgihost::log::flush_access_log();
     match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Config(e)) => {
+            eprintln!("cgihost: {e}");
+            ExitCode::from(CONFIG_ERROR)
+        }
+        Err(Failure::Runtime(e)) => {
             eprintln!("cgihost: {e}");
             ExitCode::from(1)
         }
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+/// `--check-config`: everything `Config::load` checks, plus the TLS files
+/// and the user; print the routes.
+fn check_config(config: &Config) -> ExitCode {
+    let extra = config
+        .tls
+        .as_ref()
+        .map(|t| cgihost::tls::acceptor(t).map(drop).map_err(|e| e.0))
+        .transpose()
+        .and_then(|_| {
+            config
+                .user
+                .as_deref()
+                .map(privileges::lookup_user)
+                .transpose()
+        });
+    if let Err(e) = extra {
+        eprintln!("cgihost: {e}");
+        return ExitCode::from(CONFIG_ERROR);
+    }
+    for line in config.route_lines() {
+        println!("{line}");
+    }
+    println!("configuration ok");
+    ExitCode::SUCCESS
+}
+
+enum Failure {
+    Config(String),
+    Runtime(String),
+}
+
+async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let app = App::new(config)?;
+    let runtime = Failure::Runtime;
+    let tls = match &config.tls {
+        Some(files) => Some(cgihost::tls::acceptor(files).map_err(|e| Failure::Config(e.0))?),
+        None => None,
+    };
+    let user = match &config.user {
+        Some(name) => Some(privileges::lookup_user(name).map_err(Failure::Config)?),
+        None => None,
+    };
+    let listeners = bind_all(&config, tls).await?;
+    match &user {
+        Some(u) => {
+            privileges::drop_to(u).map_err(runtime)?;
+            tracing::info!("running as user {} (uid {}, gid {})", u.name, u.uid, u.gid);
+        }
+        None if privileges::running_as_root() => tracing::warn!(
+            "running as root: CGI programs and FastCGI workers will run as root too; set --user"
+        ),
+        None => {}
+    }
+    let app = App::new(config).map_err(|e| Failure::Config(e.0))?;
+    let live = Live::new(app.clone());
     // Install the handlers before announcing readiness: a signal that
     // arrives right after "listening on" must drain, not kill.
-    let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    let hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    let sig = |kind, name: &str| {
+        signal(kind).map_err(|e| Failure::Runtime(format!("{name} handler: {e}")))
+    };
+    let term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let hup = sig(SignalKind::hangup(), "SIGHUP")?;
     for line in app.config.route_lines() {
         tracing::info!("route: {line}");
     }
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    tokio::spawn(reload_on_sighup(app.clone(), hup));
-    cgihost::server::run(listener, app, shutdown_signal(term, int)).await?;
-    Ok(())
+    drop(app);
+    for l in &listeners {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        let addr = l.tcp.local_addr().map_err(|e| runtime(e.to_string()))?;
+        tracing::info!("listening on {scheme}://{addr}");
+    }
+    tokio::spawn(reload_on_sighup(live.clone(), hup, cli));
+    cgihost::server::serve(listeners, live, shutdown_signal(term, int))
+        .await
+        .map_err(|e| runtime(e.to_string()))
 }
 
-async fn reload_on_sighup(app: std::sync::Arc<App>, mut hup: tokio::signal::unix::Signal) {
+/// The configured listeners, or the sockets systemd passed us.
+async fn bind_all(
+    config: &Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Vec<Listener>, Failure> {
+    if let Some(sockets) = privileges::systemd_listeners().map_err(Failure::Config)? {
+        tracing::info!(
+            "using {} socket(s) from systemd (LISTEN_FDS)",
+            sockets.len()
+        );
+        return sockets
+            .into_iter()
+            .map(|s| {
+                let tcp = tokio::net::TcpListener::from_std(s)
+                    .map_err(|e| Failure::Runtime(format!("LISTEN_FDS: {e}")))?;
+                Ok(Listener {
+                    tcp,
+                    tls: tls.clone(),
+                })
+            })
+            .collect();
+    }
+    let mut listeners = Vec::new();
+    for l in &config.listen {
+        let tcp = tokio::net::TcpListener::bind(l.addr)
+            .await
+            .map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", l.addr)))?;
+        let tls = if l.tls { tls.clone() } else { None };
+        listeners.push(Listener { tcp, tls });
+    }
+    Ok(listeners)
+}
+
+async fn reload_on_sighup(live: Arc<Live>, mut hup: tokio::signal::unix::Signal, cli: Cli) {
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading FastCGI pools");
-        app.fastcgi.reload_pools();
+        tracing::info!("SIGHUP received: reloading the configuration");
+        if let Err(e) = live.reload(&cli) {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+        }
     }
 }
 

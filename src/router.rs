@@ -21,8 +21,11 @@ use crate::cgi::{CgiEngine, Outcome};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::fastcgi::{self, FastCgi, ScriptTarget};
+use crate::log::RequestNote;
 use crate::server::ConnInfo;
 use crate::static_files::StaticFiles;
+use crate::stats::Stats;
+use crate::status;
 use crate::upload::{self, UploadRule};
 use crate::uri_path::{join_url, SafePath};
 
@@ -39,18 +42,37 @@ pub struct App {
     pub fastcgi: FastCgi,
     pub statics: StaticFiles,
     cgi_prefix: Vec<String>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     pub started: Instant,
     pub uploads: Vec<UploadRule>,
+    pub stats: Arc<Stats>,
+    labels: Labels,
+}
+
+/// Route names for the counters, allocated once.
+struct Labels {
+    cgi: Arc<str>,
+    statics: Arc<str>,
+    status: Arc<str>,
 }
 
 impl App {
     pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
+        Self::build(config, None)
+    }
+
+    /// The application for a reloaded configuration: new routes, the same
+    /// counters, request ids and CGI process registry as `previous`.
+    pub fn reloaded(config: Config, previous: &App) -> Result<Arc<App>, ConfigError> {
+        Self::build(config, Some(previous))
+    }
+
+    fn build(config: Config, previous: Option<&App>) -> Result<Arc<App>, ConfigError> {
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let uploads = upload_rules(&config)?;
-        let cgi = CgiEngine::new(&config, root.clone());
-        let fastcgi = FastCgi::new(&config, root.clone())?;
+        let cgi = CgiEngine::new(&config, root.clone(), previous.map(|p| &p.cgi));
+        let fastcgi = FastCgi::new(&config, root.clone(), previous.map(|p| &p.fastcgi))?;
         let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
@@ -67,9 +89,15 @@ impl App {
             fastcgi,
             statics,
             cgi_prefix,
-            next_id: AtomicU64::new(1),
-            started: Instant::now(),
+            next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| p.next_id.clone()),
+            started: previous.map_or_else(Instant::now, |p| p.started),
             uploads,
+            stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
+            labels: Labels {
+                cgi: "cgi".into(),
+                statics: "static".into(),
+                status: "status".into(),
+            },
         }))
     }
 
@@ -145,18 +173,25 @@ pub async fn dispatch(
     req: Request<ReqBody>,
     conn: &ConnInfo,
     request_id: u64,
+    note: &mut RequestNote,
 ) -> Result<Response<Body>, Error> {
+    if let Some(status) = &app.config.status {
+        if status::is_status_path(&status.path, req.uri().path()) {
+            note.route = Some(app.labels.status.clone());
+            return status::serve(app, status, &req, conn);
+        }
+    }
     // Most sites have no upload rule: do not parse the path twice for them.
     if app.uploads.is_empty() {
-        return route_and_serve(app, req, conn, request_id).await;
+        return route_and_serve(app, req, conn, request_id, note).await;
     }
     let path = SafePath::parse(req.uri().path())?;
     let offload = upload::rule_for(&app.uploads, &path).zip(upload::is_multipart(&req));
     let Some((rule, content_type)) = offload else {
-        return route_and_serve(app, req, conn, request_id).await;
+        return route_and_serve(app, req, conn, request_id, note).await;
     };
     let (req, guard) = upload::offload(req, &content_type, rule).await?;
-    let resp = route_and_serve(app, req, conn, request_id).await?;
+    let resp = route_and_serve(app, req, conn, request_id, note).await?;
     let guard = guard.keep_if(rule.keep);
     Ok(resp.map(|body| crate::body::with_guard(body, guard)))
 }
@@ -166,10 +201,20 @@ async fn route_and_serve(
     mut req: Request<ReqBody>,
     conn: &ConnInfo,
     request_id: u64,
+    note: &mut RequestNote,
 ) -> Result<Response<Body>, Error> {
     for _ in 0..=MAX_LOCAL_REDIRECTS {
         let path = SafePath::parse(req.uri().path())?;
-        let outcome = match route(app, &path) {
+        let route = route(app, &path);
+        note.route = Some(match &route {
+            Route::FastCgiPrefix { route, .. } | Route::FastCgiScript(route, _) => {
+                route.tag.clone()
+            }
+            Route::Cgi(_) => app.labels.cgi.clone(),
+            Route::Static => app.labels.statics.clone(),
+        });
+        let upstream_started = Instant::now();
+        let outcome = match route {
             Route::FastCgiPrefix {
                 route,
                 prefix,
@@ -212,6 +257,7 @@ async fn route_and_serve(
                     .await
             }
         };
+        note.upstream = Some(upstream_started.elapsed());
         match outcome {
             Outcome::Response(resp) => return Ok(resp),
             Outcome::LocalRedirect { location, parts } => req = redirect_request(parts, &location)?,

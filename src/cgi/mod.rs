@@ -68,7 +68,13 @@ pub struct CgiEngine {
 }
 
 impl CgiEngine {
-    pub fn new(config: &Config, document_root: PathBuf) -> CgiEngine {
+    /// `previous` (on a reload): keep its process registry, so shutdown
+    /// still finds every group, and its slots when the limit is unchanged.
+    pub fn new(config: &Config, document_root: PathBuf, previous: Option<&CgiEngine>) -> CgiEngine {
+        let slots = match previous {
+            Some(p) if p.limits.max_processes == config.cgi.max_processes => p.slots.clone(),
+            _ => Arc::new(Semaphore::new(config.cgi.max_processes)),
+        };
         CgiEngine {
             prefix: config.cgi_prefix.trim_end_matches('/').to_string(),
             dir: std::fs::canonicalize(&config.cgi_dir).ok(),
@@ -77,9 +83,14 @@ impl CgiEngine {
             max_body: config.max_body,
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             server: env::ServerFacts::new(config.cgi.pass_authorization),
-            slots: Arc::new(Semaphore::new(config.cgi.max_processes)),
-            groups: Arc::new(GroupRegistry::default()),
+            slots,
+            groups: previous.map_or_else(Default::default, |p| p.groups.clone()),
         }
+    }
+
+    /// Processes allowed to run at once.
+    pub fn max_processes(&self) -> usize {
+        self.limits.max_processes
     }
 
     /// The canonical CGI directory, if it exists.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{err, parse_match, parse_pair, ConfigError, RouteMatch};
+use super::{err, parse_match, parse_pair, ConfigError, RouteMatch, SizeValue};
 
 /// Most workers one pool may have (each is a process and a connection).
 const MAX_WORKERS: u32 = 256;
@@ -39,6 +39,7 @@ pub(super) struct FileSpawn {
     reload: bool,
     idle_timeout: Option<u64>,
     request_timeout: Option<u64>,
+    max_body: Option<SizeValue>,
 }
 
 impl FileSpawn {
@@ -54,6 +55,10 @@ impl FileSpawn {
         route.reload = self.reload;
         route.idle_timeout = seconds(key, "idle_timeout", self.idle_timeout)?;
         route.request_timeout = seconds(key, "request_timeout", self.request_timeout)?;
+        route.max_body = self
+            .max_body
+            .map(|v| v.bytes(&format!("{key}.max_body")))
+            .transpose()?;
         route.key = key.to_string();
         Ok(route)
     }
@@ -92,6 +97,8 @@ pub struct SpawnRoute {
     pub idle_timeout: Option<Duration>,
     /// A whole request must finish within this (default: no limit).
     pub request_timeout: Option<Duration>,
+    /// Body limit for this pool's route (default: `max_body`).
+    pub max_body: Option<u64>,
     /// The flag or table it came from, for error messages.
     pub key: String,
 }
@@ -115,11 +122,26 @@ pub fn parse_spawn(key: &str, v: &str) -> Result<SpawnRoute, ConfigError> {
         reload: false,
         idle_timeout: None,
         request_timeout: None,
+        max_body: None,
         key: key.to_string(),
     })
 }
 
 impl SpawnRoute {
+    /// Would start the same workers (route limits may differ): a reload
+    /// keeps such a pool running.
+    pub fn same_pool(&self, other: &SpawnRoute) -> bool {
+        self.matcher == other.matcher
+            && self.program == other.program
+            && self.argv == other.argv
+            && self.workers == other.workers
+            && self.max_requests == other.max_requests
+            && self.env == other.env
+            && self.dir == other.dir
+            && self.reload == other.reload
+            && self.watch == other.watch
+    }
+
     /// Make paths absolute (against the current directory), find the
     /// program, build the environment, apply the `--workers` default.
     pub fn resolve(&mut self, default_workers: u32) -> Result<(), ConfigError> {

@@ -58,19 +58,24 @@ pub use target::ScriptTarget;
 pub struct Route {
     /// `*.php` or `/app`, for logs.
     pub label: String,
+    /// `fastcgi *.php` or `spawn /app/*`: the route's name on the status page.
+    pub tag: Arc<str>,
     pub upstream: Upstream,
     /// A backend silent this long mid-request → 504.
     pub idle: Duration,
     /// The whole response must be done within this.
     pub request_timeout: Option<Duration>,
+    /// Largest request body (else 413); `None`: unlimited.
+    pub max_body: Option<u64>,
 }
 
 /// Where a route's requests go.
 pub enum Upstream {
     /// `--fastcgi`: fixed addresses.
     Fixed(Balancer),
-    /// `--spawn`: the serving generation of a supervised pool.
-    Spawned(PoolHandle),
+    /// `--spawn`: the serving generation of a supervised pool (shared
+    /// with the next configuration when a reload leaves it unchanged).
+    Spawned(Arc<PoolHandle>),
 }
 
 /// Which script a request runs on a route.
@@ -90,12 +95,14 @@ pub struct FastCgi {
     /// Every `--fastcgi` backend, shared by the routes that name the same
     /// address (spawned pools have their own, per generation).
     pub backends: Vec<Arc<Backend>>,
-    /// Private (0700) directory of the pools' sockets; removed on drop.
-    runtime_dir: Mutex<Option<tempfile::TempDir>>,
+    /// Private (0700) directory of the pools' sockets; removed when the
+    /// last configuration using it lets go.
+    runtime_dir: Mutex<Option<Arc<tempfile::TempDir>>>,
+    /// Each spawned pool and the definition it was started from.
+    spawned: Vec<(SpawnRoute, Arc<PoolHandle>)>,
     document_root: PathBuf,
     server: env::ServerFacts,
     max_header: usize,
-    max_body: Option<u64>,
     spool_dir: PathBuf,
     connect_timeout: Duration,
     queue_timeout: Duration,
@@ -105,7 +112,16 @@ pub struct FastCgi {
 impl FastCgi {
     /// Build the routes; spawned pools start their workers now (inside
     /// the runtime), in a private runtime directory.
-    pub fn new(config: &Config, document_root: PathBuf) -> Result<FastCgi, ConfigError> {
+    ///
+    /// `previous` (on a reload): pools whose definition is unchanged are
+    /// carried over, running, and get a fresh generation (the same graceful
+    /// switch as a file change); only new or changed pools start from
+    /// nothing.
+    pub fn new(
+        config: &Config,
+        document_root: PathBuf,
+        previous: Option<&FastCgi>,
+    ) -> Result<FastCgi, ConfigError> {
         let mut by_addr: HashMap<BackendAddr, Arc<Backend>> = HashMap::new();
         let mut backends = Vec::new();
         let mut fixed = |r: &FastCgiRoute| {
@@ -129,14 +145,24 @@ impl FastCgi {
         for r in &config.fastcgi {
             let route = Route {
                 label: label(&r.matcher),
+                tag: format!("fastcgi {}", label(&r.matcher)).into(),
                 upstream: fixed(r),
-                idle: config.cgi.timeout,
+                idle: r.timeout.unwrap_or(config.cgi.timeout),
                 request_timeout: None,
+                max_body: r.max_body.or(config.max_body),
             };
             routes.push((r.matcher.clone(), route));
         }
+        let inherited = previous.and_then(|p| {
+            p.runtime_dir
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
         let runtime_dir = if config.spawn.is_empty() {
             None
+        } else if inherited.is_some() {
+            inherited
         } else {
             let dir = runtime_dir().map_err(|e| {
                 ConfigError(format!(
@@ -147,13 +173,29 @@ impl FastCgi {
                 "spawned pools listen on sockets in {}",
                 dir.path().display()
             );
-            Some(dir)
+            Some(Arc::new(dir))
         };
-        for (i, r) in config.spawn.iter().enumerate() {
+        let mut spawned = Vec::new();
+        for r in &config.spawn {
             let dir = runtime_dir
                 .as_ref()
                 .map_or(std::path::Path::new("/"), |d| d.path());
-            routes.push((r.matcher.clone(), spawn_route(config, r, i, dir)?));
+            let carried = previous
+                .and_then(|p| p.spawned.iter().find(|(old, _)| old.same_pool(r)))
+                .map(|(_, pool)| pool.clone());
+            let pool = match carried {
+                Some(pool) => {
+                    pool.reload("reloading (configuration reloaded)");
+                    pool
+                }
+                None => Arc::new(
+                    PoolHandle::start(r.clone(), dir, config.shutdown_grace).map_err(|e| {
+                        ConfigError(format!("{}: cannot start the pool: {e}", r.key))
+                    })?,
+                ),
+            };
+            spawned.push((r.clone(), pool.clone()));
+            routes.push((r.matcher.clone(), spawn_route(config, r, pool)));
         }
         let mut prefix_routes = Vec::new();
         let mut ext_routes = Vec::new();
@@ -177,10 +219,10 @@ impl FastCgi {
             extensions,
             backends,
             runtime_dir: Mutex::new(runtime_dir),
+            spawned,
             document_root,
             server: env::ServerFacts::new(config.cgi.pass_authorization),
             max_header: config.cgi.max_response_header,
-            max_body: config.max_body,
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             connect_timeout: config.fastcgi_connect_timeout,
             queue_timeout: config.cgi.queue_timeout,
@@ -188,7 +230,7 @@ impl FastCgi {
         })
     }
 
-    fn pools(&self) -> impl Iterator<Item = &PoolHandle> {
+    fn pools(&self) -> impl Iterator<Item = &Arc<PoolHandle>> {
         let routes = self.prefix_routes.iter().map(|(_, r)| r);
         routes
             .chain(&self.ext_routes)
@@ -196,6 +238,11 @@ impl FastCgi {
                 Upstream::Spawned(p) => Some(p),
                 Upstream::Fixed(_) => None,
             })
+    }
+
+    /// Every spawned pool's snapshot, in route order.
+    pub fn pool_statuses(&self) -> Vec<supervisor::PoolStatus> {
+        self.pools().map(|p| p.status()).collect()
     }
 
     /// SIGHUP: every spawned pool starts a fresh generation.
@@ -210,7 +257,13 @@ impl FastCgi {
     /// runtime directory.
     pub async fn stop_pools(&self) {
         let grace = self.shutdown_grace.min(supervisor::TERM_GRACE);
-        let stops: Vec<_> = self.pools().map(|p| p.stop(grace)).collect();
+        // A pool carried over into a reloaded configuration is not ours
+        // alone to stop.
+        let stops: Vec<_> = self
+            .pools()
+            .filter(|p| Arc::strong_count(p) == 1)
+            .map(|p| p.stop(grace))
+            .collect();
         for stop in stops {
             stop.await;
         }
@@ -254,7 +307,7 @@ impl FastCgi {
     ) -> Result<Outcome, Error> {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
-        let body = stdin::prepare(body, self.max_body, &self.spool_dir, route.idle).await?;
+        let body = stdin::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
         let mut head = self.request_head(&parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
@@ -436,21 +489,16 @@ fn label(m: &RouteMatch) -> String {
     }
 }
 
-/// A spawned pool's route; its workers start now.
-fn spawn_route(
-    config: &Config,
-    r: &SpawnRoute,
-    index: usize,
-    runtime_dir: &std::path::Path,
-) -> Result<Route, ConfigError> {
-    let pool = PoolHandle::start(r.clone(), index, runtime_dir, config.shutdown_grace)
-        .map_err(|e| ConfigError(format!("{}: cannot start the pool: {e}", r.key)))?;
-    Ok(Route {
+/// A spawned pool's route.
+fn spawn_route(config: &Config, r: &SpawnRoute, pool: Arc<PoolHandle>) -> Route {
+    Route {
         label: r.label(),
+        tag: format!("spawn {}", r.label()).into(),
         upstream: Upstream::Spawned(pool),
         idle: r.idle_timeout.unwrap_or(config.cgi.timeout),
         request_timeout: r.request_timeout,
-    })
+        max_body: r.max_body.or(config.max_body),
+    }
 }
 
 /// Runtime dirs of cgihost processes that are gone (killed with SIGKILL,

@@ -306,6 +306,11 @@ impl Backend {
         h.retry_at = None;
     }
 
+    /// The last connect succeeded (or none was tried yet).
+    pub fn is_up(&self) -> bool {
+        self.health().failures == 0
+    }
+
     pub fn last_error(&self) -> String {
         self.health().last_error.clone()
     }

@@ -96,6 +96,34 @@ pub(super) struct Shared {
     failure: Mutex<(String, Instant)>,
     /// Wakes requests queued on a socket no worker may ever accept from.
     failed: Notify,
+    /// What the status page shows; the supervisor refreshes it every step.
+    status: Mutex<PoolStatus>,
+}
+
+/// A pool as the status page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct PoolStatus {
+    pub label: String,
+    /// The serving generation (0 before the first one).
+    pub generation: u32,
+    pub workers: Vec<WorkerStatus>,
+    /// Workers of the serving generation started again after exiting.
+    pub restarts: u64,
+    /// Requests the pool has answered, over all its generations. Workers
+    /// share one socket, so cgihost cannot count per worker.
+    pub requests: u64,
+    /// Workers keep failing at start; the route answers 503.
+    pub failing: bool,
+}
+
+/// One worker position.
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    pub pid: Option<u32>,
+    /// starting, running, stopping, backoff or exited.
+    pub state: &'static str,
+    pub generation: u32,
+    pub uptime_secs: u64,
 }
 
 enum Control {
@@ -117,7 +145,6 @@ impl PoolHandle {
     /// workers and the supervisor task. Needs a running tokio runtime.
     pub fn start(
         spec: SpawnRoute,
-        index: usize,
         runtime_dir: &Path,
         drain_limit: Duration,
     ) -> io::Result<PoolHandle> {
@@ -128,7 +155,12 @@ impl PoolHandle {
             failing: AtomicBool::new(false),
             failure: Mutex::new((String::new(), Instant::now())),
             failed: Notify::new(),
+            status: Mutex::new(PoolStatus::default()),
         });
+        // Unique for the process's life: pools of a reloaded configuration
+        // share the runtime directory with the ones they replace.
+        static NEXT_POOL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let index = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(8);
         task::Supervisor::start(spec, shared.clone(), rx, runtime_dir, index, drain_limit)?;
         Ok(PoolHandle {
@@ -190,6 +222,19 @@ impl PoolHandle {
             }
             notified.await;
         }
+    }
+
+    /// The latest snapshot of the pool's workers.
+    pub fn status(&self) -> PoolStatus {
+        let mut s = self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.label.clone_from(&self.shared.label);
+        s.failing = self.shared.failing.load(Ordering::Relaxed);
+        s
     }
 
     /// Start a fresh generation (SIGHUP).

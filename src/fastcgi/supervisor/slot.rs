@@ -42,6 +42,19 @@ impl Slot {
         }
     }
 
+    /// For the status page: (pid, state name, uptime).
+    pub(super) fn describe(&self) -> (Option<u32>, &'static str, u64) {
+        let info = |w: &Worker| (Some(w.pid), w.uptime().as_secs());
+        let ((pid, up), state) = match self {
+            Slot::Starting(w) => (info(w), "starting"),
+            Slot::Running(w) => (info(w), "running"),
+            Slot::Stopping(w, _) => (info(w), "stopping"),
+            Slot::Backoff(_) => ((None, 0), "backoff"),
+            Slot::Exited => ((None, 0), "exited"),
+        };
+        (pid, state, up)
+    }
+
     pub(super) fn live(&self) -> bool {
         matches!(
             self,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::slot::{backoff, Gen, Slot};
-use super::{Control, Generation, Shared, FAIL_AFTER, MIN_UPTIME, TERM_GRACE};
+use super::{Control, Generation, Shared, WorkerStatus, FAIL_AFTER, MIN_UPTIME, TERM_GRACE};
 use crate::config::{BackendAddr, SpawnRoute};
 use crate::fastcgi::pool::{Backend, Balancer};
 use crate::fastcgi::worker::{self, Worker};
@@ -63,6 +63,10 @@ pub(super) struct Supervisor {
     pending: Option<String>,
     /// No replacement for recycling before this (after one failed).
     replace_after: Instant,
+    /// Worker restarts in serving generations, for the status page.
+    restarts: u64,
+    /// Requests answered by generations already stopped.
+    served_before: u64,
     control: mpsc::Receiver<Control>,
 }
 
@@ -96,6 +100,8 @@ impl Supervisor {
             exited: Arc::new(Notify::new()),
             pending: None,
             replace_after: Instant::now(),
+            restarts: 0,
+            served_before: 0,
             control,
         };
         let gen = sup.new_generation()?;
@@ -136,6 +142,31 @@ impl Supervisor {
         self.advance_candidate();
         self.advance_retiring();
         self.maybe_replace();
+        self.publish_status();
+    }
+
+    /// Refresh the snapshot the status page reads.
+    fn publish_status(&self) {
+        let gens = self.current.iter().chain(&self.retiring);
+        let mut workers = Vec::new();
+        let mut requests = self.served_before;
+        for gen in gens.chain(self.candidate.as_ref().map(|c| &c.gen)) {
+            requests += gen.requests();
+            for slot in &gen.slots {
+                let (pid, state, uptime_secs) = slot.describe();
+                workers.push(WorkerStatus {
+                    pid,
+                    state,
+                    generation: gen.id,
+                    uptime_secs,
+                });
+            }
+        }
+        let mut status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.generation = self.current.as_ref().map_or(0, |g| g.id);
+        status.workers = workers;
+        status.restarts = self.restarts;
+        status.requests = requests;
     }
 
     fn label(&self) -> &str {
@@ -277,7 +308,10 @@ impl Supervisor {
                     }
                     self.fast_failures = 0;
                 }
-                Slot::Backoff(at) if *at <= now => gen.slots[i] = self.start_worker(&gen),
+                Slot::Backoff(at) if *at <= now => {
+                    self.restarts += 1;
+                    gen.slots[i] = self.start_worker(&gen);
+                }
                 _ => {}
             }
         }
@@ -424,6 +458,7 @@ impl Supervisor {
                 .retiring_since
                 .is_some_and(|t| now - t >= self.drain_limit);
             if gen.shared.is_some() && (drained || overdue) {
+                self.served_before += gen.requests();
                 gen.stop(now + TERM_GRACE);
             }
             for slot in &mut gen.slots {

@@ -1,0 +1,110 @@
+//! The application currently serving, and SIGHUP: re-read the flags and
+//! the config file, build a new [`App`] and swap it in atomically.
+//!
+//! Requests already running finish on the application they started with;
+//! every new request sees the new one. A file that does not parse or
+//! validate is rejected with a log line and the old configuration keeps
+//! serving. Unchanged spawned pools are carried over (and get a fresh
+//! generation, so edited code is picked up); pools that disappeared or
+//! changed stop once the old application is no longer used. Counters,
+//! request ids and the CGI process registry carry over, so the status
+//! page and shutdown see one server.
+//!
+//! Listeners, TLS certificates, `user` and the connection limits are fixed
+//! when cgihost starts; a reload that changes them says so in the log and
+//! keeps the running values.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::cli::Cli;
+use crate::config::{Config, ConfigError};
+use crate::router::App;
+
+/// The application serving new requests.
+pub struct Live {
+    current: RwLock<Arc<App>>,
+    /// Replaced applications whose pools are being stopped.
+    retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Live {
+    pub fn new(app: Arc<App>) -> Arc<Live> {
+        Arc::new(Live {
+            current: RwLock::new(app),
+            retiring: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<App> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Load the configuration again and swap it in; on error nothing changes.
+    pub fn reload(&self, cli: &Cli) -> Result<(), ConfigError> {
+        let config = Config::load(cli)?;
+        let old = self.current();
+        warn_fixed_settings(&old.config, &config);
+        let new = App::reloaded(config, &old)?;
+        for line in new.config.route_lines() {
+            tracing::info!("route: {line}");
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        let generation = new.stats.config_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!("configuration reloaded (generation {generation})");
+        let grace = old.config.shutdown_grace;
+        let retire = tokio::spawn(async move {
+            // Requests hold the application they started with.
+            let deadline = tokio::time::Instant::now() + grace;
+            while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            old.fastcgi.stop_pools().await;
+        });
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        retiring.retain(|t| !t.is_finished());
+        retiring.push(retire);
+        Ok(())
+    }
+
+    /// Shutdown: stop the current application's pools and wait for the
+    /// retiring ones.
+    pub async fn stop_all(&self) {
+        self.current().fastcgi.stop_pools().await;
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in retiring {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Settings bound at start that a reload cannot change.
+fn warn_fixed_settings(old: &Config, new: &Config) {
+    let changed = [
+        ("listeners", old.listen != new.listen),
+        ("tls_cert/tls_key", old.tls != new.tls),
+        ("user", old.user != new.user),
+        (
+            "max_connections",
+            old.max_connections != new.max_connections,
+        ),
+        (
+            "header_read_timeout/keepalive_timeout/max_header_size",
+            old.header_read_timeout != new.header_read_timeout
+                || old.keepalive_timeout != new.keepalive_timeout
+                || old.max_header_size != new.max_header_size,
+        ),
+    ];
+    for (what, differs) in changed {
+        if differs {
+            tracing::warn!(
+                "reload: {what} changed; that takes a restart, keeping the running value"
+            );
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The status page at `--status-path` (off by default): one snapshot of
+//! the server — uptime, connections, requests and status classes per
+//! route, CGI processes running, each spawned FastCGI pool's workers and
+//! each FastCGI backend's health — served three ways:
+//! - `PATH` (or `PATH/`): an HTML dashboard; a few lines of script re-fetch
+//!   it every 2 s and swap the content, so it stays live without a reload;
+//! - `PATH?json`, or `Accept: application/json`: the same as JSON;
+//! - `PATH/metrics`: Prometheus text format.
+//!
+//! By default only loopback clients see it; anyone else gets the same 404
+//! as for any missing path (`status_local_only = false` opens it).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::body::{self, Body};
+use crate::config::StatusConfig;
+use crate::error::Error;
+use crate::router::{App, ReqBody};
+use crate::server::ConnInfo;
+
+/// `path` is the status page, its `/`, or its `/metrics`.
+pub fn is_status_path(status_path: &str, path: &str) -> bool {
+    matches!(path.strip_prefix(status_path), Some("" | "/" | "/metrics"))
+}
+
+pub fn serve(
+    app: &App,
+    cfg: &StatusConfig,
+    req: &Request<ReqBody>,
+    conn: &ConnInfo,
+) -> Result<Response<Body>, Error> {
+    if cfg.local_only && !conn.peer.ip().to_canonical().is_loopback() {
+        tracing::debug!("status page refused to non-loopback client {}", conn.peer);
+        return Err(Error::NotFound);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(Error::MethodNotAllowed("GET, HEAD"));
+    }
+    let snapshot = snapshot(app);
+    let (content_type, text) = if req.uri().path().ends_with("/metrics") {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics(&snapshot),
+        )
+    } else if wants_json(req) {
+        ("application/json", format!("{snapshot:#}\n"))
+    } else {
+        ("text/html; charset=utf-8", html(&snapshot))
+    };
+    let len = text.len();
+    let body = if req.method() == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(text)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(resp)
+}
+
+fn wants_json(req: &Request<ReqBody>) -> bool {
+    let query_json = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "json" || p.starts_with("json=")));
+    let accept_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    query_json || accept_json
+}
+
+/// Everything the page shows, as the JSON document (the HTML and the
+/// metrics are rendered from it, so the three never disagree).
+fn snapshot(app: &App) -> Value {
+    let stats = &app.stats;
+    let routes: Vec<Value> = stats
+        .routes()
+        .iter()
+        .map(|r| {
+            json!({
+                "route": &*r.route,
+                "requests": r.requests,
+                "status": {
+                    "1xx": r.by_class[0], "2xx": r.by_class[1], "3xx": r.by_class[2],
+                    "4xx": r.by_class[3], "5xx": r.by_class[4],
+                },
+                "bytes_out": r.bytes_out,
+                "avg_ms": avg_ms(r.seconds, r.requests),
+                "upstream_avg_ms": avg_ms(r.upstream_seconds, r.upstream_requests),
+            })
+        })
+        .collect();
+    let pools: Vec<Value> = app
+        .fastcgi
+        .pool_statuses()
+        .into_iter()
+        .map(|p| {
+            let workers: Vec<Value> = p
+                .workers
+                .iter()
+                .map(|w| {
+                    json!({
+                        "pid": w.pid, "state": w.state,
+                        "generation": w.generation, "uptime_secs": w.uptime_secs,
+                    })
+                })
+                .collect();
+            json!({
+                "pool": p.label, "generation": p.generation, "healthy": !p.failing,
+                "requests": p.requests, "restarts": p.restarts, "workers": workers,
+            })
+        })
+        .collect();
+    let backends: Vec<Value> = app
+        .fastcgi
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "addr": b.name(),
+                "up": b.is_up(),
+                "last_error": if b.is_up() { Value::Null } else { Value::from(b.last_error()) },
+                "in_flight": b.in_flight.load(Ordering::Relaxed),
+                "requests": b.stats.requests.load(Ordering::Relaxed),
+                "connects": b.stats.connects.load(Ordering::Relaxed),
+                "connect_failures": b.stats.connect_failures.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let requests: u64 = stats.routes().iter().map(|r| r.requests).sum();
+    json!({
+        "server": "cgihost",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_secs": stats.started.elapsed().as_secs(),
+        "started_unix": stats.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        "config_generation": stats.config_generation.load(Ordering::Relaxed),
+        "connections": {
+            "open": stats.connections_open.load(Ordering::Relaxed),
+            "total": stats.connections_total.load(Ordering::Relaxed),
+        },
+        "requests": requests,
+        "routes": routes,
+        "cgi": {
+            "running": app.cgi.groups.len(),
+            "max_processes": app.cgi.max_processes(),
+        },
+        "fastcgi_pools": pools,
+        "fastcgi_backends": backends,
+    })
+}
+
+fn avg_ms(total_secs: f64, n: u64) -> Value {
+    if n == 0 {
+        return Value::Null;
+    }
+    Value::from((total_secs * 1000.0 / n as f64 * 100.0).round() / 100.0)
+}
+
+/// Prometheus text exposition format 0.0.4.
+fn metrics(s: &Value) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, Value)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {}", number(&v));
+        }
+    };
+    let one = |v: &Value| vec![(String::new(), v.clone())];
+    family(
+        "cgihost_uptime_seconds",
+        "gauge",
+        "Seconds since cgihost started.",
+        one(&s["uptime_secs"]),
+    );
+    family(
+        "cgihost_connections_open",
+        "gauge",
+        "Client connections open now.",
+        one(&s["connections"]["open"]),
+    );
+    family(
+        "cgihost_connections_total",
+        "counter",
+        "Client connections accepted.",
+        one(&s["connections"]["total"]),
+    );
+    family(
+        "cgihost_cgi_processes_running",
+        "gauge",
+        "CGI process groups running now.",
+        one(&s["cgi"]["running"]),
+    );
+    family(
+        "cgihost_cgi_processes_max",
+        "gauge",
+        "CGI processes allowed at once.",
+        one(&s["cgi"]["max_processes"]),
+    );
+    let routes = s["routes"].as_array().cloned().unwrap_or_default();
+    let mut by_code = Vec::new();
+    let mut bytes = Vec::new();
+    for r in &routes {
+        let route = label_value(&r["route"]);
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            by_code.push((
+                format!("{{route=\"{route}\",code=\"{class}\"}}"),
+                r["status"][class].clone(),
+            ));
+        }
+        bytes.push((format!("{{route=\"{route}\"}}"), r["bytes_out"].clone()));
+    }
+    family(
+        "cgihost_requests_total",
+        "counter",
+        "Requests answered, by route and status class.",
+        by_code,
+    );
+    family(
+        "cgihost_response_bytes_total",
+        "counter",
+        "Response body bytes sent, by route.",
+        bytes,
+    );
+    let pools = s["fastcgi_pools"].as_array().cloned().unwrap_or_default();
+    let mut workers = Vec::new();
+    let mut restarts = Vec::new();
+    let mut served = Vec::new();
+    for p in &pools {
+        let pool = label_value(&p["pool"]);
+        let list = p["workers"].as_array().cloned().unwrap_or_default();
+        for state in ["starting", "running", "stopping", "backoff"] {
+            let n = list.iter().filter(|w| w["state"] == state).count();
+            workers.push((
+                format!("{{pool=\"{pool}\",state=\"{state}\"}}"),
+                Value::from(n),
+            ));
+        }
+        restarts.push((format!("{{pool=\"{pool}\"}}"), p["restarts"].clone()));
+        served.push((format!("{{pool=\"{pool}\"}}"), p["requests"].clone()));
+    }
+    family(
+        "cgihost_fastcgi_pool_workers",
+        "gauge",
+        "Spawned FastCGI workers, by pool and state.",
+        workers,
+    );
+    family(
+        "cgihost_fastcgi_pool_restarts_total",
+        "counter",
+        "Workers started again after exiting.",
+        restarts,
+    );
+    family(
+        "cgihost_fastcgi_pool_requests_total",
+        "counter",
+        "Requests a spawned pool answered.",
+        served,
+    );
+    let backends = s["fastcgi_backends"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let up = backends
+        .iter()
+        .map(|b| {
+            (
+                format!("{{backend=\"{}\"}}", label_value(&b["addr"])),
+                Value::from(u8::from(b["up"] == true)),
+            )
+        })
+        .collect();
+    family(
+        "cgihost_fastcgi_backend_up",
+        "gauge",
+        "1 when the last connection to the backend succeeded.",
+        up,
+    );
+    out
+}
+
+fn number(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => u8::from(*b).to_string(),
+        _ => "0".into(),
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &Value) -> String {
+    let s = v.as_str().unwrap_or_default();
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+fn esc(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "–".into(),
+        other => other.to_string(),
+    };
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+const STYLE: &str = "
+:root{--bg:#f6f7f9;--card:#fff;--ink:#1d2430;--mute:#667085;--line:#e4e7ec;--ok:#12805c;--bad:#c4320a;--warn:#b54708;--accent:#3b5bdb}
+*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:var(--bg);color:var(--ink)}
+header{background:#1d2430;color:#fff;padding:14px 24px;display:flex;gap:16px;align-items:baseline;flex-wrap:wrap}
+header h1{font-size:18px;margin:0}header span{color:#c8cfdb;font-size:13px}
+main{padding:20px 24px;max-width:1200px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin-bottom:20px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
+.card b{display:block;font-size:22px;font-variant-numeric:tabular-nums}.card small{color:var(--mute)}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;margin-bottom:20px;overflow-x:auto}
+h2{font-size:15px;margin:0;padding:12px 14px;border-bottom:1px solid var(--line)}
+table{border-collapse:collapse;width:100%}th,td{padding:7px 14px;text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+th{color:var(--mute);font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
+th:first-child,td:first-child{text-align:left}tr+tr td{border-top:1px solid var(--line)}
+.ok{color:var(--ok);font-weight:600}.bad{color:var(--bad);font-weight:600}.warn{color:var(--warn);font-weight:600}
+.c5{color:var(--bad)}.c4{color:var(--warn)}.empty{color:var(--mute);padding:12px 14px}
+footer{color:var(--mute);font-size:12px;padding:0 24px 20px}footer a{color:var(--accent)}
+";
+
+/// Re-fetch the page every 2 s and swap `<main>`: live numbers, one
+/// renderer. `data-live` tells a test (and a curious reader) it ran.
+const SCRIPT: &str = "
+(function(){
+  async function refresh(){
+    try{
+      const r=await fetch(location.pathname,{headers:{Accept:'text/html'},cache:'no-store'});
+      if(!r.ok)throw new Error(r.status);
+      const doc=new DOMParser().parseFromString(await r.text(),'text/html');
+      document.querySelector('main').replaceWith(doc.querySelector('main'));
+      document.querySelector('header').replaceWith(doc.querySelector('header'));
+      document.body.dataset.live='1';
+      document.getElementById('live').textContent='live · updated '+new Date().toLocaleTimeString();
+    }catch(e){document.getElementById('live').textContent='paused: '+e.message;}
+  }
+  refresh();setInterval(refresh,2000);
+})();
+";
+
+fn html(s: &Value) -> String {
+    let mut o = String::with_capacity(8192);
+    let uptime = duration(s["uptime_secs"].as_u64().unwrap_or(0));
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+<meta name=viewport content='width=device-width,initial-scale=1'>\
+<title>cgihost status</title><style>{STYLE}</style></head><body>\
+<header><h1>cgihost status</h1><span>version {}</span><span>pid {}</span>\
+<span>up {uptime}</span><span>config generation {}</span></header><main>",
+        esc(&s["version"]),
+        esc(&s["pid"]),
+        esc(&s["config_generation"]),
+    );
+    let pools = s["fastcgi_pools"].as_array().cloned().unwrap_or_default();
+    let backends = s["fastcgi_backends"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let workers_up: usize = pools
+        .iter()
+        .flat_map(|p| p["workers"].as_array().cloned().unwrap_or_default())
+        .filter(|w| w["state"] == "running" || w["state"] == "starting")
+        .count();
+    let backends_up = backends.iter().filter(|b| b["up"] == true).count();
+    let _ = write!(o, "<div class=cards>");
+    for (value, label) in [
+        (uptime.clone(), "uptime".to_string()),
+        (esc(&s["requests"]), "requests answered".into()),
+        (
+            esc(&s["connections"]["open"]),
+            format!(
+                "connections open ({} total)",
+                esc(&s["connections"]["total"])
+            ),
+        ),
+        (
+            format!(
+                "{} / {}",
+                esc(&s["cgi"]["running"]),
+                esc(&s["cgi"]["max_processes"])
+            ),
+            "CGI processes running / max".into(),
+        ),
+        (
+            workers_up.to_string(),
+            format!("FastCGI workers up in {} pool(s)", pools.len()),
+        ),
+        (
+            format!("{backends_up} / {}", backends.len()),
+            "FastCGI backends up".into(),
+        ),
+    ] {
+        let _ = write!(
+            o,
+            "<div class=card><b>{value}</b><small>{label}</small></div>"
+        );
+    }
+    let _ = write!(o, "</div>");
+
+    let _ = write!(o, "<section id=routes><h2>Requests per route</h2>");
+    let routes = s["routes"].as_array().cloned().unwrap_or_default();
+    if routes.is_empty() {
+        let _ = write!(o, "<p class=empty>No requests yet.</p>");
+    } else {
+        let _ = write!(
+            o,
+            "<table><tr><th>route</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>\
+<th>5xx</th><th>avg time</th><th>avg upstream</th><th>sent</th></tr>"
+        );
+        for r in &routes {
+            let st = &r["status"];
+            let ms = |v: &Value| v.as_f64().map_or("–".into(), |m| format!("{m:.1} ms"));
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=c4>{}</td><td class=c5>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r["route"]),
+                esc(&r["requests"]),
+                esc(&st["2xx"]),
+                esc(&st["3xx"]),
+                esc(&st["4xx"]),
+                esc(&st["5xx"]),
+                ms(&r["avg_ms"]),
+                ms(&r["upstream_avg_ms"]),
+                bytes(r["bytes_out"].as_u64().unwrap_or(0)),
+            );
+        }
+        let _ = write!(o, "</table>");
+    }
+    let _ = write!(o, "</section>");
+
+    for p in &pools {
+        let health = if p["healthy"] == true {
+            "<span class=ok>healthy</span>"
+        } else {
+            "<span class=bad>failing: answering 503</span>"
+        };
+        let _ = write!(
+            o,
+            "<section class=pool><h2>Pool {} · generation {} · {health} · {} requests · {} restarts</h2>\
+<table><tr><th>pid</th><th>state</th><th>generation</th><th>uptime</th></tr>",
+            esc(&p["pool"]),
+            esc(&p["generation"]),
+            esc(&p["requests"]),
+            esc(&p["restarts"]),
+        );
+        for w in p["workers"].as_array().cloned().unwrap_or_default() {
+            let class = match w["state"].as_str() {
+                Some("running") => "ok",
+                Some("starting" | "stopping") => "warn",
+                _ => "bad",
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class={class}>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&w["pid"]),
+                esc(&w["state"]),
+                esc(&w["generation"]),
+                duration(w["uptime_secs"].as_u64().unwrap_or(0)),
+            );
+        }
+        let _ = write!(o, "</table></section>");
+    }
+
+    if !backends.is_empty() {
+        let _ = write!(
+            o,
+            "<section id=backends><h2>FastCGI backends</h2><table><tr><th>address</th><th>health</th>\
+<th>in flight</th><th>requests</th><th>connects</th><th>connect failures</th></tr>"
+        );
+        for b in &backends {
+            let health = if b["up"] == true {
+                "<span class=ok>up</span>".to_string()
+            } else {
+                format!("<span class=bad>down: {}</span>", esc(&b["last_error"]))
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{health}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&b["addr"]),
+                esc(&b["in_flight"]),
+                esc(&b["requests"]),
+                esc(&b["connects"]),
+                esc(&b["connect_failures"]),
+            );
+        }
+        let _ = write!(o, "</table></section>");
+    }
+    let _ = write!(
+        o,
+        "</main><footer><span id=live>static snapshot</span> · \
+<a href='?json'>JSON</a> · <a href='metrics'>Prometheus metrics</a></footer>\
+<script>{SCRIPT}</script></body></html>"
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_paths_match_on_the_boundary() {
+        assert!(is_status_path("/status", "/status"));
+        assert!(is_status_path("/status", "/status/"));
+        assert!(is_status_path("/status", "/status/metrics"));
+        assert!(!is_status_path("/status", "/statusx"));
+        assert!(!is_status_path("/status", "/status/other"));
+    }
+
+    #[test]
+    fn html_and_metrics_escape_what_they_show() {
+        let s = json!({
+            "routes": [{"route": "fastcgi <x>\"", "requests": 1,
+                "status": {"1xx":0,"2xx":1,"3xx":0,"4xx":0,"5xx":0},
+                "bytes_out": 2048, "avg_ms": 1.5, "upstream_avg_ms": null}],
+            "fastcgi_pools": [], "fastcgi_backends": [],
+        });
+        let page = html(&s);
+        assert!(page.contains("fastcgi &lt;x&gt;&quot;"));
+        assert!(!page.contains("<x>"));
+        assert!(page.contains("2.0 KiB"));
+        let m = metrics(&s);
+        assert!(m.contains(r#"cgihost_requests_total{route="fastcgi <x>\"",code="2xx"} 1"#));
+    }
+}

@@ -98,6 +98,13 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
         Some(name) => Some(privileges::lookup_user(name).map_err(Failure::Config)?),
         None => None,
     };
+    let fd_limit = privileges::raise_fd_limit();
+    if (fd_limit as usize) < config.max_connections * 2 {
+        tracing::warn!(
+            "open-file limit {fd_limit} is low for max_connections {}; raise it (ulimit -n, LimitNOFILE=)",
+            config.max_connections
+        );
+    }
     let listeners = bind_all(&config, tls).await?;
     match &user {
         Some(u) => {

@@ -157,3 +157,26 @@ pub fn systemd_listeners() -> Result<Option<Vec<TcpListener>>, String> {
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
+
+/// Raise the soft open-file limit to the hard one (as nginx's
+/// `worker_rlimit_nofile` or Go's runtime do): every connection, CGI pipe
+/// and backend socket is a descriptor, and 1024 is easy to reach.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: plain syscalls with a valid struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return wanted.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}

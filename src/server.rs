@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -234,6 +234,8 @@ struct Activity {
     /// Milliseconds after `epoch` when `in_flight` last dropped to zero.
     idle_since: AtomicU64,
     epoch: Instant,
+    /// Wakes the connection's idle timer when it becomes idle.
+    went_idle: Notify,
 }
 
 impl Activity {
@@ -257,6 +259,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
+            self.0.went_idle.notify_one();
         }
     }
 }
@@ -272,6 +275,7 @@ where
         requests: AtomicU64::new(0),
         idle_since: AtomicU64::new(0),
         epoch: Instant::now(),
+        went_idle: Notify::new(),
     });
     let service = {
         let activity = activity.clone();
@@ -301,6 +305,8 @@ where
                 }
                 return;
             }
+            // Idle again: start the keep-alive clock from now.
+            _ = activity.went_idle.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 let busy = activity.in_flight.load(Ordering::Acquire) > 0;
                 let unchanged = activity.idle_since.load(Ordering::Acquire) == idle_since;

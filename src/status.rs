@@ -455,16 +455,25 @@ fn html(s: &Value) -> String {
         for r in &routes {
             let st = &r["status"];
             let ms = |v: &Value| v.as_f64().map_or("–".into(), |m| format!("{m:.1} ms"));
+            // Only non-zero error counts are coloured.
+            let flag = |v: &Value, class: &str| {
+                let n = esc(v);
+                if v.as_u64().unwrap_or(0) > 0 {
+                    format!("<td class={class}>{n}</td>")
+                } else {
+                    format!("<td>{n}</td>")
+                }
+            };
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=c4>{}</td><td class=c5>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}\
 <td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r["route"]),
                 esc(&r["requests"]),
                 esc(&st["2xx"]),
                 esc(&st["3xx"]),
-                esc(&st["4xx"]),
-                esc(&st["5xx"]),
+                flag(&st["4xx"], "c4"),
+                flag(&st["5xx"], "c5"),
                 ms(&r["avg_ms"]),
                 ms(&r["upstream_avg_ms"]),
                 bytes(r["bytes_out"].as_u64().unwrap_or(0)),

@@ -173,6 +173,13 @@ pub fn build_into(
     put("REDIRECT_STATUS", b"200");
     put("PATH", server.path.as_bytes());
     add_http_headers(put, req.headers, server.pass_authorization);
+    // HTTP/2 carries the host in `:authority`, not in a Host header;
+    // applications still expect HTTP_HOST.
+    if !req.headers.contains_key(header::HOST) {
+        if let Some(authority) = req.uri.authority() {
+            put("HTTP_HOST", authority.as_str().as_bytes());
+        }
+    }
 }
 
 /// Headers that never become `HTTP_*`.

@@ -94,7 +94,11 @@ fn collect_lines(
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
             if let Some(tx) = &ready {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                let rest = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .or_else(|| line.split("listening on https://").nth(1));
+                if let Some(rest) = rest {
                     let _ = tx.send(rest.trim().to_string());
                 }
             }
@@ -655,4 +659,74 @@ pub async fn stream_upload(conn: &mut Conn, head: &str, total: u64, chunked: boo
             .expect("write");
     }
     hex(&hasher.finalize())
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the
+/// openssl command line: (dir holding them, cert.pem, key.pem).
+pub fn self_signed_cert() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (dir, cert, key)
+}
+
+/// Output of a curl run: body on stdout, `-w` text after a marker.
+pub struct CurlOut {
+    pub ok: bool,
+    pub body: Vec<u8>,
+    /// What `-w` printed (after the body).
+    pub info: String,
+    pub stderr: String,
+}
+
+/// Run curl (silent, with `-w '\n@@%{http_version} %{http_code}'`).
+pub async fn curl(args: &[&str]) -> CurlOut {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "120",
+            "-w",
+            "\n@@%{http_version} %{http_code}",
+        ])
+        .args(args)
+        .output()
+        .await
+        .expect("run curl");
+    let marker = b"\n@@";
+    let split = out
+        .stdout
+        .windows(marker.len())
+        .rposition(|w| w == marker)
+        .unwrap_or(out.stdout.len());
+    let info = String::from_utf8_lossy(out.stdout.get(split + marker.len()..).unwrap_or(&[]))
+        .trim()
+        .to_string();
+    CurlOut {
+        ok: out.status.success(),
+        body: out.stdout[..split].to_vec(),
+        info,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

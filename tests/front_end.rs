@@ -1,0 +1,285 @@
+//! The HTTP front end: TLS and HTTP/2 (ALPN and cleartext prior
+//! knowledge) through to CGI programs, with curl as the client; and the
+//! limits that must hold under abuse (431, slow clients, idle keep-alive,
+//! the connection cap).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cgihost::config::TlsFiles;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> cgihost::config::Config {
+    let mut cfg = fixture_config();
+    cfg.tls = Some(TlsFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    });
+    cfg
+}
+
+fn env_of(body: &[u8]) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_negotiates_http2_and_cgi_sees_https() {
+    let (_dir, cert, key) = self_signed_cert();
+    let srv = TestServer::start(tls_config(&cert, &key)).await;
+    let url = format!("https://127.0.0.1:{}/cgi-bin/env.pl?x=1", srv.addr.port());
+    let cacert = cert.to_str().unwrap();
+
+    let h2 = curl(&["--cacert", cacert, "--http2", &url]).await;
+    assert!(h2.ok, "{}", h2.stderr);
+    assert_eq!(h2.info, "2 200");
+    let env = env_of(&h2.body);
+    assert_eq!(env.get("HTTPS").map(String::as_str), Some("on"));
+    assert_eq!(env.get("REQUEST_SCHEME").map(String::as_str), Some("https"));
+    assert_eq!(
+        env.get("SERVER_PROTOCOL").map(String::as_str),
+        Some("HTTP/2.0")
+    );
+    let host = format!("127.0.0.1:{}", srv.addr.port());
+    assert_eq!(env.get("HTTP_HOST"), Some(&host));
+    assert_eq!(env.get("QUERY_STRING").map(String::as_str), Some("x=1"));
+
+    let h1 = curl(&["--cacert", cacert, "--http1.1", &url]).await;
+    assert_eq!(h1.info, "1.1 200");
+    let env = env_of(&h1.body);
+    assert_eq!(
+        env.get("SERVER_PROTOCOL").map(String::as_str),
+        Some("HTTP/1.1")
+    );
+    assert_eq!(env.get("HTTPS").map(String::as_str), Some("on"));
+
+    // The listener is TLS-only: plain HTTP gets no HTTP response.
+    let mut plain = TcpStream::connect(srv.addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"), "plain HTTP was served");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_http2_with_prior_knowledge() {
+    let srv = TestServer::start(fixture_config()).await;
+    let base = format!("http://127.0.0.1:{}", srv.addr.port());
+    let out = curl(&["--http2-prior-knowledge", &format!("{base}/cgi-bin/env.pl")]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.info, "2 200");
+    let env = env_of(&out.body);
+    assert_eq!(
+        env.get("SERVER_PROTOCOL").map(String::as_str),
+        Some("HTTP/2.0")
+    );
+    assert_eq!(env.get("HTTPS"), None);
+    // Static files too, byte for byte.
+    let page = curl(&["--http2-prior-knowledge", &format!("{base}/index.html")]).await;
+    assert_eq!(page.info, "2 200");
+    let want = std::fs::read(fixtures().join("static/index.html")).unwrap();
+    assert_eq!(page.body, want);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mib_upload_over_http2_is_hashed_exactly() {
+    let (dir, cert, key) = self_signed_cert();
+    let srv = TestServer::start(tls_config(&cert, &key)).await;
+    let file = dir.path().join("upload.bin");
+    let data = random_bytes(100 << 20, 7);
+    let want = sha256_hex(&data);
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+    let url = format!("https://127.0.0.1:{}/cgi-bin/sha256.sh", srv.addr.port());
+    let cacert = cert.to_str().unwrap();
+    let upload = format!("@{}", file.display());
+    // With a length (Content-Length on the HEADERS frame)...
+    let out = curl(&[
+        "--cacert",
+        cacert,
+        "--http2",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &upload,
+        &url,
+    ])
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.info, "2 200");
+    assert_eq!(String::from_utf8_lossy(&out.body).trim(), want);
+    // ...and streamed from a pipe with no length (spooled, then exact).
+    let piped = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 8388608 '{}' | curl -sS --http2 --cacert '{cacert}' -T - '{url}'",
+            file.display()
+        ))
+        .output()
+        .await
+        .unwrap();
+    let head = std::fs::read(&file).unwrap()[..8 << 20].to_vec();
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).trim(),
+        sha256_hex(&head)
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_head_is_431() {
+    let mut cfg = fixture_config();
+    cfg.max_header_size = 16 * 1024;
+    let srv = TestServer::start(cfg).await;
+    let big = "a".repeat(20 * 1024);
+    let raw = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n");
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 431);
+    // Under the limit is fine.
+    let ok = "a".repeat(8 * 1024);
+    let raw = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n");
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 200);
+    srv.stop().await;
+}
+
+/// Read until EOF or error; true if the peer closed within `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_slow_clients_do_not_stop_a_normal_one() {
+    raise_fd_limit();
+    let mut srv = BinServer::start(&["--config", &write_conf("header_read_timeout = 2\n")]);
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+        // Half send a partial head, half send nothing at all.
+        if i % 2 == 0 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    let started = Instant::now();
+    let resp = get(srv.addr, "/index.html").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a normal client waited {:?} behind slow ones",
+        started.elapsed()
+    );
+    // And the slow ones are cut off once the header timeout passes.
+    let mut closed = 0;
+    for s in &mut slow {
+        if closed_within(s, Duration::from_secs(6)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 500, "every slow connection should be closed");
+    assert!(alive(srv.pid()));
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_close() {
+    let mut cfg = fixture_config();
+    cfg.keepalive_timeout = Duration::from_secs(1);
+    let srv = TestServer::start(cfg).await;
+    let mut conn = Conn::open(srv.addr).await;
+    let resp = conn
+        .request(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    // Within the timeout the connection is reused...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = conn
+        .request(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    // ...after it, the server closes it.
+    let started = Instant::now();
+    let mut stream = conn.stream.into_inner();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed too early: {waited:?}"
+    );
+    // A slow response is not idle: a CGI silent for 2 s still answers.
+    let resp = get(srv.addr, "/cgi-bin/slow.sh?2").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let mut cfg = fixture_config();
+    cfg.max_connections = 2;
+    let srv = TestServer::start(cfg).await;
+    let mut a = Conn::open(srv.addr).await;
+    let mut b = Conn::open(srv.addr).await;
+    for c in [&mut a, &mut b] {
+        let r = c
+            .request(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // A third client connects (the kernel queues it) but is not served...
+    let mut third = Conn::open(srv.addr).await;
+    third
+        .send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(800), third.read_response(false)).await;
+    assert!(early.is_err(), "served over the connection cap");
+    // ...until a slot frees up.
+    drop(a);
+    let resp = tokio::time::timeout(Duration::from_secs(5), third.read_response(false))
+        .await
+        .expect("served once a connection closed")
+        .expect("a response");
+    assert_eq!(resp.status, 200);
+    drop(b);
+    srv.stop().await;
+}
+
+/// A config file with `body`, kept for the life of the test process.
+fn write_conf(body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("cgihost.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain syscalls with a valid struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

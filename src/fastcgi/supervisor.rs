@@ -109,8 +109,9 @@ pub struct PoolStatus {
     pub workers: Vec<WorkerStatus>,
     /// Workers of the serving generation started again after exiting.
     pub restarts: u64,
-    /// Requests the pool has answered, over all its generations. Workers
-    /// share one socket, so cgihost cannot count per worker.
+    /// Requests the pool has answered, over all its generations (the
+    /// serving one counted live). Workers share one socket, so cgihost
+    /// cannot count per worker.
     pub requests: u64,
     /// Workers keep failing at start; the route answers 503.
     pub failing: bool,
@@ -234,6 +235,14 @@ impl PoolHandle {
             .clone();
         s.label.clone_from(&self.shared.label);
         s.failing = self.shared.failing.load(Ordering::Relaxed);
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(gen) = &*current {
+            s.requests += gen.backend().stats.requests.load(Ordering::Relaxed);
+        }
         s
     }
 

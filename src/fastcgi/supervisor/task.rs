@@ -149,9 +149,12 @@ impl Supervisor {
     fn publish_status(&self) {
         let gens = self.current.iter().chain(&self.retiring);
         let mut workers = Vec::new();
+        // The serving generation's count is read live by `status()`.
         let mut requests = self.served_before;
         for gen in gens.chain(self.candidate.as_ref().map(|c| &c.gen)) {
-            requests += gen.requests();
+            if self.current.as_ref().is_none_or(|c| c.id != gen.id) {
+                requests += gen.requests();
+            }
             for slot in &gen.slots {
                 let (pid, state, uptime_secs) = slot.describe();
                 workers.push(WorkerStatus {

@@ -105,7 +105,7 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
             config.max_connections
         );
     }
-    let listeners = bind_all(&config, tls).await?;
+    let listeners = bind_all(&config, tls.is_some()).await?;
     match &user {
         Some(u) => {
             privileges::drop_to(u).map_err(runtime)?;
@@ -117,7 +117,7 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
         None => {}
     }
     let app = App::new(config).map_err(|e| Failure::Config(e.0))?;
-    let live = Live::new(app.clone());
+    let live = Live::new(app.clone(), tls);
     // Install the handlers before announcing readiness: a signal that
     // arrives right after "listening on" must drain, not kill.
     let sig = |kind, name: &str| {
@@ -131,7 +131,7 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
     }
     drop(app);
     for l in &listeners {
-        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        let scheme = if l.tls { "https" } else { "http" };
         let addr = l.tcp.local_addr().map_err(|e| runtime(e.to_string()))?;
         tracing::info!("listening on {scheme}://{addr}");
     }
@@ -142,10 +142,7 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
 }
 
 /// The configured listeners, or the sockets systemd passed us.
-async fn bind_all(
-    config: &Config,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<Vec<Listener>, Failure> {
+async fn bind_all(config: &Config, tls: bool) -> Result<Vec<Listener>, Failure> {
     if let Some(sockets) = privileges::systemd_listeners().map_err(Failure::Config)? {
         tracing::info!(
             "using {} socket(s) from systemd (LISTEN_FDS)",
@@ -156,10 +153,7 @@ async fn bind_all(
             .map(|s| {
                 let tcp = tokio::net::TcpListener::from_std(s)
                     .map_err(|e| Failure::Runtime(format!("LISTEN_FDS: {e}")))?;
-                Ok(Listener {
-                    tcp,
-                    tls: tls.clone(),
-                })
+                Ok(Listener { tcp, tls })
             })
             .collect();
     }
@@ -168,8 +162,7 @@ async fn bind_all(
         let tcp = tokio::net::TcpListener::bind(l.addr)
             .await
             .map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", l.addr)))?;
-        let tls = if l.tls { tls.clone() } else { None };
-        listeners.push(Listener { tcp, tls });
+        listeners.push(Listener { tcp, tls: l.tls });
     }
     Ok(listeners)
 }

@@ -10,9 +10,12 @@
 //! request ids and the CGI process registry carry over, so the status
 //! page and shutdown see one server.
 //!
-//! Listeners, TLS certificates, `user` and the connection limits are fixed
-//! when cgihost starts; a reload that changes them says so in the log and
-//! keeps the running values.
+//! TLS certificates are read again too (a renewed certificate needs no
+//! restart); if the new files do not load, the old certificate stays. Run
+//! with `--user`, the key must then be readable by that user. Listeners,
+//! `user` and the connection limits are fixed when cgihost starts; a
+//! reload that changes them says so in the log and keeps the running
+//! values.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,18 +24,22 @@ use std::time::Duration;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::router::App;
+use tokio_rustls::TlsAcceptor;
 
 /// The application serving new requests.
 pub struct Live {
     current: RwLock<Arc<App>>,
+    /// For the TLS listeners; swapped when a reload loads new files.
+    tls: RwLock<Option<TlsAcceptor>>,
     /// Replaced applications whose pools are being stopped.
     retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Live {
-    pub fn new(app: Arc<App>) -> Arc<Live> {
+    pub fn new(app: Arc<App>, tls: Option<TlsAcceptor>) -> Arc<Live> {
         Arc::new(Live {
             current: RwLock::new(app),
+            tls: RwLock::new(tls),
             retiring: Mutex::new(Vec::new()),
         })
     }
@@ -44,12 +51,22 @@ impl Live {
             .clone()
     }
 
+    /// The acceptor for new TLS connections.
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Load the configuration again and swap it in; on error nothing changes.
     pub fn reload(&self, cli: &Cli) -> Result<(), ConfigError> {
         let config = Config::load(cli)?;
         let old = self.current();
         warn_fixed_settings(&old.config, &config);
+        let tls = self.reload_tls(&old.config, &config);
         let new = App::reloaded(config, &old)?;
+        if let Some(acceptor) = tls {
+            *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(acceptor);
+            tracing::info!("TLS certificate reloaded");
+        }
         for line in new.config.route_lines() {
             tracing::info!("route: {line}");
         }
@@ -71,6 +88,27 @@ impl Live {
         Ok(())
     }
 
+    /// The new files' acceptor, when TLS is on and they load.
+    fn reload_tls(&self, old: &Config, new: &Config) -> Option<TlsAcceptor> {
+        let files = match (&old.tls, &new.tls) {
+            (Some(_), Some(files)) => files,
+            (None, None) => return None,
+            _ => {
+                tracing::warn!(
+                    "reload: turning TLS on or off takes a restart; keeping the running listeners"
+                );
+                return None;
+            }
+        };
+        match crate::tls::acceptor(files) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("reload: keeping the running TLS certificate: {e}");
+                None
+            }
+        }
+    }
+
     /// Shutdown: stop the current application's pools and wait for the
     /// retiring ones.
     pub async fn stop_all(&self) {
@@ -87,7 +125,6 @@ impl Live {
 fn warn_fixed_settings(old: &Config, new: &Config) {
     let changed = [
         ("listeners", old.listen != new.listen),
-        ("tls_cert/tls_key", old.tls != new.tls),
         ("user", old.user != new.user),
         (
             "max_connections",

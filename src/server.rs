@@ -51,10 +51,10 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// A bound socket and, for HTTPS, its TLS acceptor.
+/// A bound socket; `tls`: HTTPS only (with the live certificate).
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: bool,
 }
 
 /// Serve one listener (TLS when `app.config.tls` is set) until `shutdown`
@@ -71,8 +71,11 @@ pub async fn run(
         ),
         None => None,
     };
-    let listeners = vec![Listener { tcp: listener, tls }];
-    serve(listeners, Live::new(app), shutdown).await
+    let listeners = vec![Listener {
+        tcp: listener,
+        tls: tls.is_some(),
+    }];
+    serve(listeners, Live::new(app, tls), shutdown).await
 }
 
 /// Serve every listener with whatever application `live` holds at the
@@ -189,10 +192,10 @@ async fn accept_loop(
         let conn = ConnInfo {
             peer,
             local,
-            tls: listener.tls.is_some(),
+            tls: listener.tls,
         };
         let (live, front, watcher) = (live.clone(), front.clone(), graceful.watcher());
-        let tls = listener.tls.clone();
+        let tls = if listener.tls { live.tls() } else { None };
         tokio::spawn(async move {
             front.stats.connection_opened();
             handle_connection(stream, tls, conn, live, &front, watcher).await;

@@ -519,3 +519,53 @@ fn check_config_catches_tls_and_user_problems() {
     assert_eq!(code, Some(2));
     assert!(err.contains("status"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_loads_a_renewed_certificate() {
+    let (dir, cert, key) = self_signed_cert();
+    let (_next_dir, next_cert, next_key) = self_signed_cert();
+    let run = tempfile::tempdir().unwrap();
+    let live_cert = dir.path().join("live-cert.pem");
+    let live_key = dir.path().join("live-key.pem");
+    std::fs::copy(&cert, &live_cert).unwrap();
+    std::fs::copy(&key, &live_key).unwrap();
+    let srv = start(
+        &[
+            "--tls-cert",
+            live_cert.to_str().unwrap(),
+            "--tls-key",
+            live_key.to_str().unwrap(),
+        ],
+        run.path(),
+    );
+    let url = format!("https://127.0.0.1:{}/index.html", srv.addr.port());
+    let trusting = |ca: &Path| {
+        let ca = ca.to_str().unwrap().to_string();
+        let url = url.clone();
+        async move { curl(&["--cacert", &ca, &url]).await }
+    };
+    assert_eq!(trusting(&cert).await.info, "2 200");
+    assert!(!trusting(&next_cert).await.ok);
+    // Renew: new files in place, then SIGHUP.
+    std::fs::copy(&next_cert, &live_cert).unwrap();
+    std::fs::copy(&next_key, &live_key).unwrap();
+    srv.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .stderr_text()
+            .contains("TLS certificate reloaded"))
+        .await
+    );
+    assert_eq!(trusting(&next_cert).await.info, "2 200");
+    assert!(!trusting(&cert).await.ok);
+    // A broken renewal keeps the working certificate.
+    std::fs::write(&live_key, "not a key\n").unwrap();
+    srv.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .stderr_text()
+            .contains("keeping the running TLS certificate"))
+        .await
+    );
+    assert_eq!(trusting(&next_cert).await.info, "2 200");
+}

@@ -49,6 +49,8 @@ struct FileConfig {
     max_body: Option<SizeValue>,
     workers: Option<u32>,
     log_format: Option<String>,
+    /// `false`: no access log lines (like nginx `access_log off`).
+    access_log: Option<bool>,
     status_path: Option<String>,
     user: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -236,6 +238,8 @@ pub struct Config {
     /// Workers per spawned pool that does not set its own (`--workers`).
     pub workers: u32,
     pub log_format: LogFormat,
+    /// Write access log lines (stdout).
+    pub access_log: bool,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
     pub max_header_size: usize,
@@ -294,6 +298,7 @@ impl Default for Config {
             spawn: Vec::new(),
             workers: 4,
             log_format: LogFormat::Combined,
+            access_log: true,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
@@ -400,6 +405,7 @@ impl Config {
         if let Some(fmt) = f.log_format {
             self.log_format = parse_log_format("log_format", &fmt)?;
         }
+        set(&mut self.access_log, f.access_log);
         set(&mut self.cgi.max_processes, f.cgi.max_processes);
         set(
             &mut self.cgi.queue_timeout,

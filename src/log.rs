@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tracing_subscriber::EnvFilter;
@@ -19,12 +19,12 @@ use tracing_subscriber::EnvFilter;
 use crate::body::Body;
 use crate::config::LogFormat;
 use crate::server::InFlight;
-use crate::stats::Stats;
+use crate::stats::RouteCounters;
 
 /// What routing learned about a request, for the log line and the counters.
 #[derive(Debug, Default)]
 pub struct RequestNote {
-    pub route: Option<Arc<str>>,
+    pub route: Option<Arc<RouteCounters>>,
     pub upstream: Option<Duration>,
 }
 
@@ -48,39 +48,35 @@ pub fn init(verbosity: i8) {
 
 /// The facts of one request the access log line needs.
 pub struct AccessRecord {
-    pub format: LogFormat,
+    /// `None`: the access log is off (the counters still run).
+    pub format: Option<LogFormat>,
     pub remote: IpAddr,
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
     pub started: Instant,
     pub time: SystemTime,
     pub status: u16,
-    /// Which route answered (status page counters), once known.
-    pub route: Option<Arc<str>>,
+    /// Which route answered (and its status page counters), once known.
+    pub route: Option<Arc<RouteCounters>>,
     /// Time until the CGI program or FastCGI backend sent its header block.
     pub upstream: Option<Duration>,
-    stats: Option<Arc<Stats>>,
     /// Keeps the connection counted as busy until the body is done.
     _busy: Option<InFlight>,
 }
 
 impl AccessRecord {
     pub fn new(
-        format: LogFormat,
+        format: Option<LogFormat>,
         remote: IpAddr,
         method: &Method,
         uri: &Uri,
         version: Version,
         headers: &HeaderMap,
     ) -> AccessRecord {
-        let h = |name: header::HeaderName| {
-            headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
+        let h = |name: header::HeaderName| headers.get(name).cloned();
         AccessRecord {
             format,
             remote: remote.to_canonical(),
@@ -94,60 +90,76 @@ impl AccessRecord {
             status: 0,
             route: None,
             upstream: None,
-            stats: None,
             _busy: None,
         }
     }
 
     /// What routing learned, and where to count the request when it ends.
-    pub fn attach(&mut self, note: RequestNote, stats: Arc<Stats>, busy: InFlight) {
+    pub fn attach(&mut self, note: RequestNote, busy: InFlight) {
         self.route = note.route;
         self.upstream = note.upstream;
-        self.stats = Some(stats);
         self._busy = Some(busy);
     }
 
-    fn upstream_secs(&self) -> Option<f64> {
-        self.upstream.map(|d| d.as_secs_f64())
-    }
-
-    fn line(&self, bytes: u64, complete: bool) -> String {
+    /// Append the log line to `out` (no allocation once `out` has grown).
+    fn write_line(&self, out: &mut String, bytes: u64, complete: bool) {
+        use std::fmt::Write as _;
         let secs = self.started.elapsed().as_secs_f64();
         let target = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        match self.format {
-            LogFormat::Combined => format!(
-                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.3} {}{}\n",
-                self.remote,
-                clf_time(self.time),
-                self.method,
-                escape_clf(target),
-                self.version,
-                self.status,
-                bytes,
-                escape_clf(self.referer.as_deref().unwrap_or("-")),
-                escape_clf(self.user_agent.as_deref().unwrap_or("-")),
-                secs,
-                self.upstream_secs()
-                    .map_or_else(|| "-".to_string(), |u| format!("{u:.3}")),
-                if complete { "" } else { " aborted" },
-            ),
-            LogFormat::Json => format!(
-                "{{\"time\":{},\"remote\":\"{}\",\"method\":{},\"uri\":{},\"proto\":\"{:?}\",\"status\":{},\"bytes\":{},\"referer\":{},\"user_agent\":{},\"duration\":{:.6},\"upstream_time\":{},\"route\":{},\"complete\":{}}}\n",
-                self.time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
-                self.remote,
-                json_str(self.method.as_str()),
-                json_str(target),
-                self.version,
-                self.status,
-                bytes,
-                self.referer.as_deref().map_or("null".into(), json_str),
-                self.user_agent.as_deref().map_or("null".into(), json_str),
-                secs,
-                self.upstream_secs()
-                    .map_or_else(|| "null".to_string(), |u| format!("{u:.6}")),
-                self.route.as_deref().map_or("null".into(), json_str),
-                complete,
-            ),
+        let referer = self.referer.as_ref().map(header_text);
+        let user_agent = self.user_agent.as_ref().map(header_text);
+        match self.format.unwrap_or(LogFormat::Combined) {
+            LogFormat::Combined => {
+                let _ = write!(out, "{} - - [", self.remote);
+                push_clf_time(out, self.time);
+                let _ = write!(out, "] \"{} ", self.method);
+                push_clf(out, target);
+                let _ = write!(out, " {:?}\" {} {} \"", self.version, self.status, bytes);
+                push_clf(out, referer.as_deref().unwrap_or("-"));
+                out.push_str("\" \"");
+                push_clf(out, user_agent.as_deref().unwrap_or("-"));
+                let _ = write!(out, "\" {secs:.3} ");
+                match self.upstream {
+                    Some(u) => {
+                        let _ = write!(out, "{:.3}", u.as_secs_f64());
+                    }
+                    None => out.push('-'),
+                }
+                if !complete {
+                    out.push_str(" aborted");
+                }
+                out.push('\n');
+            }
+            LogFormat::Json => {
+                let time = self.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "{{\"time\":{},\"remote\":\"{}\",\"method\":",
+                    time.as_secs_f64(),
+                    self.remote
+                );
+                push_json(out, Some(self.method.as_str()));
+                out.push_str(",\"uri\":");
+                push_json(out, Some(target));
+                let _ = write!(
+                    out,
+                    ",\"proto\":\"{:?}\",\"status\":{},\"bytes\":{},\"referer\":",
+                    self.version, self.status, bytes
+                );
+                push_json(out, referer.as_deref());
+                out.push_str(",\"user_agent\":");
+                push_json(out, user_agent.as_deref());
+                let _ = write!(out, ",\"duration\":{secs:.6},\"upstream_time\":");
+                match self.upstream {
+                    Some(u) => {
+                        let _ = write!(out, "{:.6}", u.as_secs_f64());
+                    }
+                    None => out.push_str("null"),
+                }
+                out.push_str(",\"route\":");
+                push_json(out, self.route.as_ref().map(|r| &*r.route));
+                let _ = writeln!(out, ",\"complete\":{complete}}}");
+            }
         }
     }
 }
@@ -207,18 +219,25 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(rec) = self.record.take() {
             let complete = self.done || self.inner.is_end_stream();
-            access_line(&rec.line(self.bytes, complete));
-            if let (Some(stats), Some(route)) = (&rec.stats, &rec.route) {
-                stats.record(
-                    route,
-                    rec.status,
-                    self.bytes,
-                    rec.started.elapsed(),
-                    rec.upstream,
-                );
+            if rec.format.is_some() {
+                LINE.with_borrow_mut(|line| {
+                    line.clear();
+                    rec.write_line(line, self.bytes, complete);
+                    access_line(line);
+                });
+            }
+            if let Some(route) = &rec.route {
+                route.record(rec.status, self.bytes, rec.started.elapsed(), rec.upstream);
             }
         }
     }
+}
+
+thread_local! {
+    /// Each thread's line buffer, reused for every request it logs.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The last formatted second, so most lines skip the date arithmetic.
+    static CLF_SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
 /// Access lines waiting for the writer thread.
@@ -283,6 +302,18 @@ pub fn flush_access_log() {
     }
 }
 
+/// Append `clf_time(t)`, formatting each second once per thread.
+fn push_clf_time(out: &mut String, t: SystemTime) {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    CLF_SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            *cached = secs;
+            *text = clf_time(t);
+        }
+        out.push_str(text);
+    });
+}
+
 /// `22/Nov/2026:00:32:05 +0000`
 fn clf_time(t: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
@@ -311,39 +342,84 @@ fn clf_time(t: SystemTime) -> String {
     )
 }
 
-/// Quote-safe text for a combined log field.
-fn escape_clf(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Append quote-safe text for a combined log field.
+fn push_clf(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Append a JSON string (or `null`).
+fn push_json(out: &mut String, s: Option<&str>) {
+    use std::fmt::Write as _;
+    let Some(s) = s else {
+        out.push_str("null");
+        return;
+    };
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn lines_carry_request_and_upstream_time() {
+        let uri: Uri = "/a?b=c".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("curl \"8\""));
+        let mut rec = AccessRecord::new(
+            Some(LogFormat::Combined),
+            "::ffff:127.0.0.1".parse().unwrap(),
+            &Method::GET,
+            &uri,
+            Version::HTTP_2,
+            &headers,
+        );
+        rec.status = 200;
+        rec.upstream = Some(Duration::from_millis(250));
+        let mut line = String::new();
+        rec.write_line(&mut line, 42, true);
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(r#"] "GET /a?b=c HTTP/2.0" 200 42 "-" "curl \"8\"" 0.0"#),
+            "{line}"
+        );
+        assert!(line.ends_with(" 0.250\n"), "{line}");
+        rec.format = Some(LogFormat::Json);
+        rec.upstream = None;
+        line.clear();
+        rec.write_line(&mut line, 42, false);
+        assert!(line.contains(r#""user_agent":"curl \"8\"""#), "{line}");
+        assert!(
+            line.contains("\"upstream_time\":null,\"route\":null,\"complete\":false}\n"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn clf_time_is_right() {
@@ -357,7 +433,11 @@ mod tests {
 
     #[test]
     fn fields_are_escaped() {
-        assert_eq!(escape_clf("a\"b\n"), "a\\\"b\\x0a");
-        assert_eq!(json_str("a\"\u{1}"), "\"a\\\"\\u0001\"");
+        let mut out = String::new();
+        push_clf(&mut out, "a\"b\n");
+        assert_eq!(out, "a\\\"b\\x0a");
+        out.clear();
+        push_json(&mut out, Some("a\"\u{1}"));
+        assert_eq!(out, "\"a\\\"\\u0001\"");
     }
 }

@@ -24,7 +24,7 @@ use crate::fastcgi::{self, FastCgi, ScriptTarget};
 use crate::log::RequestNote;
 use crate::server::ConnInfo;
 use crate::static_files::StaticFiles;
-use crate::stats::Stats;
+use crate::stats::{RouteCounters, Stats};
 use crate::status;
 use crate::upload::{self, UploadRule};
 use crate::uri_path::{join_url, SafePath};
@@ -49,11 +49,11 @@ pub struct App {
     labels: Labels,
 }
 
-/// Route names for the counters, allocated once.
+/// The built-in routes' counters.
 struct Labels {
-    cgi: Arc<str>,
-    statics: Arc<str>,
-    status: Arc<str>,
+    cgi: Arc<RouteCounters>,
+    statics: Arc<RouteCounters>,
+    status: Arc<RouteCounters>,
 }
 
 impl App {
@@ -72,7 +72,8 @@ impl App {
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let uploads = upload_rules(&config)?;
         let cgi = CgiEngine::new(&config, root.clone(), previous.map(|p| &p.cgi));
-        let fastcgi = FastCgi::new(&config, root.clone(), previous.map(|p| &p.fastcgi))?;
+        let stats: Arc<Stats> = previous.map_or_else(Default::default, |p| p.stats.clone());
+        let fastcgi = FastCgi::new(&config, root.clone(), previous.map(|p| &p.fastcgi), &stats)?;
         let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
             .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
@@ -92,12 +93,12 @@ impl App {
             next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| p.next_id.clone()),
             started: previous.map_or_else(Instant::now, |p| p.started),
             uploads,
-            stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
             labels: Labels {
-                cgi: "cgi".into(),
-                statics: "static".into(),
-                status: "status".into(),
+                cgi: stats.route("cgi"),
+                statics: stats.route("static"),
+                status: stats.route("status"),
             },
+            stats,
         }))
     }
 
@@ -190,7 +191,7 @@ pub async fn dispatch(
     let Some((rule, content_type)) = offload else {
         return route_and_serve(app, req, conn, request_id, note).await;
     };
-    let (req, guard) = upload::offload(req, &content_type, rule).await?;
+    let (req, guard) = Box::pin(upload::offload(req, &content_type, rule)).await?;
     let resp = route_and_serve(app, req, conn, request_id, note).await?;
     let guard = guard.keep_if(rule.keep);
     Ok(resp.map(|body| crate::body::with_guard(body, guard)))
@@ -231,14 +232,16 @@ async fn route_and_serve(
                     path_info: &path_info,
                     filename: &filename,
                 };
-                app.fastcgi
-                    .handle(route, req, conn, script, request_id)
-                    .await?
+                // Boxed: the backends' futures are large and static
+                // requests should not carry (and move) their size.
+                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
             }
             Route::Cgi(rest) => {
-                app.cgi
-                    .handle(req, conn, rest, path.trailing_slash, request_id)
-                    .await?
+                Box::pin(
+                    app.cgi
+                        .handle(req, conn, rest, path.trailing_slash, request_id),
+                )
+                .await?
             }
             Route::FastCgiScript(route, t) => {
                 let script = fastcgi::Script {
@@ -246,9 +249,9 @@ async fn route_and_serve(
                     path_info: &t.path_info,
                     filename: &t.filename,
                 };
-                app.fastcgi
-                    .handle(route, req, conn, script, request_id)
-                    .await?
+                // Boxed: the backends' futures are large and static
+                // requests should not carry (and move) their size.
+                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
             }
             Route::Static => {
                 return app

@@ -5,7 +5,8 @@
 //! Limits, per connection: the TLS handshake and the first request head
 //! must arrive within `header_read_timeout`; a connection with nothing in
 //! flight closes after `keepalive_timeout` (HTTP/1 and HTTP/2 alike; bytes
-//! without a request, such as pings, do not keep it open); heads over
+//! without a complete request — a slow head, pings — do not keep it open,
+//! so a later request's head must arrive within it); heads over
 //! `max_header_size` get 431. At most `max_connections` are open at once:
 //! further clients wait in the kernel's accept queue rather than being
 //! refused.
@@ -32,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -129,7 +130,9 @@ impl FrontEnd {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
+            // Our per-connection idle timer covers slow heads (see
+            // `serve_io`) without a timer reset per request.
+            .header_read_timeout(None)
             // The read buffer never grows past the head limit, so a larger
             // head is refused with 431.
             .max_buf_size(config.max_header_size.max(8192))
@@ -237,8 +240,6 @@ struct Activity {
     /// Milliseconds after `epoch` when `in_flight` last dropped to zero.
     idle_since: AtomicU64,
     epoch: Instant,
-    /// Wakes the connection's idle timer when it becomes idle.
-    went_idle: Notify,
 }
 
 impl Activity {
@@ -262,7 +263,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
-            self.0.went_idle.notify_one();
         }
     }
 }
@@ -278,7 +278,6 @@ where
         requests: AtomicU64::new(0),
         idle_since: AtomicU64::new(0),
         epoch: Instant::now(),
-        went_idle: Notify::new(),
     });
     let service = {
         let activity = activity.clone();
@@ -291,16 +290,13 @@ where
     };
     let connection = watcher.watch(front.builder.serve_connection(io, service));
     tokio::pin!(connection);
+    // One timer per connection, not per request: it wakes at most every
+    // `check_every`, works out when the connection would become too idle,
+    // and sleeps until then (or closes it).
+    let check_every = front.keepalive_timeout.min(front.header_read_timeout);
+    let timer = tokio::time::sleep(check_every);
+    tokio::pin!(timer);
     loop {
-        // A fresh connection gets the header timeout for its first request
-        // (this also bounds a slow HTTP/2 preface); later, keep-alive.
-        let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
-            front.header_read_timeout
-        } else {
-            front.keepalive_timeout
-        };
-        let idle_since = activity.idle_since.load(Ordering::Acquire);
-        let deadline = activity.epoch + Duration::from_millis(idle_since) + limit;
         tokio::select! {
             ended = &mut connection => {
                 if let Err(e) = ended {
@@ -308,19 +304,28 @@ where
                 }
                 return;
             }
-            // Idle again: start the keep-alive clock from now.
-            _ = activity.went_idle.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                let busy = activity.in_flight.load(Ordering::Acquire) > 0;
-                let unchanged = activity.idle_since.load(Ordering::Acquire) == idle_since;
-                if !busy && unchanged {
-                    tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
-                    return;
-                }
-                if busy {
-                    // Check again once the requests in flight are done.
-                    activity.idle_since.store(activity.now_ms(), Ordering::Release);
-                }
+            _ = &mut timer => {
+                let now = Instant::now();
+                let next = if activity.in_flight.load(Ordering::Acquire) > 0 {
+                    now + check_every
+                } else {
+                    // A fresh connection gets the header timeout for its
+                    // first request (this also bounds a slow TLS handshake
+                    // or HTTP/2 preface); later, keep-alive.
+                    let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
+                        front.header_read_timeout
+                    } else {
+                        front.keepalive_timeout
+                    };
+                    let idle_since = activity.idle_since.load(Ordering::Acquire);
+                    let deadline = activity.epoch + Duration::from_millis(idle_since) + limit;
+                    if deadline <= now {
+                        tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
+                        return;
+                    }
+                    deadline
+                };
+                timer.as_mut().reset(next);
             }
         }
     }
@@ -357,7 +362,7 @@ async fn serve_request(
 ) -> Response<Body> {
     let id = app.next_request_id();
     let mut record = AccessRecord::new(
-        app.config.log_format,
+        app.config.access_log.then_some(app.config.log_format),
         conn.peer.ip(),
         req.method(),
         req.uri(),
@@ -372,6 +377,6 @@ async fn serve_request(
         .await
         .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
     record.status = resp.status().as_u16();
-    record.attach(note, app.stats.clone(), busy);
+    record.attach(note, busy);
     resp.map(|body| LoggedBody::wrap(body, record))
 }

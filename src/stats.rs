@@ -4,6 +4,8 @@
 //!
 //! A request is counted once, when its response body is done (the same
 //! moment its access-log line is written), so bytes and durations are real.
+//! Routes register their counters when the application is built; counting
+//! is a few relaxed atomic adds.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,21 +19,75 @@ pub struct Stats {
     pub connections_total: AtomicU64,
     /// Configuration generation: 1 at start, +1 per successful reload.
     pub config_generation: AtomicU64,
-    routes: Mutex<Vec<RouteCounters>>,
+    /// Every route's counters, in order of registration.
+    routes: Mutex<Vec<Arc<RouteCounters>>>,
 }
 
-/// One route's totals.
-#[derive(Debug, Clone)]
+/// One route's totals: atomics, so counting a request takes no lock.
+#[derive(Debug)]
 pub struct RouteCounters {
     pub route: Arc<str>,
-    pub requests: u64,
+    requests: AtomicU64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    by_class: [AtomicU64; 5],
+    bytes_out: AtomicU64,
+    micros: AtomicU64,
+    /// Time until the CGI program or FastCGI backend sent its header block.
+    upstream_micros: AtomicU64,
+    upstream_requests: AtomicU64,
+}
+
+/// A copy of one route's counters.
+#[derive(Debug, Clone)]
+pub struct RouteSnapshot {
+    pub route: Arc<str>,
+    pub requests: u64,
     pub by_class: [u64; 5],
     pub bytes_out: u64,
     pub seconds: f64,
-    /// Time until the CGI program or FastCGI backend sent its header block.
     pub upstream_seconds: f64,
     pub upstream_requests: u64,
+}
+
+impl RouteCounters {
+    fn new(route: &str) -> RouteCounters {
+        RouteCounters {
+            route: route.into(),
+            requests: AtomicU64::new(0),
+            by_class: Default::default(),
+            bytes_out: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            upstream_micros: AtomicU64::new(0),
+            upstream_requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, status: u16, bytes: u64, took: Duration, upstream: Option<Duration>) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        add(&self.requests, 1);
+        add(&self.by_class[(status / 100).clamp(1, 5) as usize - 1], 1);
+        add(&self.bytes_out, bytes);
+        add(&self.micros, took.as_micros() as u64);
+        if let Some(u) = upstream {
+            add(&self.upstream_micros, u.as_micros() as u64);
+            add(&self.upstream_requests, 1);
+        }
+    }
+
+    fn snapshot(&self) -> RouteSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RouteSnapshot {
+            route: self.route.clone(),
+            requests: get(&self.requests),
+            by_class: std::array::from_fn(|i| get(&self.by_class[i])),
+            bytes_out: get(&self.bytes_out),
+            seconds: get(&self.micros) as f64 / 1e6,
+            upstream_seconds: get(&self.upstream_micros) as f64 / 1e6,
+            upstream_requests: get(&self.upstream_requests),
+        }
+    }
 }
 
 impl Default for Stats {
@@ -48,49 +104,26 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn record(
-        &self,
-        route: &Arc<str>,
-        status: u16,
-        bytes: u64,
-        took: Duration,
-        upstream: Option<Duration>,
-    ) {
+    /// The counters named `route`, created on first use; a reloaded
+    /// configuration gets the same counters for the same route.
+    pub fn route(&self, route: &str) -> Arc<RouteCounters> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        // A handful of routes: a linear scan beats hashing.
-        let i = match routes.iter().position(|r| *r.route == **route) {
-            Some(i) => i,
-            None => {
-                routes.push(RouteCounters {
-                    route: route.clone(),
-                    requests: 0,
-                    by_class: [0; 5],
-                    bytes_out: 0,
-                    seconds: 0.0,
-                    upstream_seconds: 0.0,
-                    upstream_requests: 0,
-                });
-                routes.len() - 1
-            }
-        };
-        let r = &mut routes[i];
-        r.requests += 1;
-        let class = (status / 100).clamp(1, 5) as usize - 1;
-        r.by_class[class] += 1;
-        r.bytes_out += bytes;
-        r.seconds += took.as_secs_f64();
-        if let Some(u) = upstream {
-            r.upstream_seconds += u.as_secs_f64();
-            r.upstream_requests += 1;
+        if let Some(r) = routes.iter().find(|r| &*r.route == route) {
+            return r.clone();
         }
+        let r = Arc::new(RouteCounters::new(route));
+        routes.push(r.clone());
+        r
     }
 
-    /// Every route seen so far, in order of first request.
-    pub fn routes(&self) -> Vec<RouteCounters> {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Every route with at least one request, in order of registration.
+    pub fn routes(&self) -> Vec<RouteSnapshot> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes
+            .iter()
+            .map(|r| r.snapshot())
+            .filter(|r| r.requests > 0)
+            .collect()
     }
 
     pub fn connection_opened(&self) {
@@ -110,24 +143,26 @@ mod tests {
     #[test]
     fn counts_by_route_and_class() {
         let s = Stats::default();
-        let cgi: Arc<str> = "cgi".into();
-        let stat: Arc<str> = "static".into();
-        s.record(
-            &cgi,
+        let cgi = s.route("cgi");
+        let stat = s.route("static");
+        let _unused = s.route("fastcgi *.php");
+        assert!(Arc::ptr_eq(&cgi, &s.route("cgi")));
+        cgi.record(
             200,
             10,
             Duration::from_millis(5),
             Some(Duration::from_millis(3)),
         );
-        s.record(&cgi, 504, 0, Duration::from_millis(5), None);
-        s.record(&stat, 304, 0, Duration::ZERO, None);
+        cgi.record(504, 0, Duration::from_millis(5), None);
+        stat.record(304, 0, Duration::ZERO, None);
         let r = s.routes();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 2, "routes without requests are left out");
         assert_eq!(&*r[0].route, "cgi");
         assert_eq!(r[0].requests, 2);
         assert_eq!(r[0].by_class, [0, 1, 0, 0, 1]);
         assert_eq!(r[0].bytes_out, 10);
         assert_eq!(r[0].upstream_requests, 1);
+        assert!((r[0].upstream_seconds - 0.003).abs() < 1e-9);
         assert_eq!(r[1].by_class, [0, 0, 1, 0, 0]);
     }
 }

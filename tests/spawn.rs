@@ -462,6 +462,13 @@ async fn sigterm_stops_every_worker_and_removes_the_sockets() {
         .await
         .unwrap();
     assert_eq!(code.0, Some(0), "{}", code.1.stderr_text());
+    // Stopped in order (SIGTERM, reaped), not killed at exit.
+    assert_eq!(
+        code.1.stderr_text().matches("all workers stopped").count(),
+        2,
+        "{}",
+        code.1.stderr_text()
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "took {:?}",

@@ -48,6 +48,7 @@ use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, 
 use crate::error::Error;
 use crate::router::ReqBody;
 use crate::server::ConnInfo;
+use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
 use exchange::{BodySource, Exchange, FcgiBody, HeadError};
 use pool::{Backend, Balancer, CheckoutError, Lease};
@@ -58,8 +59,8 @@ pub use target::ScriptTarget;
 pub struct Route {
     /// `*.php` or `/app`, for logs.
     pub label: String,
-    /// `fastcgi *.php` or `spawn /app/*`: the route's name on the status page.
-    pub tag: Arc<str>,
+    /// Counters of `fastcgi *.php` or `spawn /app/*` on the status page.
+    pub tag: Arc<RouteCounters>,
     pub upstream: Upstream,
     /// A backend silent this long mid-request → 504.
     pub idle: Duration,
@@ -121,6 +122,7 @@ impl FastCgi {
         config: &Config,
         document_root: PathBuf,
         previous: Option<&FastCgi>,
+        stats: &Stats,
     ) -> Result<FastCgi, ConfigError> {
         let mut by_addr: HashMap<BackendAddr, Arc<Backend>> = HashMap::new();
         let mut backends = Vec::new();
@@ -145,7 +147,7 @@ impl FastCgi {
         for r in &config.fastcgi {
             let route = Route {
                 label: label(&r.matcher),
-                tag: format!("fastcgi {}", label(&r.matcher)).into(),
+                tag: stats.route(&format!("fastcgi {}", label(&r.matcher))),
                 upstream: fixed(r),
                 idle: r.timeout.unwrap_or(config.cgi.timeout),
                 request_timeout: None,
@@ -195,7 +197,8 @@ impl FastCgi {
                 ),
             };
             spawned.push((r.clone(), pool.clone()));
-            routes.push((r.matcher.clone(), spawn_route(config, r, pool)));
+            let tag = stats.route(&format!("spawn {}", r.label()));
+            routes.push((r.matcher.clone(), spawn_route(config, r, pool, tag)));
         }
         let mut prefix_routes = Vec::new();
         let mut ext_routes = Vec::new();
@@ -258,11 +261,12 @@ impl FastCgi {
     pub async fn stop_pools(&self) {
         let grace = self.shutdown_grace.min(supervisor::TERM_GRACE);
         // A pool carried over into a reloaded configuration is not ours
-        // alone to stop.
+        // alone to stop: ours alone means held by our route and our list.
         let stops: Vec<_> = self
-            .pools()
-            .filter(|p| Arc::strong_count(p) == 1)
-            .map(|p| p.stop(grace))
+            .spawned
+            .iter()
+            .filter(|(_, p)| Arc::strong_count(p) == 2)
+            .map(|(_, p)| p.stop(grace))
             .collect();
         for stop in stops {
             stop.await;
@@ -490,10 +494,15 @@ fn label(m: &RouteMatch) -> String {
 }
 
 /// A spawned pool's route.
-fn spawn_route(config: &Config, r: &SpawnRoute, pool: Arc<PoolHandle>) -> Route {
+fn spawn_route(
+    config: &Config,
+    r: &SpawnRoute,
+    pool: Arc<PoolHandle>,
+    tag: Arc<RouteCounters>,
+) -> Route {
     Route {
         label: r.label(),
-        tag: format!("spawn {}", r.label()).into(),
+        tag,
         upstream: Upstream::Spawned(pool),
         idle: r.idle_timeout.unwrap_or(config.cgi.timeout),
         request_timeout: r.request_timeout,

@@ -92,6 +92,39 @@ async fn cleartext_http2_with_prior_knowledge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_large_cgi_output() {
+    let srv = TestServer::start(fixture_config()).await;
+    let url = format!("http://127.0.0.1:{}/cgi-bin/zeros.sh?64", srv.addr.port());
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-o", "/dev/null"])
+        .args(["-w", "%{http_version} %{http_code} %{size_download}", &url])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200 67108864");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_are_answered_in_kind() {
+    let srv = TestServer::start(fixture_config()).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP/1.0 response ends with the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    let want = std::fs::read(fixtures().join("static/index.html")).unwrap();
+    assert!(buf.ends_with(&want));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_upload_over_http2_is_hashed_exactly() {
     let (dir, cert, key) = self_signed_cert();
     let srv = TestServer::start(tls_config(&cert, &key)).await;

@@ -58,6 +58,7 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     header_read_timeout: Option<u64>,
     keepalive_timeout: Option<u64>,
+    send_timeout: Option<u64>,
     max_connections: Option<usize>,
     /// Serve the status page to loopback clients only (default true).
     status_local_only: Option<bool>,
@@ -225,6 +226,9 @@ pub struct Config {
     pub status: Option<StatusConfig>,
     /// Close a connection with nothing in flight after this long.
     pub keepalive_timeout: Duration,
+    /// Drop a connection whose client has taken no data for this long
+    /// while a response waits to be sent (it stopped reading).
+    pub send_timeout: Duration,
     /// Open client connections at most; further clients wait in the
     /// kernel's accept queue.
     pub max_connections: usize,
@@ -282,6 +286,7 @@ impl Default for Config {
             user: None,
             status: None,
             keepalive_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             root: PathBuf::from("static"),
             cgi_dir: PathBuf::from("cgi-bin"),
@@ -375,6 +380,10 @@ impl Config {
             f.keepalive_timeout.map(Duration::from_secs),
         );
         set(&mut self.max_connections, f.max_connections);
+        set(
+            &mut self.send_timeout,
+            f.send_timeout.map(Duration::from_secs),
+        );
         set(&mut self.root, f.root);
         set(&mut self.cgi_dir, f.cgi_dir);
         set(&mut self.cgi_prefix, f.cgi_prefix);
@@ -552,8 +561,13 @@ impl Config {
         if self.max_connections == 0 {
             return err("max_connections: must be at least 1");
         }
-        if self.keepalive_timeout.is_zero() || self.header_read_timeout.is_zero() {
-            return err("keepalive_timeout, header_read_timeout: must be at least 1 second");
+        if self.keepalive_timeout.is_zero()
+            || self.header_read_timeout.is_zero()
+            || self.send_timeout.is_zero()
+        {
+            return err(
+                "keepalive_timeout, header_read_timeout, send_timeout: must be at least 1 second",
+            );
         }
         if self.listen.iter().any(|l| l.tls) && self.tls.is_none() {
             return err("listen: a TLS listener needs tls_cert and tls_key");

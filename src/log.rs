@@ -65,6 +65,9 @@ pub struct AccessRecord {
     pub upstream: Option<Duration>,
     /// Keeps the connection counted as busy until the body is done.
     _busy: Option<InFlight>,
+    /// Keeps the configuration the request started with (and its pools)
+    /// alive until the body is done, across a reload.
+    _app: Option<Arc<crate::router::App>>,
 }
 
 impl AccessRecord {
@@ -91,14 +94,16 @@ impl AccessRecord {
             route: None,
             upstream: None,
             _busy: None,
+            _app: None,
         }
     }
 
     /// What routing learned, and where to count the request when it ends.
-    pub fn attach(&mut self, note: RequestNote, busy: InFlight) {
+    pub fn attach(&mut self, note: RequestNote, busy: InFlight, app: Arc<crate::router::App>) {
         self.route = note.route;
         self.upstream = note.upstream;
         self._busy = Some(busy);
+        self._app = Some(app);
     }
 
     /// Append the log line to `out` (no allocation once `out` has grown).
@@ -240,6 +245,9 @@ thread_local! {
     static CLF_SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
+/// The writer thread started (else every line is written inline).
+static WRITER_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Access lines waiting for the writer thread.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static WAKE: Condvar = Condvar::new();
@@ -261,8 +269,9 @@ fn access_line(line: &str) {
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(write_access_lines);
-        if let Err(e) = spawned {
-            tracing::warn!("no access-log thread ({e}); writing lines inline");
+        match spawned {
+            Ok(_) => WRITER_RUNNING.store(true, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => tracing::warn!("no access-log thread ({e}); writing lines inline"),
         }
     });
     let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
@@ -272,7 +281,7 @@ fn access_line(line: &str) {
     pending.extend_from_slice(line.as_bytes());
     let overflowing = pending.len() > PENDING_MAX;
     drop(pending);
-    if overflowing {
+    if overflowing || !WRITER_RUNNING.load(std::sync::atomic::Ordering::Relaxed) {
         flush_access_log();
     } else if first {
         WAKE.notify_one();

@@ -31,6 +31,14 @@ fn main() -> ExitCode {
     if cli.check_config {
         return check_config(&config);
     }
+    // Before any thread exists: this reads and clears LISTEN_* variables.
+    let systemd = match privileges::systemd_listeners() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cgihost: {e}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +49,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let served = runtime.block_on(serve(cli, config));
+    let served = runtime.block_on(serve(cli, config, systemd));
+    // Bodies dropped as the runtime winds down still log their lines.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     cgihost::log::flush_access_log();
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,7 +97,11 @@ enum Failure {
     Runtime(String),
 }
 
-async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
+async fn serve(
+    cli: Cli,
+    config: Config,
+    systemd: Option<Vec<std::net::TcpListener>>,
+) -> Result<(), Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = Failure::Runtime;
     let tls = match &config.tls {
@@ -105,7 +119,7 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
             config.max_connections
         );
     }
-    let listeners = bind_all(&config, tls.is_some()).await?;
+    let listeners = bind_all(&config, tls.is_some(), systemd).await?;
     match &user {
         Some(u) => {
             privileges::drop_to(u).map_err(runtime)?;
@@ -142,8 +156,12 @@ async fn serve(cli: Cli, config: Config) -> Result<(), Failure> {
 }
 
 /// The configured listeners, or the sockets systemd passed us.
-async fn bind_all(config: &Config, tls: bool) -> Result<Vec<Listener>, Failure> {
-    if let Some(sockets) = privileges::systemd_listeners().map_err(Failure::Config)? {
+async fn bind_all(
+    config: &Config,
+    tls: bool,
+    systemd: Option<Vec<std::net::TcpListener>>,
+) -> Result<Vec<Listener>, Failure> {
+    if let Some(sockets) = systemd {
         tracing::info!(
             "using {} socket(s) from systemd (LISTEN_FDS)",
             sockets.len()

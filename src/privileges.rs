@@ -143,6 +143,13 @@ pub fn systemd_listeners() -> Result<Option<Vec<TcpListener>>, String> {
             {
                 return Err(format!("LISTEN_FDS: fd {fd} is not a socket"));
             }
+            if sockopt(fd, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+                || sockopt(fd, libc::SO_ACCEPTCONN) != Some(1)
+            {
+                return Err(format!(
+                    "LISTEN_FDS: fd {fd} is not a listening stream socket (use ListenStream=, Accept=no)"
+                ));
+            }
             // SAFETY: systemd handed this fd to us; nothing else owns it.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
@@ -156,6 +163,23 @@ pub fn systemd_listeners() -> Result<Option<Vec<TcpListener>>, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// An integer socket option at SOL_SOCKET level.
+fn sockopt(fd: RawFd, name: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd number, buffer and length for an int option.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
 }
 
 /// Raise the soft open-file limit to the hard one (as nginx's

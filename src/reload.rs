@@ -17,7 +17,7 @@
 //! reload that changes them says so in the log and keeps the running
 //! values.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub struct Live {
     tls: RwLock<Option<TlsAcceptor>>,
     /// Replaced applications whose pools are being stopped.
     retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Shutting down: no more reloads.
+    closing: AtomicBool,
 }
 
 impl Live {
@@ -41,6 +43,7 @@ impl Live {
             current: RwLock::new(app),
             tls: RwLock::new(tls),
             retiring: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -58,6 +61,9 @@ impl Live {
 
     /// Load the configuration again and swap it in; on error nothing changes.
     pub fn reload(&self, cli: &Cli) -> Result<(), ConfigError> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(ConfigError("shutting down; not reloading".into()));
+        }
         let config = Config::load(cli)?;
         let old = self.current();
         warn_fixed_settings(&old.config, &config);
@@ -71,6 +77,9 @@ impl Live {
             tracing::info!("route: {line}");
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        // Only now that the new configuration serves: the pools it kept
+        // start a fresh generation (edited code is picked up).
+        new.fastcgi.reload_carried();
         let generation = new.stats.config_generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!("configuration reloaded (generation {generation})");
         let grace = old.config.shutdown_grace;
@@ -80,7 +89,7 @@ impl Live {
             while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            old.fastcgi.stop_pools().await;
+            old.fastcgi.stop_pools(false).await;
         });
         let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         retiring.retain(|t| !t.is_finished());
@@ -109,15 +118,21 @@ impl Live {
         }
     }
 
-    /// Shutdown: stop the current application's pools and wait for the
-    /// retiring ones.
+    /// Shutdown has begun: refuse further reloads.
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown: let replaced applications stop the pools only they had,
+    /// then stop every pool of the current one (carried-over ones too).
     pub async fn stop_all(&self) {
-        self.current().fastcgi.stop_pools().await;
+        self.closing();
         let retiring =
             std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
         for task in retiring {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        self.current().fastcgi.stop_pools(true).await;
     }
 }
 

@@ -17,25 +17,23 @@
 //! supervisors have reaped them, and the spawned FastCGI pools stop their
 //! workers (SIGTERM, then SIGKILL), so nothing is left behind.
 
-use std::convert::Infallible;
+mod connection;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::body::Body;
@@ -43,6 +41,7 @@ use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::reload::Live;
 use crate::router::{self, App};
 use crate::stats::Stats;
+pub use connection::InFlight;
 
 /// Facts about one client connection, fixed for its lifetime.
 #[derive(Debug, Clone)]
@@ -86,29 +85,14 @@ pub async fn serve(
     live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let front = Arc::new(FrontEnd::new(&live.current()));
-    let graceful = Arc::new(GracefulShutdown::new());
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|l| {
-            tokio::spawn(accept_loop(
-                l,
-                live.clone(),
-                front.clone(),
-                graceful.clone(),
-            ))
-        })
-        .collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let front = Arc::new(FrontEnd::new(&live.current(), stop_rx));
+    let accepting = tokio::spawn(accept_loop(listeners, live.clone(), front.clone()));
     shutdown.await;
-    for task in &accepting {
-        task.abort();
-    }
-    for task in accepting {
-        let _ = task.await;
-    }
-    // The accept loops held the only other references.
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    drain(live, graceful).await;
+    accepting.abort();
+    let _ = accepting.await;
+    let _ = stop_tx.send(true);
+    drain(live, &front).await;
     Ok(())
 }
 
@@ -119,19 +103,22 @@ struct FrontEnd {
     slots: Arc<Semaphore>,
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
+    send_timeout: Duration,
     max_connections: usize,
     stats: Arc<Stats>,
+    /// Becomes true when the server shuts down.
+    stop: watch::Receiver<bool>,
 }
 
 impl FrontEnd {
-    fn new(app: &App) -> FrontEnd {
+    fn new(app: &App, stop: watch::Receiver<bool>) -> FrontEnd {
         let config = &app.config;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            // Our per-connection idle timer covers slow heads (see
-            // `serve_io`) without a timer reset per request.
+            // The per-connection timer covers slow heads (see
+            // `connection.rs`) without a timer reset per request.
             .header_read_timeout(None)
             // The read buffer never grows past the head limit, so a larger
             // head is refused with 431.
@@ -148,19 +135,20 @@ impl FrontEnd {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             header_read_timeout: config.header_read_timeout,
             keepalive_timeout: config.keepalive_timeout,
+            send_timeout: config.send_timeout,
             max_connections: config.max_connections,
             stats: app.stats.clone(),
+            stop,
         }
     }
 }
 
-async fn accept_loop(
-    listener: Listener,
-    live: Arc<Live>,
-    front: Arc<FrontEnd>,
-    graceful: Arc<GracefulShutdown>,
-) {
+/// One loop for every listener, so the cap counts connections, not
+/// listeners: take a slot, then accept from whichever listener is ready
+/// (starting the scan at a different one each time, so none starves).
+async fn accept_loop(listeners: Vec<Listener>, live: Arc<Live>, front: Arc<FrontEnd>) {
     let mut warned_full = false;
+    let mut next = 0usize;
     loop {
         // Take a slot before accepting: at the cap, clients queue in the
         // kernel's backlog instead of being accepted and dropped.
@@ -180,7 +168,18 @@ async fn accept_loop(
                 }
             }
         };
-        let (stream, peer) = match listener.tcp.accept().await {
+        let (accepted, index) = std::future::poll_fn(|cx| {
+            for i in 0..listeners.len() {
+                let index = (next + i) % listeners.len();
+                if let Poll::Ready(r) = listeners[index].tcp.poll_accept(cx) {
+                    return Poll::Ready((r, index));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        next = index + 1;
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -192,156 +191,55 @@ async fn accept_loop(
         warned_full = false;
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let conn = ConnInfo {
-            peer,
-            local,
-            tls: listener.tls,
-        };
-        let (live, front, watcher) = (live.clone(), front.clone(), graceful.watcher());
-        let tls = if listener.tls { live.tls() } else { None };
+        let tls = listeners[index].tls;
+        let conn = ConnInfo { peer, local, tls };
+        let acceptor = if tls { live.tls() } else { None };
+        let (live, front) = (live.clone(), front.clone());
         tokio::spawn(async move {
-            front.stats.connection_opened();
-            handle_connection(stream, tls, conn, live, &front, watcher).await;
-            front.stats.connection_closed();
-            drop(permit);
+            // Counted and holding its slot until the task ends, even by panic.
+            let _open = OpenConnection::new(&front.stats, permit);
+            connection::handle(stream, acceptor, conn, live, &front).await;
         });
     }
 }
 
-async fn handle_connection(
-    stream: TcpStream,
-    tls: Option<TlsAcceptor>,
-    conn: ConnInfo,
-    live: Arc<Live>,
-    front: &FrontEnd,
-    watcher: Watcher,
-) {
-    let peer = conn.peer;
-    match tls {
-        None => serve_io(TokioIo::new(stream), conn, live, front, watcher).await,
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(front.header_read_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls_stream)) => {
-                    serve_io(TokioIo::new(tls_stream), conn, live, front, watcher).await
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+/// A connection's slot and its place in the open-connection count.
+struct OpenConnection {
+    stats: Arc<Stats>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(stats: &Arc<Stats>, permit: OwnedSemaphorePermit) -> OpenConnection {
+        stats.connection_opened();
+        OpenConnection {
+            stats: stats.clone(),
+            _permit: permit,
         }
     }
 }
 
-/// Requests in flight on one connection, and since when it has been idle.
-struct Activity {
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    /// Milliseconds after `epoch` when `in_flight` last dropped to zero.
-    idle_since: AtomicU64,
-    epoch: Instant,
-}
-
-impl Activity {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-}
-
-/// Held by a response body: the connection is busy until it is dropped.
-pub struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(a: &Arc<Activity>) -> InFlight {
-        a.in_flight.fetch_add(1, Ordering::AcqRel);
-        a.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(a.clone())
-    }
-}
-
-impl Drop for InFlight {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
-        }
+        self.stats.connection_closed();
     }
 }
 
-async fn serve_io<I>(io: I, conn: ConnInfo, live: Arc<Live>, front: &FrontEnd, watcher: Watcher)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let conn = Arc::new(conn);
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        requests: AtomicU64::new(0),
-        idle_since: AtomicU64::new(0),
-        epoch: Instant::now(),
-    });
-    let service = {
-        let activity = activity.clone();
-        service_fn(move |req| {
-            let app = live.current();
-            let conn = conn.clone();
-            let busy = InFlight::start(&activity);
-            async move { Ok::<_, Infallible>(serve_request(app, req, conn, busy).await) }
-        })
-    };
-    let connection = watcher.watch(front.builder.serve_connection(io, service));
-    tokio::pin!(connection);
-    // One timer per connection, not per request: it wakes at most every
-    // `check_every`, works out when the connection would become too idle,
-    // and sleeps until then (or closes it).
-    let check_every = front.keepalive_timeout.min(front.header_read_timeout);
-    let timer = tokio::time::sleep(check_every);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            ended = &mut connection => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                }
-                return;
-            }
-            _ = &mut timer => {
-                let now = Instant::now();
-                let next = if activity.in_flight.load(Ordering::Acquire) > 0 {
-                    now + check_every
-                } else {
-                    // A fresh connection gets the header timeout for its
-                    // first request (this also bounds a slow TLS handshake
-                    // or HTTP/2 preface); later, keep-alive.
-                    let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
-                        front.header_read_timeout
-                    } else {
-                        front.keepalive_timeout
-                    };
-                    let idle_since = activity.idle_since.load(Ordering::Acquire);
-                    let deadline = activity.epoch + Duration::from_millis(idle_since) + limit;
-                    if deadline <= now {
-                        tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
-                        return;
-                    }
-                    deadline
-                };
-                timer.as_mut().reset(next);
-            }
-        }
-    }
-}
-
-async fn drain(live: Arc<Live>, graceful: GracefulShutdown) {
+/// After the listeners closed and every connection was told to finish:
+/// wait for them (up to the grace period), kill what CGI still runs, stop
+/// the pools.
+async fn drain(live: Arc<Live>, front: &FrontEnd) {
+    live.closing();
     let app = live.current();
     let grace = app.config.shutdown_grace;
     tracing::info!(
         "shutting down: no new connections; waiting up to {}s for requests in flight",
         grace.as_secs()
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Every slot back means every connection task has ended.
+    let all = u32::try_from(front.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(grace, front.slots.acquire_many(all)).await;
+    if drained.is_err() {
         let n = app.cgi.groups.kill_all();
         tracing::warn!("grace period over: killed {n} CGI process group(s) still running");
     }
@@ -358,7 +256,7 @@ async fn serve_request(
     app: Arc<App>,
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
-    busy: InFlight,
+    busy: connection::InFlight,
 ) -> Response<Body> {
     let id = app.next_request_id();
     let mut record = AccessRecord::new(
@@ -377,6 +275,6 @@ async fn serve_request(
         .await
         .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
     record.status = resp.status().as_u16();
-    record.attach(note, busy);
+    record.attach(note, busy, app.clone());
     resp.map(|body| LoggedBody::wrap(body, record))
 }

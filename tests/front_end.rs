@@ -316,3 +316,36 @@ fn raise_fd_limit() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_its_cgi_ends() {
+    let mut cfg = fixture_config();
+    cfg.send_timeout = Duration::from_secs(2);
+    cfg.keepalive_timeout = Duration::from_secs(1);
+    let srv = TestServer::start(cfg).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    // 512 MiB of output, and we read none of it after the first bytes.
+    s.write_all(b"GET /cgi-bin/zeros.sh?512 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    s.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        eventually(Duration::from_secs(5), || srv.app.cgi.groups.len() == 1).await,
+        "the script should be running"
+    );
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), || srv.app.cgi.groups.is_empty()).await,
+        "the script of a client that stopped reading still runs"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "dropped too early: {waited:?}"
+    );
+    // The connection is gone too: reading drains what was buffered, then EOF.
+    assert!(closed_within(&mut s, Duration::from_secs(10)).await);
+    srv.stop().await;
+}

@@ -101,6 +101,9 @@ pub struct FastCgi {
     runtime_dir: Mutex<Option<Arc<tempfile::TempDir>>>,
     /// Each spawned pool and the definition it was started from.
     spawned: Vec<(SpawnRoute, Arc<PoolHandle>)>,
+    /// Which of `spawned` were taken over from the previous configuration
+    /// (indices: holding more `Arc`s would upset `stop_pools`' count).
+    carried: Vec<usize>,
     document_root: PathBuf,
     server: env::ServerFacts,
     max_header: usize,
@@ -115,9 +118,9 @@ impl FastCgi {
     /// the runtime), in a private runtime directory.
     ///
     /// `previous` (on a reload): pools whose definition is unchanged are
-    /// carried over, running, and get a fresh generation (the same graceful
-    /// switch as a file change); only new or changed pools start from
-    /// nothing.
+    /// carried over, running (`reload_carried` gives them a fresh
+    /// generation once the new configuration serves); only new or changed
+    /// pools start from nothing.
     pub fn new(
         config: &Config,
         document_root: PathBuf,
@@ -178,6 +181,7 @@ impl FastCgi {
             Some(Arc::new(dir))
         };
         let mut spawned = Vec::new();
+        let mut carried_pools = Vec::new();
         for r in &config.spawn {
             let dir = runtime_dir
                 .as_ref()
@@ -187,7 +191,7 @@ impl FastCgi {
                 .map(|(_, pool)| pool.clone());
             let pool = match carried {
                 Some(pool) => {
-                    pool.reload("reloading (configuration reloaded)");
+                    carried_pools.push(spawned.len());
                     pool
                 }
                 None => Arc::new(
@@ -223,6 +227,7 @@ impl FastCgi {
             backends,
             runtime_dir: Mutex::new(runtime_dir),
             spawned,
+            carried: carried_pools,
             document_root,
             server: env::ServerFacts::new(config.cgi.pass_authorization),
             max_header: config.cgi.max_response_header,
@@ -248,24 +253,29 @@ impl FastCgi {
         self.pools().map(|p| p.status()).collect()
     }
 
-    /// SIGHUP: every spawned pool starts a fresh generation.
-    pub fn reload_pools(&self) {
-        for pool in self.pools() {
-            pool.reload("reloading (SIGHUP)");
+    /// After a reload: pools kept from the old configuration start a
+    /// fresh generation (the graceful switch a file change makes).
+    pub fn reload_carried(&self) {
+        for &i in &self.carried {
+            self.spawned[i]
+                .1
+                .reload("reloading (configuration reloaded)");
         }
     }
 
     /// Shutdown: stop every pool's workers (SIGTERM, SIGKILL after a
     /// grace of at most [`supervisor::TERM_GRACE`]), then remove the
     /// runtime directory.
-    pub async fn stop_pools(&self) {
+    ///
+    /// `all` false (a replaced configuration): only the pools no newer
+    /// configuration took over — held by nothing but our route and our
+    /// list. `all` true (shutdown): every one.
+    pub async fn stop_pools(&self, all: bool) {
         let grace = self.shutdown_grace.min(supervisor::TERM_GRACE);
-        // A pool carried over into a reloaded configuration is not ours
-        // alone to stop: ours alone means held by our route and our list.
         let stops: Vec<_> = self
             .spawned
             .iter()
-            .filter(|(_, p)| Arc::strong_count(p) == 2)
+            .filter(|(_, p)| all || Arc::strong_count(p) == 2)
             .map(|(_, p)| p.stop(grace))
             .collect();
         for stop in stops {

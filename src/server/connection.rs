@@ -1,0 +1,274 @@
+//! One client connection: the TLS handshake, hyper serving HTTP/1.1 or
+//! HTTP/2 on it, and the one timer that enforces the connection limits.
+//!
+//! The timer, per connection rather than per request, wakes at most every
+//! few seconds and decides:
+//! - nothing in flight for `keepalive_timeout` (the first request:
+//!   `header_read_timeout` from accept, TLS handshake included) → close
+//!   gracefully: hyper finishes what it is writing, HTTP/2 sends GOAWAY;
+//! - the client has not taken a byte for `send_timeout` while we have
+//!   something to send (it stopped reading) → drop the connection, which
+//!   also ends the CGI program or FastCGI request behind it;
+//! - server shutdown → close gracefully (the drain waits for it).
+//!
+//! Bytes alone (a slow head, HTTP/2 pings) never count as activity, so a
+//! slow client cannot keep a connection by trickling.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::{serve_request, ConnInfo, FrontEnd};
+use crate::reload::Live;
+
+/// Handshake (for TLS), then serve until the connection ends.
+pub(super) async fn handle(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    conn: ConnInfo,
+    live: Arc<Live>,
+    front: &FrontEnd,
+) {
+    let accepted = Instant::now();
+    let activity = Arc::new(Activity::new(accepted));
+    let io = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let peer = conn.peer;
+    let Some(acceptor) = tls else {
+        return serve(TokioIo::new(io), conn, live, front, activity).await;
+    };
+    let mut stop = front.stop.clone();
+    let handshake = tokio::time::timeout(front.header_read_timeout, acceptor.accept(io));
+    tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), conn, live, front, activity).await,
+            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        _ = stopped(&mut stop) => {}
+    }
+}
+
+/// Resolves once the server is shutting down.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here.
+    let _ = stop.wait_for(|stopping| *stopping).await.map(drop);
+}
+
+/// Requests in flight on one connection, since when it has been idle, and
+/// since when a write has been waiting for the client.
+pub(super) struct Activity {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// Milliseconds after `epoch` when a request last finished.
+    idle_since: AtomicU64,
+    /// Milliseconds after `epoch` (+1, so 0 means "not blocked") since a
+    /// write has been refused by a full socket buffer.
+    write_blocked_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// How long the client has refused our bytes (zero if it has not).
+    fn stalled_for(&self, now: Instant) -> Duration {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => now.saturating_duration_since(self.at(since - 1)),
+        }
+    }
+
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        match result {
+            Poll::Pending => {
+                if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+                    self.write_blocked_since
+                        .store(self.now_ms() + 1, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
+                    self.write_blocked_since.store(0, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
+/// Held by a response body: the connection is busy until it is dropped.
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Stamped before the count drops: whoever sees zero in flight sees
+        // this time (or a later one), never a stale one.
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket, noting when the client stops taking our bytes.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.wrote(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn serve<I>(io: I, conn: ConnInfo, live: Arc<Live>, front: &FrontEnd, activity: Arc<Activity>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let app = live.current();
+            let conn = conn.clone();
+            let busy = InFlight::start(&activity);
+            async move { Ok::<_, Infallible>(serve_request(app, req, conn, busy).await) }
+        })
+    };
+    let connection = front.builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut stop = front.stop.clone();
+    let check_every = front.keepalive_timeout.min(front.header_read_timeout);
+    let timer = tokio::time::sleep(check_every);
+    tokio::pin!(timer);
+    // When a graceful close was asked for.
+    let mut closing: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ended = &mut connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = stopped(&mut stop), if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                let stalled = activity.stalled_for(now);
+                if stalled >= front.send_timeout {
+                    tracing::info!(%peer, "client took no data for {}s; closing", stalled.as_secs());
+                    return;
+                }
+                let busy = activity.in_flight.load(Ordering::Acquire) > 0;
+                if let Some(since) = closing {
+                    // Closing and nothing left to finish, yet still open.
+                    if !busy && stalled.is_zero() && now - since >= front.header_read_timeout {
+                        return;
+                    }
+                    timer.as_mut().reset(now + check_every);
+                    continue;
+                }
+                if busy {
+                    timer.as_mut().reset(now + check_every);
+                    continue;
+                }
+                // A fresh connection gets the header timeout for its first
+                // request (TLS handshake and HTTP/2 preface included);
+                // later, keep-alive.
+                let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
+                    front.header_read_timeout
+                } else {
+                    front.keepalive_timeout
+                };
+                let deadline = activity.at(activity.idle_since.load(Ordering::Acquire)) + limit;
+                if deadline <= now {
+                    tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(now);
+                    timer.as_mut().reset(now + check_every);
+                } else {
+                    timer.as_mut().reset(deadline.min(now + check_every));
+                }
+            }
+        }
+    }
+}

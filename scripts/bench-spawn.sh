@@ -62,7 +62,9 @@ wait_ok() { # URL
 gcc -O2 -o "$work/hello.fcgi" "$ROOT/scripts/bench/hello-fcgi.c" -lfcgi
 mkdir -p "$work/www"
 
-cgihost_args=(--bind 127.0.0.1 --root "$work/www" --cgi-dir "$work/none" -q --spawn "/hello=$work/hello.fcgi" --workers 4)
+# No access log, like the lighttpd config below (it loads no mod_accesslog).
+echo 'access_log = false' >"$work/cgihost.toml"
+cgihost_args=(--bind 127.0.0.1 --config "$work/cgihost.toml" --root "$work/www" --cgi-dir "$work/none" -q --spawn "/hello=$work/hello.fcgi" --workers 4)
 launch "$work/cgihost.log" "$BIN" --port "$CG_PORT" "${cgihost_args[@]}"
 launch "$work/cgihost-1t.log" env TOKIO_WORKER_THREADS=1 "$BIN" --port "$C1_PORT" "${cgihost_args[@]}"
 cat >"$work/lighttpd.conf" <<CONF

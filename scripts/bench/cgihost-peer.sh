@@ -11,9 +11,12 @@ peer_cgihost_start() {
         start_phpfpm "$d" || return 1
         php=(--fastcgi "*.php=unix:$PHP_SOCK")
     fi
-    # Access log lines go to stdout: send them to a file like the peers' logs.
+    # The peers run without access logs (nginx: access_log off; lighttpd and
+    # caddy: none configured), so cgihost does too; CGIHOST_ACCESS_LOG=1
+    # measures it with its default combined log going to a file.
+    printf 'access_log = %s\n' "$([[ ${CGIHOST_ACCESS_LOG:-0} == 1 ]] && echo true || echo false)" >"$d/cgihost.toml"
     launch cgihost "$d/cgihost.log" "${CGIHOST_BIN:-cgihost}" --bind 127.0.0.1 --port "$CGIHOST_PORT" \
-        --root "$WWW" --cgi-dir "$WWW/cgi-bin" -q "${php[@]}"
+        --config "$d/cgihost.toml" --root "$WWW" --cgi-dir "$WWW/cgi-bin" -q "${php[@]}"
     wait_http "http://127.0.0.1:$CGIHOST_PORT/cgi-bin/hello" 10 || { fail "cgihost did not start: $(tail -3 "$d/cgihost.log")"; return 1; }
 }
 

@@ -583,3 +583,54 @@ async fn sighup_loads_a_renewed_certificate() {
     );
     assert_eq!(trusting(&next_cert).await.info, "2 200");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_spans_every_listener() {
+    let conf = ConfFile::new(
+        "max_connections = 1\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n",
+    );
+    let f = fixtures();
+    let mut cmd = Command::new(bin_path());
+    cmd.arg("--config").arg(conf.arg());
+    cmd.arg("--root").arg(f.join("static"));
+    let srv = BinServer::start_cmd(cmd);
+    assert!(
+        eventually(Duration::from_secs(5), || srv
+            .stderr_text()
+            .matches("listening on http://")
+            .count()
+            == 2)
+        .await
+    );
+    let log = srv.stderr_text();
+    let addrs: Vec<std::net::SocketAddr> = log
+        .split("listening on http://")
+        .skip(1)
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    // Both listeners serve.
+    for a in &addrs {
+        assert_eq!(get(*a, "/index.html").await.status, 200);
+    }
+    // One open connection on the first uses the only slot...
+    let mut first = Conn::open(addrs[0]).await;
+    let r = first
+        .request(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    // ...so the second listener's client waits...
+    let mut second = Conn::open(addrs[1]).await;
+    second
+        .send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(800), second.read_response(false)).await;
+    assert!(early.is_err(), "served over the cap on the second listener");
+    // ...until the first closes.
+    drop(first);
+    let resp = tokio::time::timeout(Duration::from_secs(5), second.read_response(false))
+        .await
+        .expect("served once the slot was free")
+        .expect("a response");
+    assert_eq!(resp.status, 200);
+}

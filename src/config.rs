@@ -224,6 +224,8 @@ pub struct Config {
     /// Run CGI programs, workers and (after binding) cgihost as this user.
     pub user: Option<String>,
     pub status: Option<StatusConfig>,
+    /// `status_local_only` from the file (default true).
+    pub status_local_only: bool,
     /// Close a connection with nothing in flight after this long.
     pub keepalive_timeout: Duration,
     /// Drop a connection whose client has taken no data for this long
@@ -285,6 +287,7 @@ impl Default for Config {
             tls: None,
             user: None,
             status: None,
+            status_local_only: true,
             keepalive_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
@@ -367,13 +370,14 @@ impl Config {
             _ => return err("tls_cert and tls_key: set both or neither"),
         }
         self.user = f.user.or(self.user.take());
+        // The file may open the page to everyone while `--status-path`
+        // names it.
+        self.status_local_only = f.status_local_only.unwrap_or(true);
         if let Some(path) = f.status_path {
             self.status = Some(StatusConfig {
                 path: status_path("status_path", &path)?,
-                local_only: f.status_local_only.unwrap_or(true),
+                local_only: self.status_local_only,
             });
-        } else if f.status_local_only.is_some() {
-            return err("status_local_only: needs status_path");
         }
         set(
             &mut self.keepalive_timeout,
@@ -487,10 +491,9 @@ impl Config {
             self.user = cli.user.clone();
         }
         if let Some(path) = &cli.status_path {
-            let local_only = self.status.as_ref().is_none_or(|s| s.local_only);
             self.status = Some(StatusConfig {
                 path: status_path("--status-path", path)?,
-                local_only,
+                local_only: self.status_local_only,
             });
         }
         set(&mut self.root, cli.root.clone());
@@ -782,5 +785,71 @@ mod tests {
         assert!(parse_fastcgi("--fastcgi", "*.php").is_err());
         assert!(parse_fastcgi("--fastcgi", "app=1.2.3.4:9").is_err());
         assert!(parse_fastcgi("--fastcgi", "/app=nohost").is_err());
+    }
+
+    #[test]
+    fn front_end_keys_merge_with_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str, cli: Cli| {
+            std::fs::write(&file, toml).unwrap();
+            Config::load(&Cli {
+                config: Some(file.clone()),
+                root: Some(std::env::temp_dir()),
+                ..cli
+            })
+        };
+        let c = load(
+            "status_local_only = false\nkeepalive_timeout = 7\n",
+            Cli {
+                status_path: Some("/st/".into()),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        let status = c.status.unwrap();
+        assert_eq!(status.path, "/st");
+        assert!(!status.local_only);
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(7));
+
+        let two =
+            "[[listen]]\naddr = \"127.0.0.1:1\"\n[[listen]]\naddr = \"[::1]:2\"\ntls = false\n";
+        let c = load(two, Cli::default()).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[1].addr, "[::1]:2".parse().unwrap());
+        // --port replaces the file's listeners.
+        let c = load(
+            two,
+            Cli {
+                port: Some(9),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].addr.port(), 9);
+
+        let bad = load(
+            "port = 1\n[[listen]]\naddr = \"127.0.0.1:1\"\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("either [[listen]]"));
+        let bad = load("[[listen]]\naddr = \"localhost\"\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("listen[0].addr"));
+        let bad = load(
+            "[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("needs tls_cert"));
+        let bad = load("tls_cert = \"x.pem\"\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("set both"));
+        let bad = load(
+            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 0\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout"));
+        let c = load("[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 90\nmax_body = \"1M\"\n", Cli::default()).unwrap();
+        assert_eq!(c.fastcgi[0].timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
     }
 }

@@ -2,14 +2,11 @@
 //! serve HTTP/1.1 and HTTP/2 (ALPN over TLS, prior knowledge in cleartext)
 //! with hyper, enforce the connection limits, and drain gracefully.
 //!
-//! Limits, per connection: the TLS handshake and the first request head
-//! must arrive within `header_read_timeout`; a connection with nothing in
-//! flight closes after `keepalive_timeout` (HTTP/1 and HTTP/2 alike; bytes
-//! without a complete request — a slow head, pings — do not keep it open,
-//! so a later request's head must arrive within it); heads over
-//! `max_header_size` get 431. At most `max_connections` are open at once:
-//! further clients wait in the kernel's accept queue rather than being
-//! refused.
+//! Limits: heads over `max_header_size` get 431 (hyper); the timeouts of
+//! one connection (header read, keep-alive, send) live in
+//! `server/connection.rs`. At most `max_connections` are open at once,
+//! over all listeners: further clients wait in the kernel's accept queue
+//! rather than being refused.
 //!
 //! Shutdown, in order: stop accepting; idle keep-alive connections close at
 //! once, in-flight requests get up to the grace period; then every CGI

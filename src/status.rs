@@ -435,9 +435,13 @@ fn html(s: &Value) -> String {
             "FastCGI backends up".into(),
         ),
     ] {
+        // A backend or pool that is down turns its card red.
+        let alarm = (label.starts_with("FastCGI backends") && backends_up < backends.len())
+            || (label.starts_with("FastCGI workers") && pools.iter().any(|p| p["healthy"] != true));
+        let class = if alarm { " class=bad" } else { "" };
         let _ = write!(
             o,
-            "<div class=card><b>{value}</b><small>{label}</small></div>"
+            "<div class=card><b{class}>{value}</b><small>{label}</small></div>"
         );
     }
     let _ = write!(o, "</div>");

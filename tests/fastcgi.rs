@@ -383,3 +383,27 @@ async fn upload_256_mib_to_php_input_in_bounded_memory() {
     let hwm = srv.status_kib("VmHWM");
     assert!(hwm < 64 * 1024, "cgihost peak RSS {hwm} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_has_its_own_timeout_and_body_limit() {
+    let fpm = PhpFpm::start(2);
+    let mut cfg = php_config(&fpm.sock);
+    cfg.cgi.timeout = Duration::from_secs(30);
+    cfg.fastcgi[0].timeout = Some(Duration::from_secs(1));
+    cfg.fastcgi[0].max_body = Some(1000);
+    let srv = TestServer::start(cfg).await;
+    // Silent for 4 s: the route's 1 s idle timeout answers, not the global 30 s.
+    let started = Instant::now();
+    let resp = get(srv.addr, "/sleep.php?s=4").await;
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let resp = request(srv.addr, "POST", "/post.php", "", &[b'a'; 1001]).await;
+    assert_eq!(resp.status, 413);
+    let resp = request(srv.addr, "POST", "/post.php", "", &[b'a'; 1000]).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    srv.stop().await;
+}

@@ -193,6 +193,8 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            // Containers often have a tiny /dev/shm.
+            "--disable-dev-shm-usage",
             "--window-size=1280,900",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))

@@ -1,6 +1,7 @@
-//! Configuration: one serde model for the TOML file, defaults in code, the
-//! command line merged over it in [`Config::load`], and everything validated
-//! into typed values before anything is bound or spawned.
+//! Configuration: defaults in code, the TOML file (`config/file.rs`: its
+//! serde model) and then the command line merged over them in
+//! [`Config::load`], and everything validated into typed values before
+//! anything is bound or spawned (`config/spawn.rs`: spawned pools).
 //!
 //! Precedence: built-in defaults < `--config` file < command-line flags.
 //! Unknown keys in the file are an error that names the key and its line.
@@ -10,12 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::cli::Cli;
 
+mod file;
 mod spawn;
-use spawn::FileSpawn;
+pub(crate) use file::SizeValue;
+use file::{read_file, FileConfig};
 pub use spawn::{parse_spawn, SpawnRoute};
 
 /// A configuration problem: the message names the flag or key and what is wrong.
@@ -32,106 +33,6 @@ impl std::error::Error for ConfigError {}
 
 pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
-}
-
-/// The TOML file, as written by a person. Every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileConfig {
-    port: Option<u16>,
-    bind: Option<String>,
-    /// Several listeners: `[[listen]] addr = "127.0.0.1:8080"`, optional `tls`.
-    listen: Vec<FileListen>,
-    root: Option<PathBuf>,
-    cgi_dir: Option<PathBuf>,
-    cgi_prefix: Option<String>,
-    cgi_timeout: Option<u64>,
-    max_body: Option<SizeValue>,
-    workers: Option<u32>,
-    log_format: Option<String>,
-    /// `false`: no access log lines (like nginx `access_log off`).
-    access_log: Option<bool>,
-    status_path: Option<String>,
-    user: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    shutdown_grace: Option<u64>,
-    header_read_timeout: Option<u64>,
-    keepalive_timeout: Option<u64>,
-    send_timeout: Option<u64>,
-    max_connections: Option<usize>,
-    /// Serve the status page to loopback clients only (default true).
-    status_local_only: Option<bool>,
-    max_header_size: Option<SizeValue>,
-    spool_dir: Option<PathBuf>,
-    fastcgi_max_conns: Option<usize>,
-    fastcgi_connect_timeout: Option<u64>,
-    cgi: FileCgi,
-    fastcgi: Vec<FileRoute>,
-    spawn: Vec<FileSpawn>,
-    /// `Cache-Control` value for static file responses.
-    cache_control: Option<String>,
-    upload: Vec<FileUpload>,
-}
-
-/// `[[listen]]`: one more address to serve.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileListen {
-    addr: String,
-    /// Default: TLS when `tls_cert` is set.
-    tls: Option<bool>,
-}
-
-/// `[[upload]]`: offload multipart uploads under `prefix` into `dir`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileUpload {
-    prefix: String,
-    dir: PathBuf,
-    max_file_size: Option<SizeValue>,
-    max_request_size: Option<SizeValue>,
-    max_parts: Option<usize>,
-    #[serde(default)]
-    keep: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileCgi {
-    max_processes: Option<usize>,
-    queue_timeout: Option<u64>,
-    max_response_header: Option<SizeValue>,
-    pass_authorization: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRoute {
-    #[serde(rename = "match")]
-    matcher: String,
-    addr: String,
-    /// Per-route idle timeout (default: `cgi_timeout`).
-    timeout: Option<u64>,
-    /// Per-route body limit (default: `max_body`).
-    max_body: Option<SizeValue>,
-}
-
-/// A size written either as a number of bytes or as a string with K/M/G.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-impl SizeValue {
-    pub(crate) fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
-        match self {
-            SizeValue::Bytes(n) => Ok(*n),
-            SizeValue::Text(s) => parse_size(s).map_err(|e| ConfigError(format!("{key}: {e}"))),
-        }
-    }
 }
 
 /// Access log line format.
@@ -620,23 +521,6 @@ fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
         return err(format!("{key}: the status page cannot take over /"));
     }
     Ok(p.to_string())
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
-        let msg = e.message().replace('\n', " ");
-        ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
-    })
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-    (line, col)
 }
 
 fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {

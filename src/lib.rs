@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive).
-//! - [`config`]: the TOML model, defaults, CLI overrides, validation
-//!   (`config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
+//! - [`config`]: defaults, CLI overrides, validation (`config/file.rs`:
+//!   the TOML model; `config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
 //! - [`log`]: tracing setup and the access log line.
 //! - [`server`]: listeners (plain, TLS), HTTP/1.1 and HTTP/2, connection
 //!   limits, graceful drain; [`tls`]: rustls from PEM files.

@@ -40,6 +40,10 @@ use crate::router::{self, App};
 use crate::stats::Stats;
 pub use connection::InFlight;
 
+/// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Facts about one client connection, fixed for its lifetime.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -126,7 +130,12 @@ impl FrontEnd {
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32)
             .max_concurrent_streams(128)
-            .adaptive_window(true);
+            .adaptive_window(true)
+            // A client that vanished (no FIN) stops answering pings: its
+            // connection and the requests on it end instead of waiting on
+            // flow control forever.
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         FrontEnd {
             builder,
             slots: Arc::new(Semaphore::new(config.max_connections)),

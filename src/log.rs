@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::config::LogFormat;
-use crate::server::InFlight;
+use crate::server::{ConsumerWatch, InFlight};
 use crate::stats::RouteCounters;
 
 /// What routing learned about a request, for the log line and the counters.
@@ -64,7 +64,9 @@ pub struct AccessRecord {
     /// Time until the CGI program or FastCGI backend sent its header block.
     pub upstream: Option<Duration>,
     /// Keeps the connection counted as busy until the body is done.
-    _busy: Option<InFlight>,
+    busy: Option<InFlight>,
+    /// Set by `watch_consumer`: the body reports its hand-overs here.
+    consumer: Option<Arc<ConsumerWatch>>,
     /// Keeps the configuration the request started with (and its pools)
     /// alive until the body is done, across a reload.
     _app: Option<Arc<crate::router::App>>,
@@ -93,7 +95,8 @@ impl AccessRecord {
             status: 0,
             route: None,
             upstream: None,
-            _busy: None,
+            busy: None,
+            consumer: None,
             _app: None,
         }
     }
@@ -102,8 +105,14 @@ impl AccessRecord {
     pub fn attach(&mut self, note: RequestNote, busy: InFlight, app: Arc<crate::router::App>) {
         self.route = note.route;
         self.upstream = note.upstream;
-        self._busy = Some(busy);
+        self.busy = Some(busy);
         self._app = Some(app);
+    }
+
+    /// Watch the response for a client that stops taking it (HTTP/2
+    /// responses from CGI/FastCGI; see `server::connection`).
+    pub fn watch_consumer(&mut self) {
+        self.consumer = self.busy.as_ref().map(|b| b.watch_consumer());
     }
 
     /// Append the log line to `out` (no allocation once `out` has grown).
@@ -173,15 +182,17 @@ impl AccessRecord {
 /// when it ends or is dropped.
 pub struct LoggedBody {
     inner: Body,
+    consumer: Option<Arc<ConsumerWatch>>,
     bytes: u64,
     done: bool,
     record: Option<AccessRecord>,
 }
 
 impl LoggedBody {
-    pub fn wrap(inner: Body, record: AccessRecord) -> Body {
+    pub fn wrap(inner: Body, mut record: AccessRecord) -> Body {
         LoggedBody {
             inner,
+            consumer: record.consumer.take(),
             bytes: 0,
             done: false,
             record: Some(record),
@@ -198,11 +209,17 @@ impl http_body::Body for LoggedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(c) = &self.consumer {
+            c.asked();
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     self.bytes += d.len() as u64;
+                    if let Some(c) = &self.consumer {
+                        c.handed();
+                    }
                 }
             }
             Poll::Ready(None) => self.done = true,

@@ -61,6 +61,9 @@ impl Live {
 
     /// Load the configuration again and swap it in; on error nothing changes.
     pub fn reload(&self, cli: &Cli) -> Result<(), ConfigError> {
+        // One reload at a time, and none once shutdown has begun: `closing`
+        // is set under this same lock.
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         if self.closing.load(Ordering::Relaxed) {
             return Err(ConfigError("shutting down; not reloading".into()));
         }
@@ -91,7 +94,6 @@ impl Live {
             }
             old.fastcgi.stop_pools(false).await;
         });
-        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         retiring.retain(|t| !t.is_finished());
         retiring.push(retire);
         Ok(())
@@ -120,6 +122,7 @@ impl Live {
 
     /// Shutdown has begun: refuse further reloads.
     pub fn closing(&self) {
+        let _no_reload_under_way = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         self.closing.store(true, Ordering::Relaxed);
     }
 
@@ -129,9 +132,13 @@ impl Live {
         self.closing();
         let retiring =
             std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in retiring {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+        // They run at once; wait for all of them, within one bound.
+        let all_retired = async {
+            for task in retiring {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), all_retired).await;
         self.current().fastcgi.stop_pools(true).await;
     }
 }

@@ -38,7 +38,7 @@ use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::reload::Live;
 use crate::router::{self, App};
 use crate::stats::Stats;
-pub use connection::InFlight;
+pub use connection::{ConsumerWatch, InFlight};
 
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -281,6 +281,12 @@ async fn serve_request(
         .await
         .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
     record.status = resp.status().as_u16();
+    // HTTP/2 flow control can starve a response without any socket write
+    // blocking; watch those that hold a CGI process or FastCGI connection.
+    let watch = record.version == http::Version::HTTP_2 && note.upstream.is_some();
     record.attach(note, busy, app.clone());
+    if watch {
+        record.watch_consumer();
+    }
     resp.map(|body| LoggedBody::wrap(body, record))
 }

@@ -349,3 +349,50 @@ async fn a_client_that_stops_reading_is_dropped_and_its_cgi_ends() {
     assert!(closed_within(&mut s, Duration::from_secs(10)).await);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_no_window_is_dropped_and_its_cgi_ends() {
+    let mut cfg = fixture_config();
+    cfg.send_timeout = Duration::from_secs(2);
+    cfg.keepalive_timeout = Duration::from_secs(1);
+    let srv = TestServer::start(cfg).await;
+    // A script silent for longer than send_timeout is not a starved
+    // client: over HTTP/2 it still answers.
+    let slow = format!("http://127.0.0.1:{}/cgi-bin/slow.sh?3", srv.addr.port());
+    let out = curl(&["--http2-prior-knowledge", &slow]).await;
+    assert_eq!(out.info, "2 200", "{}", out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.body), "slept 3\n");
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut client, connection) = h2::client::Builder::new()
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("HTTP/2 handshake");
+    // The connection task answers pings and reads frames, like a client
+    // that is alive but does not want the data.
+    let driver = tokio::spawn(connection);
+    let url = format!("http://127.0.0.1:{}/cgi-bin/zeros.sh?512", srv.addr.port());
+    let req = http::Request::get(url).body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = resp.await.expect("response head");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // One frame, and the window is never given back.
+    let first = body.data().await.expect("a frame").expect("data");
+    assert!(!first.is_empty());
+    assert!(
+        eventually(Duration::from_secs(5), || srv.app.cgi.groups.len() == 1).await,
+        "the script should be running"
+    );
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), || srv.app.cgi.groups.is_empty()).await,
+        "the script behind a starved HTTP/2 stream still runs"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // The server closed the connection.
+    assert!(tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .is_ok());
+    drop(body);
+    srv.stop().await;
+}

@@ -272,15 +272,15 @@ impl FastCgi {
     /// list. `all` true (shutdown): every one.
     pub async fn stop_pools(&self, all: bool) {
         let grace = self.shutdown_grace.min(supervisor::TERM_GRACE);
-        let stops: Vec<_> = self
-            .spawned
-            .iter()
-            .filter(|(_, p)| all || Arc::strong_count(p) == 2)
-            .map(|(_, p)| p.stop(grace))
-            .collect();
-        for stop in stops {
-            stop.await;
+        // All pools at once: each may take its whole grace.
+        let mut stops = tokio::task::JoinSet::new();
+        for (_, pool) in &self.spawned {
+            if all || Arc::strong_count(pool) == 2 {
+                let pool = pool.clone();
+                stops.spawn(async move { pool.stop(grace).await });
+            }
         }
+        while stops.join_next().await.is_some() {}
         let dir = self
             .runtime_dir
             .lock()

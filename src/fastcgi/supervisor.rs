@@ -135,7 +135,8 @@ enum Control {
     },
 }
 
-/// A route's handle on its pool. Dropping it stops the pool (SIGKILL).
+/// A route's handle on its pool. Dropping it stops the pool (SIGTERM,
+/// SIGKILL after the grace).
 pub struct PoolHandle {
     shared: Arc<Shared>,
     control: mpsc::Sender<Control>,

@@ -8,7 +8,10 @@
 //!   gracefully: hyper finishes what it is writing, HTTP/2 sends GOAWAY;
 //! - the client has not taken a byte for `send_timeout` while we have
 //!   something to send (it stopped reading) → drop the connection, which
-//!   also ends the CGI program or FastCGI request behind it;
+//!   also ends the CGI program or FastCGI request behind it; over HTTP/2
+//!   the same for a CGI/FastCGI response whose stream the client grants no
+//!   window for `send_timeout` (hyper offers no per-stream reset from
+//!   here, so the connection goes);
 //! - server shutdown → close gracefully (the drain waits for it).
 //!
 //! Bytes alone (a slow head, HTTP/2 pings) never count as activity, so a
@@ -18,7 +21,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,6 +82,9 @@ pub(super) struct Activity {
     /// write has been refused by a full socket buffer.
     write_blocked_since: AtomicU64,
     epoch: Instant,
+    /// HTTP/2 responses from CGI/FastCGI, watched for a client that stops
+    /// granting flow-control window (see [`ConsumerWatch`]).
+    watched: Mutex<Vec<Weak<ConsumerWatch>>>,
 }
 
 impl Activity {
@@ -89,6 +95,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
             epoch,
+            watched: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,6 +113,22 @@ impl Activity {
             0 => Duration::ZERO,
             since => now.saturating_duration_since(self.at(since - 1)),
         }
+    }
+
+    /// The longest any watched response has waited for the client to take
+    /// the frame it was handed (zero if none waits).
+    fn consumer_stalled_for(&self, now: Instant) -> Duration {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.retain(|w| w.strong_count() > 0);
+        watched
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|w| match w.handed.load(Ordering::Relaxed) {
+                0 => Duration::ZERO,
+                at => now.saturating_duration_since(self.at(at - 1)),
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
@@ -134,6 +157,48 @@ impl InFlight {
         a.in_flight.fetch_add(1, Ordering::AcqRel);
         a.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(a.clone())
+    }
+
+    /// Watch this response for a client that stops taking it (HTTP/2: no
+    /// WINDOW_UPDATE, so hyper never asks the body for more and no socket
+    /// write ever blocks). The body reports through the returned handle.
+    pub fn watch_consumer(&self) -> Arc<ConsumerWatch> {
+        let watch = Arc::new(ConsumerWatch {
+            handed: AtomicU64::new(0),
+            activity: Arc::downgrade(&self.0),
+        });
+        self.0
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&watch));
+        watch
+    }
+}
+
+/// When a response body last handed hyper a frame that hyper has not yet
+/// come back for. A body waiting on a silent upstream was asked (and said
+/// "not yet"), so it never counts as stalled; only a consumer that stopped
+/// asking does.
+pub struct ConsumerWatch {
+    /// Milliseconds after the connection's epoch (+1; 0: not waiting).
+    handed: AtomicU64,
+    activity: Weak<Activity>,
+}
+
+impl ConsumerWatch {
+    /// The body is being asked for more.
+    pub fn asked(&self) {
+        if self.handed.load(Ordering::Relaxed) != 0 {
+            self.handed.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The body handed over a data frame.
+    pub fn handed(&self) {
+        if let Some(a) = self.activity.upgrade() {
+            self.handed.store(a.now_ms() + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -236,6 +301,15 @@ where
                 let stalled = activity.stalled_for(now);
                 if stalled >= front.send_timeout {
                     tracing::info!(%peer, "client took no data for {}s; closing", stalled.as_secs());
+                    return;
+                }
+                let starved = activity.consumer_stalled_for(now);
+                if starved >= front.send_timeout {
+                    tracing::info!(
+                        %peer,
+                        "client granted no HTTP/2 window for {}s to a CGI/FastCGI response; closing",
+                        starved.as_secs()
+                    );
                     return;
                 }
                 let busy = activity.in_flight.load(Ordering::Acquire) > 0;

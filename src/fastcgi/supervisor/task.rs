@@ -128,7 +128,9 @@ impl Supervisor {
                         let _ = done.send(());
                         return;
                     }
-                    None => return self.stop(Duration::ZERO).await,
+                    // Every handle dropped (a configuration replaced by a
+                    // reload let go of it): stop in order, not by SIGKILL.
+                    None => return self.stop(self.drain_limit.min(TERM_GRACE)).await,
                 },
             }
             self.step();

@@ -85,8 +85,8 @@ fn wants_json(req: &Request<ReqBody>) -> bool {
 /// metrics are rendered from it, so the three never disagree).
 fn snapshot(app: &App) -> Value {
     let stats = &app.stats;
-    let routes: Vec<Value> = stats
-        .routes()
+    let counters = stats.routes();
+    let routes: Vec<Value> = counters
         .iter()
         .map(|r| {
             json!({
@@ -139,7 +139,7 @@ fn snapshot(app: &App) -> Value {
             })
         })
         .collect();
-    let requests: u64 = stats.routes().iter().map(|r| r.requests).sum();
+    let requests: u64 = counters.iter().map(|r| r.requests).sum();
     json!({
         "server": "cgihost",
         "version": env!("CARGO_PKG_VERSION"),

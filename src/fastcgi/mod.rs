@@ -238,19 +238,9 @@ impl FastCgi {
         })
     }
 
-    fn pools(&self) -> impl Iterator<Item = &Arc<PoolHandle>> {
-        let routes = self.prefix_routes.iter().map(|(_, r)| r);
-        routes
-            .chain(&self.ext_routes)
-            .filter_map(|r| match &r.upstream {
-                Upstream::Spawned(p) => Some(p),
-                Upstream::Fixed(_) => None,
-            })
-    }
-
-    /// Every spawned pool's snapshot, in route order.
+    /// Every spawned pool's snapshot, in configuration order.
     pub fn pool_statuses(&self) -> Vec<supervisor::PoolStatus> {
-        self.pools().map(|p| p.status()).collect()
+        self.spawned.iter().map(|(_, pool)| pool.status()).collect()
     }
 
     /// After a reload: pools kept from the old configuration start a

@@ -78,8 +78,8 @@ pub(super) struct Activity {
     requests: AtomicU64,
     /// Milliseconds after `epoch` when a request last finished.
     idle_since: AtomicU64,
-    /// Milliseconds after `epoch` (+1, so 0 means "not blocked") since a
-    /// write has been refused by a full socket buffer.
+    /// A [`stamp`] of when a write was first refused by a full socket
+    /// buffer (0: not blocked).
     write_blocked_since: AtomicU64,
     epoch: Instant,
     /// HTTP/2 responses from CGI/FastCGI, watched for a client that stops
@@ -109,10 +109,7 @@ impl Activity {
 
     /// How long the client has refused our bytes (zero if it has not).
     fn stalled_for(&self, now: Instant) -> Duration {
-        match self.write_blocked_since.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            since => now.saturating_duration_since(self.at(since - 1)),
-        }
+        waited(self.epoch, &self.write_blocked_since, now)
     }
 
     /// The longest any watched response has waited for the client to take
@@ -123,10 +120,7 @@ impl Activity {
         watched
             .iter()
             .filter_map(Weak::upgrade)
-            .map(|w| match w.handed.load(Ordering::Relaxed) {
-                0 => Duration::ZERO,
-                at => now.saturating_duration_since(self.at(at - 1)),
-            })
+            .map(|w| waited(self.epoch, &w.handed, now))
             .max()
             .unwrap_or_default()
     }
@@ -135,8 +129,7 @@ impl Activity {
         match result {
             Poll::Pending => {
                 if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
-                    self.write_blocked_since
-                        .store(self.now_ms() + 1, Ordering::Relaxed);
+                    stamp(self.epoch, &self.write_blocked_since);
                 }
             }
             Poll::Ready(Ok(n)) if *n > 0 => {
@@ -165,7 +158,7 @@ impl InFlight {
     pub fn watch_consumer(&self) -> Arc<ConsumerWatch> {
         let watch = Arc::new(ConsumerWatch {
             handed: AtomicU64::new(0),
-            activity: Arc::downgrade(&self.0),
+            epoch: self.0.epoch,
         });
         self.0
             .watched
@@ -181,9 +174,10 @@ impl InFlight {
 /// "not yet"), so it never counts as stalled; only a consumer that stopped
 /// asking does.
 pub struct ConsumerWatch {
-    /// Milliseconds after the connection's epoch (+1; 0: not waiting).
+    /// A [`stamp`] of the hand-over (0: not waiting).
     handed: AtomicU64,
-    activity: Weak<Activity>,
+    /// The connection's epoch, which stamps count from.
+    epoch: Instant,
 }
 
 impl ConsumerWatch {
@@ -196,9 +190,21 @@ impl ConsumerWatch {
 
     /// The body handed over a data frame.
     pub fn handed(&self) {
-        if let Some(a) = self.activity.upgrade() {
-            self.handed.store(a.now_ms() + 1, Ordering::Relaxed);
-        }
+        stamp(self.epoch, &self.handed);
+    }
+}
+
+/// Record "since now" in `slot`: milliseconds after `epoch`, plus one so
+/// that 0 can mean "not waiting".
+fn stamp(epoch: Instant, slot: &AtomicU64) {
+    slot.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+}
+
+/// How long ago `slot` was stamped (zero if it is not set).
+fn waited(epoch: Instant, slot: &AtomicU64, now: Instant) -> Duration {
+    match slot.load(Ordering::Relaxed) {
+        0 => Duration::ZERO,
+        since => now.saturating_duration_since(epoch + Duration::from_millis(since - 1)),
     }
 }
 

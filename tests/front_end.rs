@@ -202,8 +202,9 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_slow_clients_do_not_stop_a_normal_one() {
-    raise_fd_limit();
-    let mut srv = BinServer::start(&["--config", &write_conf("header_read_timeout = 2\n")]);
+    cgihost::privileges::raise_fd_limit();
+    let conf = ConfFile::new("header_read_timeout = 2\n");
+    let mut srv = BinServer::start(&["--config", conf.arg()]);
     let mut slow = Vec::new();
     for i in 0..500 {
         let mut s = TcpStream::connect(srv.addr).await.expect("connect");
@@ -296,25 +297,6 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     assert_eq!(resp.status, 200);
     drop(b);
     srv.stop().await;
-}
-
-/// A config file with `body`, kept for the life of the test process.
-fn write_conf(body: &str) -> String {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("cgihost.toml");
-    std::fs::write(&path, body).unwrap();
-    path.display().to_string()
-}
-
-fn raise_fd_limit() {
-    // SAFETY: plain syscalls with a valid struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(65536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

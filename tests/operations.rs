@@ -17,45 +17,6 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// A config file in a fresh directory (kept while the test runs).
-struct ConfFile {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl ConfFile {
-    fn new(body: &str) -> ConfFile {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cgihost.toml");
-        std::fs::write(&path, body).unwrap();
-        ConfFile { dir, path }
-    }
-
-    fn rewrite(&self, body: &str) {
-        // Replace atomically, as an editor or a deploy tool would.
-        let tmp = self.dir.path().join("next.toml");
-        std::fs::write(&tmp, body).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-
-    fn arg(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-}
-
-/// The binary with its spawned-pool sockets in a temp dir of the test's.
-fn start(args: &[&str], run: &Path) -> BinServer {
-    let f = fixtures();
-    let mut cmd = Command::new(bin_path());
-    cmd.args(["--bind", "127.0.0.1", "--port", "0", "--root"])
-        .arg(f.join("static"))
-        .arg("--cgi-dir")
-        .arg(f.join("cgi-bin"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", run);
-    BinServer::start_cmd(cmd)
-}
-
 async fn status_json(addr: std::net::SocketAddr) -> Value {
     let resp = get(addr, "/status?json").await;
     assert_eq!(resp.status, 200);
@@ -72,20 +33,16 @@ fn route<'a>(s: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_known_traffic_in_json_and_metrics() {
-    let run = tempfile::tempdir().unwrap();
     let app = repo("cgi-bin/app.fcgi");
     let spawn = format!("/app=perl {}", app.display());
-    let srv = start(
-        &[
-            "--status-path",
-            "/status",
-            "--spawn",
-            &spawn,
-            "--workers",
-            "2",
-        ],
-        run.path(),
-    );
+    let srv = PoolServer::start(&[
+        "--status-path",
+        "/status",
+        "--spawn",
+        &spawn,
+        "--workers",
+        "2",
+    ]);
     for _ in 0..3 {
         assert_eq!(get(srv.addr, "/index.html").await.status, 200);
     }
@@ -206,20 +163,16 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_and_updates_live_in_chromium() {
-    let run = tempfile::tempdir().unwrap();
     let app = repo("cgi-bin/app.fcgi");
     let spawn = format!("/app=perl {}", app.display());
-    let srv = start(
-        &[
-            "--status-path",
-            "/status/",
-            "--spawn",
-            &spawn,
-            "--workers",
-            "2",
-        ],
-        run.path(),
-    );
+    let srv = PoolServer::start(&[
+        "--status-path",
+        "/status/",
+        "--spawn",
+        &spawn,
+        "--workers",
+        "2",
+    ]);
     for path in ["/index.html", "/cgi-bin/hello.sh", "/app/", "/nope"] {
         get(srv.addr, path).await;
     }
@@ -273,7 +226,6 @@ async fn status_page_renders_and_updates_live_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_routes_and_keeps_them_on_a_bad_file() {
-    let run = tempfile::tempdir().unwrap();
     let app = repo("cgi-bin/app.fcgi");
     let with_pool = format!(
         "status_path = \"/status\"\ncgi_prefix = \"/cgi-bin\"\n\
@@ -281,7 +233,7 @@ async fn sighup_swaps_routes_and_keeps_them_on_a_bad_file() {
         app.display()
     );
     let conf = ConfFile::new(&with_pool);
-    let srv = start(&["--config", conf.arg()], run.path());
+    let srv = PoolServer::start(&["--config", conf.arg()]);
     assert_eq!(get(srv.addr, "/cgi-bin/hello.sh").await.status, 200);
     assert_eq!(get(srv.addr, "/app/x").await.status, 200);
     let s = status_json(srv.addr).await;
@@ -439,8 +391,7 @@ async fn user_runs_cgi_workers_and_cgihost_itself_unprivileged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_user_root_is_warned_about() {
-    let run = tempfile::tempdir().unwrap();
-    let srv = start(&[], run.path());
+    let srv = PoolServer::start(&[]);
     let root = unsafe { libc::geteuid() } == 0;
     assert_eq!(
         srv.stderr_text().contains("running as root"),
@@ -540,20 +491,16 @@ fn check_config_catches_tls_and_user_problems() {
 async fn sighup_loads_a_renewed_certificate() {
     let (dir, cert, key) = self_signed_cert();
     let (_next_dir, next_cert, next_key) = self_signed_cert();
-    let run = tempfile::tempdir().unwrap();
     let live_cert = dir.path().join("live-cert.pem");
     let live_key = dir.path().join("live-key.pem");
     std::fs::copy(&cert, &live_cert).unwrap();
     std::fs::copy(&key, &live_key).unwrap();
-    let srv = start(
-        &[
-            "--tls-cert",
-            live_cert.to_str().unwrap(),
-            "--tls-key",
-            live_key.to_str().unwrap(),
-        ],
-        run.path(),
-    );
+    let srv = PoolServer::start(&[
+        "--tls-cert",
+        live_cert.to_str().unwrap(),
+        "--tls-key",
+        live_key.to_str().unwrap(),
+    ]);
     let url = format!("https://127.0.0.1:{}/index.html", srv.addr.port());
     let trusting = |ca: &Path| {
         let ca = ca.to_str().unwrap().to_string();

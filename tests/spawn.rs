@@ -31,55 +31,13 @@ fn example(name: &str) -> String {
         .into_owned()
 }
 
-/// The binary, its runtime dir (`XDG_RUNTIME_DIR`) inside a temp dir of
-/// the test's: a cgihost killed by `BinServer`'s Drop cannot remove its
-/// sockets, the temp dir does (fields drop in order: server first).
-struct Server {
-    srv: BinServer,
-    _run: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Server {
-    type Target = BinServer;
-    fn deref(&self) -> &BinServer {
-        &self.srv
-    }
-}
-
-impl std::ops::DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut BinServer {
-        &mut self.srv
-    }
-}
-
-fn start_cmd(mut cmd: Command) -> Server {
-    let run = tempfile::tempdir().unwrap();
-    cmd.env("XDG_RUNTIME_DIR", run.path());
-    Server {
-        srv: BinServer::start_cmd(cmd),
-        _run: run,
-    }
-}
-
-/// The fixture site plus `args` (what `BinServer::start` does).
-fn start(args: &[&str]) -> Server {
-    let f = fixtures();
-    let mut cmd = Command::new(bin_path());
-    cmd.args(["--bind", "127.0.0.1", "--port", "0", "--root"])
-        .arg(f.join("static"))
-        .arg("--cgi-dir")
-        .arg(f.join("cgi-bin"))
-        .args(args);
-    start_cmd(cmd)
-}
-
 /// The binary with a config file (written into `dir`) and extra flags.
-fn start_with_config(dir: &Path, toml: &str, args: &[&str]) -> Server {
+fn start_with_config(dir: &Path, toml: &str, args: &[&str]) -> PoolServer {
     let conf = dir.join("cgihost.toml");
     std::fs::write(&conf, toml).unwrap();
     let mut all = vec!["--config", conf.to_str().unwrap()];
     all.extend_from_slice(args);
-    start(&all)
+    PoolServer::start(&all)
 }
 
 /// `pid N` out of an example app's answer.
@@ -182,7 +140,7 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn perl_pool_answers_from_at_most_n_workers_that_keep_state() {
     let cmd = format!("/app=perl {}", example("app.fcgi"));
-    let srv = start(&["--spawn", &cmd, "--workers", "3"]);
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "3"]);
     let started = wait_workers(&srv, 3).await;
     let load = Load::start(srv.addr, "/app/x?q=1", 8);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -210,7 +168,7 @@ async fn perl_pool_answers_from_at_most_n_workers_that_keep_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_is_replaced_and_service_continues() {
     let cmd = format!("/py={} {}", python(), example("app.py"));
-    let srv = start(&["--spawn", &cmd, "--workers", "2"]);
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "2"]);
     let before = wait_workers(&srv, 2).await;
     // Let the workers become Running (a death then restarts at once).
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -240,7 +198,7 @@ async fn killed_worker_is_replaced_and_service_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_that_exits_at_start_backs_off_and_the_route_answers_503() {
-    let srv = start(&[
+    let srv = PoolServer::start(&[
         "--spawn",
         "/bad=sh -c 'echo no database here >&2; exit 3'",
         "--workers",
@@ -406,7 +364,7 @@ async fn broken_edit_keeps_the_old_workers_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_starts_fresh_workers() {
     let cmd = format!("/py={} {}", python(), example("app.py"));
-    let srv = start(&["--spawn", &cmd, "--workers", "2"]);
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "2"]);
     let old = wait_workers(&srv, 2).await;
     assert_eq!(get(srv.addr, "/py/").await.status, 200);
     srv.signal(libc::SIGHUP);
@@ -483,7 +441,7 @@ async fn sigterm_stops_every_worker_and_removes_the_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_cgihost_takes_the_workers_along() {
     let cmd = format!("/py={} {}", python(), example("app.py"));
-    let srv = start(&["--spawn", &cmd, "--workers", "3"]);
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "3"]);
     let pids = wait_workers(&srv, 3).await;
     srv.signal(libc::SIGKILL);
     let gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p))).await;
@@ -562,7 +520,7 @@ async fn php_cgi_pool_serves_php_pages() {
             "--workers",
             "2",
         ]);
-    let srv = start_cmd(cmd);
+    let srv = PoolServer::start_cmd(cmd);
     wait_workers(&srv, 2).await;
     let resp = get(srv.addr, "/index.php/extra?x=1").await;
     assert_eq!(resp.status, 200, "{}\n{}", resp.text(), srv.stderr_text());
@@ -637,7 +595,7 @@ fn connections_of(pid: u32) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_connection_is_reused_when_the_response_declares_its_length() {
     let cmd = format!("/py={} {}", python(), example("app.py"));
-    let srv = start(&["--spawn", &cmd, "--workers", "1"]);
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "1"]);
     let pid = *wait_workers(&srv, 1).await.iter().next().unwrap();
     let mut seen = BTreeSet::new();
     for i in 0..5 {

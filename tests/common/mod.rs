@@ -115,15 +115,20 @@ impl BinServer {
 
     /// Start the binary with `root` as document root plus `args`.
     pub fn start_in(root: &Path, args: &[&str]) -> BinServer {
-        let f = fixtures();
+        Self::start_cmd(Self::command_in(root, args))
+    }
+
+    /// The command `start_in` runs: loopback, ephemeral port, `root`, the
+    /// fixture CGI programs, then `args`.
+    pub fn command_in(root: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin_path());
         cmd.arg("--bind").arg("127.0.0.1").arg("--port").arg("0");
         cmd.arg("--root")
             .arg(root)
             .arg("--cgi-dir")
-            .arg(f.join("cgi-bin"));
+            .arg(fixtures().join("cgi-bin"));
         cmd.args(args);
-        Self::start_cmd(cmd)
+        cmd
     }
 
     pub fn start_cmd(mut cmd: Command) -> BinServer {
@@ -659,6 +664,70 @@ pub async fn stream_upload(conn: &mut Conn, head: &str, total: u64, chunked: boo
             .expect("write");
     }
     hex(&hasher.finalize())
+}
+
+/// A config file in a fresh directory (kept while the test runs).
+pub struct ConfFile {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfFile {
+    pub fn new(body: &str) -> ConfFile {
+        let dir = tempfile::tempdir().expect("config file");
+        let path = dir.path().join("cgihost.toml");
+        std::fs::write(&path, body).expect("config file");
+        ConfFile { dir, path }
+    }
+
+    pub fn rewrite(&self, body: &str) {
+        // Replace atomically, as an editor or a deploy tool would.
+        let tmp = self.dir.path().join("next.toml");
+        std::fs::write(&tmp, body).expect("config file");
+        std::fs::rename(&tmp, &self.path).expect("config file");
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("config file")
+    }
+}
+
+/// The binary with its runtime dir (`XDG_RUNTIME_DIR`, where spawned
+/// pools put their sockets) inside a temp dir of the test's: a cgihost
+/// killed by `BinServer`'s Drop cannot remove its sockets, the temp dir
+/// does (fields drop in order: server first).
+pub struct PoolServer {
+    srv: BinServer,
+    _run: tempfile::TempDir,
+}
+
+impl std::ops::Deref for PoolServer {
+    type Target = BinServer;
+    fn deref(&self) -> &BinServer {
+        &self.srv
+    }
+}
+
+impl std::ops::DerefMut for PoolServer {
+    fn deref_mut(&mut self) -> &mut BinServer {
+        &mut self.srv
+    }
+}
+
+impl PoolServer {
+    /// The fixture site plus `args` (what `BinServer::start` does).
+    pub fn start(args: &[&str]) -> PoolServer {
+        Self::start_cmd(BinServer::command_in(&fixtures().join("static"), args))
+    }
+
+    pub fn start_cmd(mut cmd: Command) -> PoolServer {
+        let run = tempfile::tempdir().expect("tempdir");
+        cmd.env("XDG_RUNTIME_DIR", run.path());
+        PoolServer {
+            srv: BinServer::start_cmd(cmd),
+            _run: run,
+        }
+    }
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, made with the

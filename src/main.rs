@@ -10,10 +10,11 @@ use clap::Parser;
 
 use cgihost::cli::Cli;
 use cgihost::config::Config;
-use cgihost::privileges;
+use cgihost::privileges::{self, User};
 use cgihost::reload::Live;
 use cgihost::router::App;
 use cgihost::server::Listener;
+use tokio_rustls::TlsAcceptor;
 
 /// Exit status for bad flags or configuration (like `nginx -t`).
 const CONFIG_ERROR: u8 = 2;
@@ -69,19 +70,7 @@ fn main() -> ExitCode {
 /// `--check-config`: everything `Config::load` checks, plus the TLS files
 /// and the user; print the routes.
 fn check_config(config: &Config) -> ExitCode {
-    let extra = config
-        .tls
-        .as_ref()
-        .map(|t| cgihost::tls::acceptor(t).map(drop).map_err(|e| e.0))
-        .transpose()
-        .and_then(|_| {
-            config
-                .user
-                .as_deref()
-                .map(privileges::lookup_user)
-                .transpose()
-        });
-    if let Err(e) = extra {
+    if let Err(e) = outside_files(config) {
         eprintln!("cgihost: {e}");
         return ExitCode::from(CONFIG_ERROR);
     }
@@ -90,6 +79,23 @@ fn check_config(config: &Config) -> ExitCode {
     }
     println!("configuration ok");
     ExitCode::SUCCESS
+}
+
+/// What the configuration names outside itself: the TLS files, loaded
+/// (while still root: a key may be readable by root only), and the user,
+/// looked up.
+fn outside_files(config: &Config) -> Result<(Option<TlsAcceptor>, Option<User>), String> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| cgihost::tls::acceptor(t).map_err(|e| e.0))
+        .transpose()?;
+    let user = config
+        .user
+        .as_deref()
+        .map(privileges::lookup_user)
+        .transpose()?;
+    Ok((tls, user))
 }
 
 enum Failure {
@@ -104,14 +110,7 @@ async fn serve(
 ) -> Result<(), Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = Failure::Runtime;
-    let tls = match &config.tls {
-        Some(files) => Some(cgihost::tls::acceptor(files).map_err(|e| Failure::Config(e.0))?),
-        None => None,
-    };
-    let user = match &config.user {
-        Some(name) => Some(privileges::lookup_user(name).map_err(Failure::Config)?),
-        None => None,
-    };
+    let (tls, user) = outside_files(&config).map_err(Failure::Config)?;
     let fd_limit = privileges::raise_fd_limit();
     if (fd_limit as usize) < config.max_connections * 2 {
         tracing::warn!(

@@ -17,6 +17,7 @@ mod file;
 mod spawn;
 pub(crate) use file::SizeValue;
 use file::{read_file, FileConfig};
+use spawn::seconds;
 pub use spawn::{parse_spawn, SpawnRoute};
 
 /// A configuration problem: the message names the flag or key and what is wrong.
@@ -333,10 +334,7 @@ impl Config {
         for (i, r) in f.fastcgi.into_iter().enumerate() {
             let key = format!("fastcgi[{i}]");
             let mut route = parse_fastcgi(&key, &format!("{}={}", r.matcher, r.addr))?;
-            route.timeout = match r.timeout {
-                Some(0) => return err(format!("{key}.timeout: must be at least 1 second")),
-                t => t.map(Duration::from_secs),
-            };
+            route.timeout = seconds(&key, "timeout", r.timeout)?;
             route.max_body = r
                 .max_body
                 .map(|v| v.bytes(&format!("{key}.max_body")))

@@ -64,7 +64,12 @@ impl FileSpawn {
     }
 }
 
-fn seconds(key: &str, name: &str, v: Option<u64>) -> Result<Option<Duration>, ConfigError> {
+/// `key.name` in whole seconds, at least 1.
+pub(super) fn seconds(
+    key: &str,
+    name: &str,
+    v: Option<u64>,
+) -> Result<Option<Duration>, ConfigError> {
     match v {
         Some(0) => err(format!("{key}.{name}: must be at least 1 second")),
         v => Ok(v.map(Duration::from_secs)),

@@ -115,6 +115,21 @@ impl AccessRecord {
         self.consumer = self.busy.as_ref().map(|b| b.watch_consumer());
     }
 
+    /// The response is over (`complete`: all of it was sent): write the
+    /// log line and count the request on its route.
+    pub fn finish(self, bytes: u64, complete: bool) {
+        if self.format.is_some() {
+            LINE.with_borrow_mut(|line| {
+                line.clear();
+                self.write_line(line, bytes, complete);
+                access_line(line);
+            });
+        }
+        if let Some(route) = &self.route {
+            route.record(self.status, bytes, self.started.elapsed(), self.upstream);
+        }
+    }
+
     /// Append the log line to `out` (no allocation once `out` has grown).
     fn write_line(&self, out: &mut String, bytes: u64, complete: bool) {
         use std::fmt::Write as _;
@@ -240,17 +255,7 @@ impl http_body::Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(rec) = self.record.take() {
-            let complete = self.done || self.inner.is_end_stream();
-            if rec.format.is_some() {
-                LINE.with_borrow_mut(|line| {
-                    line.clear();
-                    rec.write_line(line, self.bytes, complete);
-                    access_line(line);
-                });
-            }
-            if let Some(route) = &rec.route {
-                route.record(rec.status, self.bytes, rec.started.elapsed(), rec.upstream);
-            }
+            rec.finish(self.bytes, self.done || self.inner.is_end_stream());
         }
     }
 }

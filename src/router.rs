@@ -197,6 +197,41 @@ pub async fn dispatch(
     Ok(resp.map(|body| crate::body::with_guard(body, guard)))
 }
 
+/// The path of a bodiless GET or HEAD that `dispatch` would give to the
+/// static files, or None when another route owns it (status page, upload
+/// rule, CGI, FastCGI). The front end's sendfile path
+/// (`server/static_h1.rs`) takes only these. An unusable path is
+/// `Some(Err)`: its 400/403/404 page is the same whoever answers.
+pub fn static_path(app: &App, uri_path: &str) -> Option<Result<SafePath, Error>> {
+    if let Some(status) = &app.config.status {
+        if status::is_status_path(&status.path, uri_path) {
+            return None;
+        }
+    }
+    let path = match SafePath::parse(uri_path) {
+        Ok(path) => path,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if upload::rule_for(&app.uploads, &path).is_some() {
+        return None;
+    }
+    matches!(route(app, &path), Route::Static).then_some(Ok(path))
+}
+
+/// Answer a request [`static_path`] accepted, for a front end that sends
+/// the file bytes itself (a `FileRange` instead of a body).
+pub async fn serve_static(
+    app: &App,
+    req: &Request<()>,
+    path: SafePath,
+    note: &mut RequestNote,
+) -> Result<Response<Body>, Error> {
+    note.route = Some(app.labels.statics.clone());
+    app.statics
+        .serve(req.method(), &path, req.uri(), req.headers(), true)
+        .await
+}
+
 async fn route_and_serve(
     app: &App,
     mut req: Request<ReqBody>,
@@ -256,7 +291,7 @@ async fn route_and_serve(
             Route::Static => {
                 return app
                     .statics
-                    .serve(req.method(), &path, req.uri(), req.headers())
+                    .serve(req.method(), &path, req.uri(), req.headers(), false)
                     .await
             }
         };

@@ -15,6 +15,8 @@
 //! workers (SIGTERM, then SIGKILL), so nothing is left behind.
 
 mod connection;
+mod send_file;
+mod static_h1;
 
 use std::future::Future;
 use std::io;
@@ -34,10 +36,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::body::Body;
+use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::reload::Live;
 use crate::router::{self, App};
 use crate::stats::Stats;
+use crate::uri_path::SafePath;
 pub use connection::{ConsumerWatch, InFlight};
 
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
@@ -105,6 +109,8 @@ struct FrontEnd {
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
     send_timeout: Duration,
+    /// The longest request head (larger: 431, from hyper).
+    max_header_size: usize,
     max_connections: usize,
     stats: Arc<Stats>,
     /// Becomes true when the server shuts down.
@@ -123,7 +129,7 @@ impl FrontEnd {
             .header_read_timeout(None)
             // The read buffer never grows past the head limit, so a larger
             // head is refused with 431.
-            .max_buf_size(config.max_header_size.max(8192))
+            .max_buf_size(max_header_size(config))
             .keep_alive(true);
         builder
             .http2()
@@ -142,11 +148,17 @@ impl FrontEnd {
             header_read_timeout: config.header_read_timeout,
             keepalive_timeout: config.keepalive_timeout,
             send_timeout: config.send_timeout,
+            max_header_size: max_header_size(config),
             max_connections: config.max_connections,
             stats: app.stats.clone(),
             stop,
         }
     }
+}
+
+/// hyper's smallest read buffer is 8 KiB.
+fn max_header_size(config: &crate::config::Config) -> usize {
+    config.max_header_size.max(8192)
 }
 
 /// One loop for every listener, so the cap counts connections, not
@@ -265,14 +277,7 @@ async fn serve_request(
     busy: connection::InFlight,
 ) -> Response<Body> {
     let id = app.next_request_id();
-    let mut record = AccessRecord::new(
-        app.config.access_log.then_some(app.config.log_format),
-        conn.peer.ip(),
-        req.method(),
-        req.uri(),
-        req.version(),
-        req.headers(),
-    );
+    let mut record = access_record(&app, conn.as_ref(), &req);
     let span = tracing::info_span!("req", id);
     let req = req.map(|b| b.boxed_unsync());
     let mut note = RequestNote::default();
@@ -289,4 +294,43 @@ async fn serve_request(
         record.watch_consumer();
     }
     resp.map(|body| LoggedBody::wrap(body, record))
+}
+
+/// The access log's record of `req`, started now.
+fn access_record<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> AccessRecord {
+    AccessRecord::new(
+        app.config.access_log.then_some(app.config.log_format),
+        conn.peer.ip(),
+        req.method(),
+        req.uri(),
+        req.version(),
+        req.headers(),
+    )
+}
+
+/// One static request on the sendfile path (`static_h1.rs`): id, span,
+/// error page; the caller sends the response and ends the record.
+async fn answer_static(
+    app: Arc<App>,
+    req: &Request<()>,
+    path: Result<SafePath, Error>,
+    conn: &ConnInfo,
+    busy: connection::InFlight,
+) -> (Response<Body>, AccessRecord) {
+    let id = app.next_request_id();
+    let mut record = access_record(&app, conn, req);
+    let span = tracing::info_span!("req", id);
+    let mut note = RequestNote::default();
+    let served = match path {
+        Ok(path) => {
+            router::serve_static(&app, req, path, &mut note)
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let resp = served.unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    record.status = resp.status().as_u16();
+    record.attach(note, busy, app);
+    (resp, record)
 }

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{serve_request, ConnInfo, FrontEnd};
+use super::{serve_request, static_h1, ConnInfo, FrontEnd};
 use crate::reload::Live;
 
 /// Handshake (for TLS), then serve until the connection ends.
@@ -45,13 +45,22 @@ pub(super) async fn handle(
 ) {
     let accepted = Instant::now();
     let activity = Arc::new(Activity::new(accepted));
+    let peer = conn.peer;
+    let Some(acceptor) = tls else {
+        // Static files first; hyper takes over at the first other request.
+        let Some(stream) = static_h1::serve(stream, &conn, &live, front, &activity, accepted).await
+        else {
+            return;
+        };
+        let io = Tracked {
+            inner: stream,
+            activity: activity.clone(),
+        };
+        return serve(TokioIo::new(io), conn, live, front, activity).await;
+    };
     let io = Tracked {
         inner: stream,
         activity: activity.clone(),
-    };
-    let peer = conn.peer;
-    let Some(acceptor) = tls else {
-        return serve(TokioIo::new(io), conn, live, front, activity).await;
     };
     let mut stop = front.stop.clone();
     let handshake = tokio::time::timeout(front.header_read_timeout, acceptor.accept(io));
@@ -66,7 +75,7 @@ pub(super) async fn handle(
 }
 
 /// Resolves once the server is shutting down.
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here.
     let _ = stop.wait_for(|stopping| *stopping).await.map(drop);
 }
@@ -146,7 +155,7 @@ impl Activity {
 pub struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(a: &Arc<Activity>) -> InFlight {
+    pub(super) fn start(a: &Arc<Activity>) -> InFlight {
         a.in_flight.fetch_add(1, Ordering::AcqRel);
         a.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(a.clone())

@@ -39,13 +39,30 @@ pub const CHUNK: usize = 256 * 1024;
 /// `Content-Length`.
 pub fn read_now(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(len);
-    while buf.len() < len {
-        let at = offset + buf.len() as u64;
-        if pread_into(file, &mut buf, len, at, 0)? == 0 {
+    read_append(file, offset, len, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// [`read_now`] into the end of `buf` (the front end puts a small file
+/// right behind its response head, for one write).
+pub fn read_append(file: &File, offset: u64, len: usize, buf: &mut BytesMut) -> io::Result<()> {
+    let start = buf.len();
+    let target = start + len;
+    buf.reserve(len);
+    while buf.len() < target {
+        let at = offset + (buf.len() - start) as u64;
+        if pread_into(file, buf, target, at, 0)? == 0 {
             return Err(shrank());
         }
     }
-    Ok(buf.freeze())
+    Ok(())
+}
+
+/// Whether the byte at `offset` is in the page cache (one `RWF_NOWAIT`
+/// read of it). False when the kernel cannot tell; an error past the end.
+pub fn in_page_cache(file: &File, offset: u64) -> io::Result<bool> {
+    let mut probe = BytesMut::with_capacity(1);
+    read_nowait(file, &mut probe, 1, offset).map_or(Ok(false), |read| read.map(|_| true))
 }
 
 fn shrank() -> io::Error {
@@ -53,7 +70,8 @@ fn shrank() -> io::Error {
 }
 
 /// `preadv2` of up to `len - buf.len()` bytes at `offset`, appended to
-/// `buf`'s initialised part; returns the count (0 at end of file).
+/// `buf`'s initialised part (`len` is the length `buf` may reach, within
+/// its capacity); returns the count (0 at end of file).
 fn pread_into(
     file: &File,
     buf: &mut BytesMut,
@@ -91,13 +109,25 @@ static NOWAIT_WORKS: AtomicBool = AtomicBool::new(true);
 /// One chunk from the page cache without blocking, or None if the kernel
 /// would have to wait (or cannot tell).
 fn read_cached(file: &File, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
+    let mut buf = BytesMut::with_capacity(len);
+    read_nowait(file, &mut buf, len, offset).map(|read| read.map(|_| buf.freeze()))
+}
+
+/// [`pread_into`] with `RWF_NOWAIT`: None when the kernel would have to
+/// wait for the disk (or cannot tell); reaching the end of the file is an
+/// error, since callers only read within the size they were promised.
+fn read_nowait(
+    file: &File,
+    buf: &mut BytesMut,
+    len: usize,
+    offset: u64,
+) -> Option<io::Result<usize>> {
     if !NOWAIT_WORKS.load(Ordering::Relaxed) {
         return None;
     }
-    let mut buf = BytesMut::with_capacity(len);
-    match pread_into(file, &mut buf, len, offset, libc::RWF_NOWAIT) {
+    match pread_into(file, buf, len, offset, libc::RWF_NOWAIT) {
         Ok(0) => Some(Err(shrank())),
-        Ok(_) => Some(Ok(buf.freeze())),
+        Ok(n) => Some(Ok(n)),
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => None,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
             NOWAIT_WORKS.store(false, Ordering::Relaxed);

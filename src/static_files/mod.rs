@@ -18,7 +18,9 @@
 //! 6. range decision: 206 for one range, 416 when nothing is satisfiable,
 //!    the whole file for several (see `range.rs`);
 //! 7. body (`file_body.rs`): small files in one read, larger ones streamed
-//!    in chunks, gzipped as they stream when step 4 said so.
+//!    in chunks, gzipped as they stream when step 4 said so — or, when the
+//!    front end sends files itself (`server/static_h1.rs`, with sendfile),
+//!    no body but a [`FileRange`] for it to send.
 
 mod compression;
 mod conditional;
@@ -26,8 +28,10 @@ mod file_body;
 mod range;
 mod resolve;
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
@@ -37,6 +41,7 @@ use crate::uri_path::SafePath;
 use compression::{Accepted, Coding, GzipBody};
 use conditional::{Outcome, Validators};
 use file_body::FileBody;
+pub use file_body::{in_page_cache, read_append};
 use resolve::{Found, Resolved, Resolver};
 
 /// Files (or parts) up to this size are read in one `pread` on the worker
@@ -47,6 +52,16 @@ const SMALL_FILE: u64 = 64 * 1024;
 /// Input chunk for on-the-fly gzip: bounds the CPU one poll spends
 /// compressing on a worker thread (about a millisecond).
 const GZIP_CHUNK: usize = 64 * 1024;
+
+/// Response extension, for a caller that sends file bytes itself (see
+/// `serve`'s `sends_files`): the bytes an identity GET's body would have
+/// held; the body is empty and `Content-Length` is already `len`.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
 
 pub struct StaticFiles {
     resolver: Resolver,
@@ -88,12 +103,14 @@ impl StaticFiles {
         self.resolver.root()
     }
 
+    /// `sends_files`: the caller takes identity bytes as a [`FileRange`].
     pub async fn serve(
         &self,
         method: &Method,
         path: &SafePath,
         uri: &Uri,
         headers: &HeaderMap,
+        sends_files: bool,
     ) -> Result<Response<Body>, Error> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
@@ -123,7 +140,7 @@ impl StaticFiles {
             Some(range::Decision::Part { start, end }) => Some((start, end)),
             Some(range::Decision::Full) | None => None,
         };
-        self.respond(method, rep, content_type, part)
+        self.respond(method, rep, content_type, part, sends_files)
     }
 
     /// Step 4: the best coding the client accepts and we can offer.
@@ -153,6 +170,7 @@ impl StaticFiles {
         rep: Representation,
         content_type: HeaderValue,
         part: Option<(u64, u64)>,
+        sends_files: bool,
     ) -> Result<Response<Body>, Error> {
         let size = rep.found.meta.len();
         let (start, end) = part.unwrap_or((0, size));
@@ -179,7 +197,13 @@ impl StaticFiles {
         if part.is_some() {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
-        if method == Method::GET {
+        if method == Method::GET && sends_files && !rep.gzip_on_the_fly {
+            resp.extensions_mut().insert(FileRange {
+                file: Arc::new(rep.found.file),
+                offset: start,
+                len: end - start,
+            });
+        } else if method == Method::GET {
             *resp.body_mut() = if rep.gzip_on_the_fly {
                 GzipBody::wrap(file_body(rep.found, 0, size, GZIP_CHUNK)?)
             } else {

@@ -1,0 +1,140 @@
+//! Writing to a plain TCP socket for `static_h1.rs`: a buffer, and a
+//! static file's bytes ([`FileRange`]) with sendfile(2), so they go from
+//! the page cache to the socket without passing through user space.
+//!
+//! sendfile reads the page cache on the calling thread, so a cold file
+//! would stall a tokio worker on the disk. Before each window of the file
+//! one `RWF_NOWAIT` read of the window's last byte checks that it is
+//! cached; if it is not, the window is read on the blocking pool first
+//! (pulling it into the cache), and then sent from there.
+//!
+//! Every wait for the socket is bounded by `send_timeout`: a client that
+//! takes no bytes for that long gets a `TimedOut` error, and the caller
+//! drops the connection.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::static_files::{in_page_cache, read_append, FileRange};
+
+/// Bytes checked for residence in the page cache at a time.
+const WINDOW: u64 = 1024 * 1024;
+
+/// Write all of `buf`; `more`: file bytes follow at once (`MSG_MORE`, so
+/// the head shares a packet with them).
+pub async fn write_all(
+    stream: &TcpStream,
+    mut buf: &[u8],
+    more: bool,
+    send_timeout: Duration,
+) -> io::Result<()> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    while !buf.is_empty() {
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            // SAFETY: the pointer and length describe `buf`, which outlives
+            // the call; the fd is the stream's own open socket.
+            let n =
+                unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        });
+        match sent {
+            Ok(n) => buf = &buf[n..],
+            Err(e) => wait_unless_fatal(stream, e, send_timeout).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Send `range` with sendfile, adding each chunk sent to `sent`.
+pub async fn send_file(
+    stream: &TcpStream,
+    range: &FileRange,
+    send_timeout: Duration,
+    sent: &mut u64,
+) -> io::Result<()> {
+    let end = range.offset + range.len;
+    let mut at = range.offset;
+    let mut cached_until = at;
+    while at < end {
+        if at >= cached_until {
+            let window_end = (at + WINDOW).min(end);
+            if !in_page_cache(&range.file, window_end - 1)? {
+                read_into_cache(range, at, window_end - at).await?;
+            }
+            cached_until = window_end;
+        }
+        let count = (cached_until - at) as usize;
+        let mut offset = libc::off_t::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let result = stream.try_io(Interest::WRITABLE, || {
+            // SAFETY: both fds are open for the duration of the call and
+            // `offset` is a local the kernel updates.
+            let n = unsafe {
+                libc::sendfile(
+                    stream.as_raw_fd(),
+                    range.file.as_raw_fd(),
+                    &mut offset,
+                    count,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as u64)
+        });
+        match result {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ))
+            }
+            Ok(n) => {
+                at += n;
+                *sent += n;
+            }
+            Err(e) => wait_unless_fatal(stream, e, send_timeout).await?,
+        }
+    }
+    Ok(())
+}
+
+/// `WouldBlock`: wait (up to `send_timeout`) until the socket takes bytes
+/// again; `Interrupted`: go on; anything else is the caller's error.
+async fn wait_unless_fatal(
+    stream: &TcpStream,
+    error: io::Error,
+    send_timeout: Duration,
+) -> io::Result<()> {
+    match error.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock => {
+            match tokio::time::timeout(send_timeout, stream.writable()).await {
+                Ok(ready) => ready,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("client took no data for {}s", send_timeout.as_secs()),
+                )),
+            }
+        }
+        _ => Err(error),
+    }
+}
+
+/// Read `len` bytes of the file at `offset` on the blocking pool, so that
+/// the sendfile that follows finds them in the page cache.
+async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result<()> {
+    let file = range.file.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut scratch = bytes::BytesMut::new();
+        read_append(&file, offset, len as usize, &mut scratch)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
+}

@@ -1,0 +1,481 @@
+//! HTTP/1.x on cleartext connections without hyper, for as long as the
+//! client asks only for static files: so that files go out with sendfile(2)
+//! (hyper's body model takes every byte through user space, twice) and a
+//! small file costs a parse, a lookup and one write.
+//!
+//! A request is served here when it is a GET or HEAD, HTTP/1.0 or 1.1,
+//! with an origin-form target, no body (no `Transfer-Encoding`, no
+//! `Content-Length` but 0), no `Expect` or `Upgrade`, and a path the router
+//! gives to the static files. Anything else (a CGI or FastCGI request, a
+//! POST, an HTTP/2 preface, a head that does not parse or is too large)
+//! hands the connection, with every byte read so far, to hyper, which
+//! serves it from then on; so malformed requests get hyper's 400 or 431.
+//!
+//! The limits are those of the hyper side: the first head must arrive
+//! within `header_read_timeout` of accept, later ones within
+//! `keepalive_timeout` of the previous response (and then within
+//! `header_read_timeout` of their first byte); a client that takes no bytes
+//! for `send_timeout` is dropped; at shutdown an idle connection closes at
+//! once and a busy one after its response.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::connection::{stopped, Activity, InFlight};
+use super::send_file::{send_file, write_all};
+use super::{answer_static, ConnInfo, FrontEnd};
+use crate::body::Body;
+use crate::reload::Live;
+use crate::router;
+use crate::static_files::FileRange;
+
+/// Header lines one request may have here; more go to hyper (which takes
+/// up to 100).
+const MAX_HEADERS: usize = 64;
+
+/// Response bytes gathered before a write; a larger body chunk is written
+/// on its own.
+const GATHER: usize = 64 * 1024;
+
+/// A file range up to this size is read behind the response head and sent
+/// in the same write; larger ones go with sendfile.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// Serve static requests on `stream` until the connection ends (None) or
+/// a request for hyper arrives: then the stream, with the bytes already
+/// read in front, is returned for hyper to serve.
+pub(super) async fn serve(
+    stream: TcpStream,
+    conn: &ConnInfo,
+    live: &Live,
+    front: &FrontEnd,
+    activity: &Arc<Activity>,
+    accepted: Instant,
+) -> Option<Prefixed<TcpStream>> {
+    let mut input = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(4096);
+    let mut stop = front.stop.clone();
+    let peer = conn.peer;
+    // When the head being read must be complete.
+    let timer = tokio::time::sleep_until(accepted + front.header_read_timeout);
+    tokio::pin!(timer);
+    let mut first = true;
+    loop {
+        let (req, head_len) = loop {
+            if !input.is_empty() {
+                match parse_head(&input) {
+                    Head::Complete(req, len) => break (req, len),
+                    Head::Partial if input.len() < front.max_header_size => {}
+                    Head::Partial | Head::NotOurs => return Some(Prefixed::new(input, stream)),
+                }
+            }
+            let was_empty = input.is_empty();
+            if input.capacity() - input.len() < 1024 {
+                input.reserve(4096);
+            }
+            match stream.try_read_buf(&mut input) {
+                Ok(0) => return None,
+                Ok(_) if was_empty && !first => {
+                    // Keep-alive waits for the first byte; the rest of the
+                    // head gets the header timeout.
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + front.header_read_timeout);
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(%peer, "read failed: {e}");
+                    return None;
+                }
+            }
+            tokio::select! {
+                ready = stream.readable() => if ready.is_err() { return None },
+                _ = &mut timer => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    return None;
+                }
+                _ = stopped(&mut stop) => return None,
+            }
+        };
+        let app = live.current();
+        let Some(path) = router::static_path(&app, req.uri().path()) else {
+            return Some(Prefixed::new(input, stream));
+        };
+        input.advance(head_len);
+        first = false;
+        let keep_alive = wants_keep_alive(&req) && !*stop.borrow();
+        let head_only = req.method() == Method::HEAD;
+        let version = req.version();
+        let busy = InFlight::start(activity);
+        let (resp, record) = answer_static(app, &req, path, conn, busy).await;
+        // Body bytes the client was sent (the access log's count).
+        let mut sent = 0;
+        let result = respond(
+            &stream,
+            &mut out,
+            resp,
+            version,
+            head_only,
+            keep_alive,
+            front.send_timeout,
+            &mut sent,
+        )
+        .await;
+        record.finish(sent, result.is_ok());
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut stream = stream;
+                let _ = stream.shutdown().await;
+                return None;
+            }
+            Err(e) => {
+                tracing::info!(%peer, "response not sent: {e}");
+                return None;
+            }
+        }
+        timer
+            .as_mut()
+            .reset(Instant::now() + front.keepalive_timeout);
+    }
+}
+
+enum Head {
+    Complete(Request<()>, usize),
+    Partial,
+    /// Not a request this path takes: hyper will answer it.
+    NotOurs,
+}
+
+fn parse_head(input: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(input) {
+        Ok(httparse::Status::Complete(len)) => {
+            to_request(&parsed).map_or(Head::NotOurs, |req| Head::Complete(req, len))
+        }
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(_) => Head::NotOurs,
+    }
+}
+
+/// The request, if it is a bodiless GET or HEAD this path may answer.
+fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
+    let method = match parsed.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    let version = match parsed.version? {
+        1 => Version::HTTP_11,
+        0 => Version::HTTP_10,
+        _ => return None,
+    };
+    let target = parsed.path?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    let uri = Uri::try_from(target).ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v != "0");
+    if has_body || headers.contains_key(header::EXPECT) || headers.contains_key(header::UPGRADE) {
+        return None;
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
+/// asked for `keep-alive`.
+fn wants_keep_alive(req: &Request<()>) -> bool {
+    let has = |token: &str| {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match req.version() {
+        Version::HTTP_11 => !has("close"),
+        _ => has("keep-alive"),
+    }
+}
+
+/// Write `resp`; Ok(keep the connection open?). An error means the
+/// response was cut short and the connection must go.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    stream: &TcpStream,
+    out: &mut BytesMut,
+    mut resp: Response<Body>,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    send_timeout: Duration,
+    sent: &mut u64,
+) -> io::Result<bool> {
+    let status = resp.status();
+    let bodiless = head_only
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    let file = resp.extensions_mut().remove::<FileRange>();
+    let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
+    let length = match &file {
+        Some(f) => Some(f.len),
+        None => resp.body().size_hint().exact(),
+    };
+    let chunked = !bodiless && !declared && length.is_none() && version == Version::HTTP_11;
+    // Without a length or chunking, the end of the body is the close.
+    let keep_alive = keep_alive && (bodiless || declared || length.is_some() || chunked);
+
+    out.clear();
+    out.extend_from_slice(match version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !bodiless && !declared {
+        match length {
+            Some(n) => push_header(out, b"content-length", n.to_string().as_bytes()),
+            None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
+            None => {}
+        }
+    }
+    if !keep_alive {
+        push_header(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        push_header(out, b"connection", b"keep-alive");
+    }
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
+
+    if bodiless {
+        write_all(stream, out, false, send_timeout).await?;
+        return Ok(keep_alive);
+    }
+    if let Some(file) = file {
+        if file.len <= SMALL_FILE {
+            crate::static_files::read_append(&file.file, file.offset, file.len as usize, out)?;
+            write_all(stream, out, false, send_timeout).await?;
+            *sent = file.len;
+        } else {
+            write_all(stream, out, true, send_timeout).await?;
+            send_file(stream, &file, send_timeout, sent).await?;
+        }
+        return Ok(keep_alive);
+    }
+    let body = resp.body_mut();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: none of our handlers send them here
+        };
+        if data.is_empty() {
+            continue;
+        }
+        *sent += data.len() as u64;
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if out.len() + data.len() <= GATHER {
+            out.extend_from_slice(&data);
+        } else {
+            write_all(stream, out, true, send_timeout).await?;
+            out.clear();
+            write_all(stream, &data, chunked, send_timeout).await?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write_all(stream, out, false, send_timeout).await?;
+    if length.is_some_and(|n| n != *sent) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body length differs from Content-Length",
+        ));
+    }
+    Ok(keep_alive)
+}
+
+fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// This second's `Date` header line, remade when the second changes.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn push_date(out: &mut BytesMut) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    DATE.with_borrow_mut(|(at, line)| {
+        if *at != second {
+            *at = second;
+            *line = format!("date: {}\r\n", httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(line.as_bytes());
+    });
+}
+
+/// A stream with bytes already read from it in front, for hyper.
+pub(super) struct Prefixed<T> {
+    read: BytesMut,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(read: BytesMut, inner: T) -> Prefixed<T> {
+        Prefixed { read, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &str) -> Option<Request<()>> {
+        match parse_head(raw.as_bytes()) {
+            Head::Complete(req, len) => {
+                assert_eq!(len, raw.find("\r\n\r\n").unwrap() + 4);
+                Some(req)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn takes_only_bodiless_get_and_head() {
+        let ours = [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "HEAD /a.txt HTTP/1.0\r\n\r\n",
+            "GET /a?x=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        ];
+        for raw in ours {
+            assert!(parsed(raw).is_some(), "{raw:?}");
+        }
+        let theirs = [
+            "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for raw in theirs {
+            assert!(parsed(raw).is_none(), "{raw:?}");
+        }
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost"),
+            Head::Partial
+        ));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        assert!(parsed(&format!("GET / HTTP/1.1\r\n{many}\r\n")).is_none());
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let table = [
+            ("GET / HTTP/1.1\r\n\r\n", true),
+            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+        ];
+        for (raw, want) in table {
+            assert_eq!(wants_keep_alive(&parsed(raw).unwrap()), want, "{raw:?}");
+        }
+    }
+}

@@ -644,3 +644,224 @@ async fn two_gib_download_streams_in_bounded_memory() {
     eprintln!("2 GiB download: cgihost VmHWM {hwm} KiB");
     assert!(hwm < 64 * 1024, "VmHWM {hwm} KiB");
 }
+
+// The sendfile path (`server/static_h1.rs`): cleartext HTTP/1 static
+// requests are served without hyper until the first other request, which
+// hands the connection to hyper.
+
+/// Bytes and requests the static route has counted (the access log's and
+/// the status page's figures).
+fn static_counted(srv: &TestServer) -> (u64, u64) {
+    let routes = srv.app.stats.routes();
+    let r = routes.iter().find(|r| &*r.route == "static").unwrap();
+    (r.requests, r.bytes_out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_goes_from_the_sendfile_path_to_hyper() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let mut c = Conn::open(srv.addr).await;
+    // Small file (read behind the head), large file (sendfile), HEAD.
+    let r = c
+        .request(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello, world\n"[..]));
+    assert!(r.header("date").is_some() && r.header("etag").is_some());
+    let r = c
+        .request(b"GET /data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("200000"));
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&site.bytes("data.bin")));
+    let r = c
+        .request(b"HEAD /data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some("200000"))
+    );
+    let r = c
+        .request(b"GET /nope.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("404 Not Found"));
+    assert_eq!(
+        static_counted(&srv),
+        (4, 13 + 200_000 + r.body.len() as u64)
+    );
+    // A POST is hyper's: 405 with Allow, on the same connection...
+    let r = c
+        .request(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        .await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    // ...which hyper goes on serving, pipelined requests included.
+    c.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /page.html HTTP/1.1\r\nHost: t\r\nAccept-Encoding: identity\r\n\r\n")
+        .await;
+    let a = c.read_response(false).await.unwrap();
+    let b = c.read_response(false).await.unwrap();
+    assert_eq!((a.status, &a.body[..]), (200, &b"hello, world\n"[..]));
+    assert_eq!((b.status, b.body), (200, site.bytes("page.html")));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_static_requests_are_answered_in_order() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let mut c = Conn::open(srv.addr).await;
+    let mut burst = Vec::new();
+    for path in ["/hello.txt", "/data.bin", "/dir/", "/dir", "/hello.txt"] {
+        burst.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    burst.extend_from_slice(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    burst.extend_from_slice(b"GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    burst.extend_from_slice(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=7-11\r\n\r\n");
+    c.send(&burst).await;
+    let mut got = Vec::new();
+    for head in [false, false, false, false, false, true, false, false] {
+        got.push(c.read_response(head).await.expect("a response"));
+    }
+    assert_eq!(&got[0].body[..], b"hello, world\n");
+    assert_eq!(got[1].body, site.bytes("data.bin"));
+    assert_eq!(&got[2].body[..], b"<p>dir index</p>\n");
+    assert_eq!(
+        (got[3].status, got[3].header("location")),
+        (301, Some("/dir/"))
+    );
+    assert_eq!(&got[4].body[..], b"hello, world\n");
+    // On-the-fly gzip has no length: chunked, and HEAD says so without a body.
+    assert_eq!(got[5].header("content-encoding"), Some("gzip"));
+    assert_eq!(got[6].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(gunzip(&got[6].body), site.bytes("big.txt"));
+    assert_eq!(got[7].status, 206);
+    assert_eq!(got[7].header("content-range"), Some("bytes 7-11/13"));
+    assert_eq!(&got[7].body[..], b"world");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_and_close_follow_the_request() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    // HTTP/1.0 asking for keep-alive gets it, and a second request.
+    let mut c = Conn::open(srv.addr).await;
+    for _ in 0..2 {
+        let r = c
+            .request(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, Some("keep-alive"))
+        );
+        assert_eq!(&r.body[..], b"hello, world\n");
+    }
+    // Plain HTTP/1.0 and HTTP/1.1 with `Connection: close` end with the
+    // response (the 1.0 one answered as 1.0, gzip body close-delimited).
+    let cases: [&[u8]; 3] = [
+        b"GET /hello.txt HTTP/1.0\r\n\r\n",
+        b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /big.txt HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n",
+    ];
+    for raw in cases {
+        let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        let text = String::from_utf8_lossy(&all);
+        let http10 = contains(raw, b"HTTP/1.0");
+        let status = if http10 {
+            "HTTP/1.0 200 OK\r\n"
+        } else {
+            "HTTP/1.1 200 OK\r\n"
+        };
+        assert!(text.starts_with(status), "{text:.200}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text:.300}");
+        let body = &all[text.find("\r\n\r\n").unwrap() + 4..];
+        let want = if contains(raw, b"big.txt") {
+            gunzip(body)
+        } else {
+            body.to_vec()
+        };
+        let file = if contains(raw, b"big.txt") {
+            "big.txt"
+        } else if contains(raw, b"data.bin") {
+            "data.bin"
+        } else {
+            "hello.txt"
+        };
+        assert_eq!(want, site.bytes(file), "{file}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_file_is_dropped() {
+    let site = Site::new();
+    let size: u64 = 512 << 20;
+    std::fs::File::create(site.root.join("huge.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut cfg = site.config();
+    cfg.send_timeout = Duration::from_secs(1);
+    let srv = TestServer::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Take nothing for three send timeouts, then everything there is.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("the connection ends");
+    assert!(
+        total > 0 && total < size / 2,
+        "read {total} of {size} bytes"
+    );
+    // Counted as one static request that did not finish.
+    let (requests, bytes) = static_counted(&srv);
+    assert_eq!(requests, 1);
+    assert!(bytes < size, "{bytes}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_not_in_the_page_cache_is_sent_exactly() {
+    let site = Site::new();
+    let data = random_bytes(3 << 20, 11);
+    let path = site.root.join("cold.bin");
+    std::fs::write(&path, &data).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: a plain advice call on an open fd.
+    let rc = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+    };
+    assert_eq!(rc, 0);
+    let last = data.len() as u64 - 1;
+    assert!(
+        !cgihost::static_files::in_page_cache(&file, last).unwrap(),
+        "the file should have left the page cache"
+    );
+    let srv = TestServer::start(site.config()).await;
+    let r = get(srv.addr, "/cold.bin").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert!(cgihost::static_files::in_page_cache(&file, last).unwrap());
+    srv.stop().await;
+}

@@ -46,12 +46,12 @@ use crate::static_files::FileRange;
 const MAX_HEADERS: usize = 64;
 
 /// Response bytes gathered before a write; a larger body chunk is written
-/// on its own.
-const GATHER: usize = 64 * 1024;
+/// on its own. Also bounds the buffer each keep-alive connection keeps.
+const GATHER: usize = 16 * 1024;
 
 /// A file range up to this size is read behind the response head and sent
 /// in the same write; larger ones go with sendfile.
-const SMALL_FILE: u64 = 64 * 1024;
+const SMALL_FILE: u64 = GATHER as u64 - 1024;
 
 /// Serve static requests on `stream` until the connection ends (None) or
 /// a request for hyper arrives: then the stream, with the bytes already
@@ -145,7 +145,13 @@ pub(super) async fn serve(
                 return None;
             }
             Err(e) => {
-                tracing::info!(%peer, "response not sent: {e}");
+                match e.kind() {
+                    io::ErrorKind::TimedOut => tracing::info!(%peer, "{e}; closing"),
+                    io::ErrorKind::UnexpectedEof => {
+                        tracing::warn!(%peer, "response cut short: {e}")
+                    }
+                    _ => tracing::debug!(%peer, "response not sent: {e}"),
+                }
                 return None;
             }
         }

@@ -20,6 +20,9 @@ use file::{read_file, FileConfig};
 use spawn::seconds;
 pub use spawn::{parse_spawn, SpawnRoute};
 
+/// The longest timeout the configuration accepts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A configuration problem: the message names the flag or key and what is wrong.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -445,6 +448,22 @@ impl Config {
         if self.cgi.timeout.is_zero() {
             return err("cgi_timeout: must be at least 1 second");
         }
+        // Deadlines are `now + timeout`: keep them far from overflow.
+        let connection_timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("send_timeout", self.send_timeout),
+            ("shutdown_grace", self.shutdown_grace),
+            ("cgi_timeout", self.cgi.timeout),
+        ];
+        for (key, value) in connection_timeouts {
+            if value > MAX_TIMEOUT {
+                return err(format!(
+                    "{key}: at most {} seconds (a year)",
+                    MAX_TIMEOUT.as_secs()
+                ));
+            }
+        }
         dir_exists("root", &self.root)?;
         // A missing cgi-bin is not fatal: a static-only site is fine.
         if self.cgi_dir.exists() && !self.cgi_dir.is_dir() {
@@ -733,5 +752,7 @@ mod tests {
         let c = load("[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 90\nmax_body = \"1M\"\n", Cli::default()).unwrap();
         assert_eq!(c.fastcgi[0].timeout, Some(Duration::from_secs(90)));
         assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
+        let bad = load("send_timeout = 99999999999\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("send_timeout: at most"));
     }
 }

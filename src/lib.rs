@@ -8,7 +8,11 @@
 //!   the TOML model; `config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
 //! - [`log`]: tracing setup and the access log line.
 //! - [`server`]: listeners (plain, TLS), HTTP/1.1 and HTTP/2, connection
-//!   limits, graceful drain; [`tls`]: rustls from PEM files.
+//!   limits, graceful drain (`server/connection.rs`: one connection's
+//!   timers; `server/static_h1.rs` + `send_file.rs`: cleartext static
+//!   requests served without hyper, files sent with sendfile, until the
+//!   first other request hands the connection to hyper); [`tls`]: rustls
+//!   from PEM files.
 //! - [`reload`]: the live application and SIGHUP's atomic swap.
 //! - [`privileges`]: `--user` (drop root after binding) and systemd
 //!   socket activation (`LISTEN_FDS`).
@@ -36,6 +40,8 @@
 //! Request flow: accept → `router::dispatch` picks FastCGI, CGI or static → the
 //! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors
 //! into pages → `log::LoggedBody` writes the access line when the body ends.
+//! (On the static sendfile path: `router::static_path` → `serve_static` →
+//! the response written by `static_h1.rs`, which ends the access record.)
 
 pub mod body;
 pub mod cgi;

@@ -105,6 +105,9 @@ pub async fn serve(
 /// listener.
 struct FrontEnd {
     builder: auto::Builder<TokioExecutor>,
+    /// The same, HTTP/1 only: for a connection the static path already
+    /// served HTTP/1 requests on.
+    http1_builder: auto::Builder<TokioExecutor>,
     slots: Arc<Semaphore>,
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
@@ -143,6 +146,7 @@ impl FrontEnd {
             .keep_alive_interval(Some(H2_PING_INTERVAL))
             .keep_alive_timeout(H2_PING_TIMEOUT);
         FrontEnd {
+            http1_builder: builder.clone().http1_only(),
             builder,
             slots: Arc::new(Semaphore::new(config.max_connections)),
             header_read_timeout: config.header_read_timeout,

@@ -291,7 +291,14 @@ where
             async move { Ok::<_, Infallible>(serve_request(app, req, conn, busy).await) }
         })
     };
-    let connection = front.builder.serve_connection(io, service);
+    // After static HTTP/1 requests on the connection, an HTTP/2 preface is
+    // not a protocol switch but garbage.
+    let builder = if activity.requests.load(Ordering::Relaxed) > 0 {
+        &front.http1_builder
+    } else {
+        &front.builder
+    };
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut stop = front.stop.clone();
     let check_every = front.keepalive_timeout.min(front.header_read_timeout);
@@ -301,6 +308,9 @@ where
     let mut closing: Option<Instant> = None;
     loop {
         tokio::select! {
+            // The connection first: a request handed over with the
+            // connection is read before a shutdown can cancel it.
+            biased;
             ended = &mut connection => {
                 if let Err(e) = ended {
                     tracing::debug!(%peer, "connection ended: {e}");

@@ -8,6 +8,9 @@
 //! cached; if it is not, the window is read on the blocking pool first
 //! (pulling it into the cache), and then sent from there.
 //!
+//! Where sendfile cannot read a file (a file system without splice
+//! support), the bytes are read into memory and written instead.
+//!
 //! Every wait for the socket is bounded by `send_timeout`: a client that
 //! takes no bytes for that long gets a `TimedOut` error, and the caller
 //! drops the connection.
@@ -23,6 +26,9 @@ use crate::static_files::{in_page_cache, read_append, FileRange};
 
 /// Bytes checked for residence in the page cache at a time.
 const WINDOW: u64 = 1024 * 1024;
+
+/// Read size when sendfile cannot be used.
+const COPY_CHUNK: u64 = 256 * 1024;
 
 /// Write all of `buf`; `more`: file bytes follow at once (`MSG_MORE`, so
 /// the head shares a packet with them).
@@ -61,11 +67,12 @@ pub async fn send_file(
 ) -> io::Result<()> {
     let end = range.offset + range.len;
     let mut at = range.offset;
+    // Bytes before this offset were found (or made) resident.
     let mut cached_until = at;
     while at < end {
         if at >= cached_until {
             let window_end = (at + WINDOW).min(end);
-            if !in_page_cache(&range.file, window_end - 1)? {
+            if !window_cached(range, at, window_end)? {
                 read_into_cache(range, at, window_end - at).await?;
             }
             cached_until = window_end;
@@ -99,8 +106,63 @@ pub async fn send_file(
                 at += n;
                 *sent += n;
             }
-            Err(e) => wait_unless_fatal(stream, e, send_timeout).await?,
+            Err(e) if at == range.offset && sendfile_unsupported(&e) => {
+                return copy_through_memory(stream, range, send_timeout, sent).await;
+            }
+            Err(e) => {
+                wait_unless_fatal(stream, e, send_timeout).await?;
+                // A slow client: the rest of the window may have been
+                // evicted while we waited.
+                cached_until = at;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Whether `[from, to)` looks resident: its first and last bytes are
+/// (eviction takes a window's older pages first, so both ends are
+/// checked). True when the kernel cannot tell: then sendfile reads as it
+/// must, as in nginx without `aio`.
+fn window_cached(range: &FileRange, from: u64, to: u64) -> io::Result<bool> {
+    for probe in [from, to - 1] {
+        if in_page_cache(&range.file, probe)? == Some(false) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The file system cannot splice: sendfile fails before sending anything.
+fn sendfile_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// `range` read into a buffer and written, chunk by chunk, on the blocking
+/// pool's reads: for files sendfile cannot take.
+async fn copy_through_memory(
+    stream: &TcpStream,
+    range: &FileRange,
+    send_timeout: Duration,
+    sent: &mut u64,
+) -> io::Result<()> {
+    let end = range.offset + range.len;
+    let mut at = range.offset;
+    while at < end {
+        let len = (end - at).min(COPY_CHUNK);
+        let file = range.file.clone();
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut buf = bytes::BytesMut::new();
+            read_append(&file, at, len as usize, &mut buf).map(|()| buf)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+        write_all(stream, &chunk, false, send_timeout).await?;
+        at += len;
+        *sent += len;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! once and a busy one after its response.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,9 +38,11 @@ use super::connection::{stopped, Activity, InFlight};
 use super::send_file::{send_file, write_all};
 use super::{answer_static, ConnInfo, FrontEnd};
 use crate::body::Body;
+use crate::error::Error;
+use crate::log::AccessRecord;
 use crate::reload::Live;
 use crate::router;
-use crate::static_files::FileRange;
+use crate::static_files::{read_append, FileRange};
 
 /// Header lines one request may have here; more go to hyper (which takes
 /// up to 100).
@@ -51,7 +54,7 @@ const GATHER: usize = 16 * 1024;
 
 /// A file range up to this size is read behind the response head and sent
 /// in the same write; larger ones go with sendfile.
-const SMALL_FILE: u64 = GATHER as u64 - 1024;
+const INLINE_FILE: u64 = GATHER as u64 - 1024;
 
 /// Serve static requests on `stream` until the connection ends (None) or
 /// a request for hyper arrives: then the stream, with the bytes already
@@ -68,14 +71,21 @@ pub(super) async fn serve(
     let mut out = BytesMut::with_capacity(4096);
     let mut stop = front.stop.clone();
     let peer = conn.peer;
-    // When the head being read must be complete.
-    let timer = tokio::time::sleep_until(accepted + front.header_read_timeout);
+    // When the head being read must be complete. The timer is armed for
+    // this or an earlier time and re-armed when it fires early, so a
+    // deadline that moves later (each keep-alive request) does not touch
+    // the timer wheel; one that moves earlier re-arms it.
+    let mut deadline = accepted + front.header_read_timeout;
+    let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     let mut first = true;
     loop {
         let (req, head_len) = loop {
             if !input.is_empty() {
                 match parse_head(&input) {
+                    Head::Complete(_, len) if len > front.max_header_size => {
+                        return Some(Prefixed::new(input, stream)); // hyper's 431
+                    }
                     Head::Complete(req, len) => break (req, len),
                     Head::Partial if input.len() < front.max_header_size => {}
                     Head::Partial | Head::NotOurs => return Some(Prefixed::new(input, stream)),
@@ -90,9 +100,10 @@ pub(super) async fn serve(
                 Ok(_) if was_empty && !first => {
                     // Keep-alive waits for the first byte; the rest of the
                     // head gets the header timeout.
-                    timer
-                        .as_mut()
-                        .reset(Instant::now() + front.header_read_timeout);
+                    deadline = Instant::now() + front.header_read_timeout;
+                    if deadline < timer.deadline() {
+                        timer.as_mut().reset(deadline);
+                    }
                     continue;
                 }
                 Ok(_) => continue,
@@ -106,33 +117,42 @@ pub(super) async fn serve(
             tokio::select! {
                 ready = stream.readable() => if ready.is_err() { return None },
                 _ = &mut timer => {
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     tracing::debug!(%peer, "closing idle connection");
                     return None;
                 }
                 _ = stopped(&mut stop) => return None,
             }
         };
+        // Reads and writes here bypass tokio's cooperative budget (they
+        // are `try_` calls): yield now and then, or a client whose next
+        // request is always ready would starve the worker's other tasks.
+        tokio::task::consume_budget().await;
         let app = live.current();
         let Some(path) = router::static_path(&app, req.uri().path()) else {
             return Some(Prefixed::new(input, stream));
         };
         input.advance(head_len);
         first = false;
-        let keep_alive = wants_keep_alive(&req) && !*stop.borrow();
-        let head_only = req.method() == Method::HEAD;
-        let version = req.version();
+        let ex = Exchange {
+            version: req.version(),
+            head_only: req.method() == Method::HEAD,
+            keep_alive: wants_keep_alive(&req) && !*stop.borrow(),
+        };
         let busy = InFlight::start(activity);
-        let (resp, record) = answer_static(app, &req, path, conn, busy).await;
+        let (resp, mut record) = answer_static(app, &req, path, conn, busy).await;
         // Body bytes the client was sent (the access log's count).
         let mut sent = 0;
         let result = respond(
             &stream,
             &mut out,
             resp,
-            version,
-            head_only,
-            keep_alive,
+            &ex,
             front.send_timeout,
+            &mut record,
             &mut sent,
         )
         .await;
@@ -155,9 +175,16 @@ pub(super) async fn serve(
                 return None;
             }
         }
-        timer
-            .as_mut()
-            .reset(Instant::now() + front.keepalive_timeout);
+        // A pipelined head has begun already: it gets the header timeout.
+        deadline = Instant::now()
+            + if input.is_empty() {
+                front.keepalive_timeout
+            } else {
+                front.header_read_timeout
+            };
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
     }
 }
 
@@ -238,76 +265,69 @@ fn wants_keep_alive(req: &Request<()>) -> bool {
     }
 }
 
-/// Write `resp`; Ok(keep the connection open?). An error means the
-/// response was cut short and the connection must go.
-#[allow(clippy::too_many_arguments)]
+/// What the request asked of its response.
+struct Exchange {
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+}
+
+/// How the response's body is framed on the wire.
+struct Framing {
+    bodiless: bool,
+    /// `Content-Length`, when known.
+    length: Option<u64>,
+    chunked: bool,
+    keep_alive: bool,
+}
+
+/// Write `resp` (its status and byte count go to `record`); Ok(keep the
+/// connection open?). An error means the response was cut short and the
+/// connection must go.
 async fn respond(
     stream: &TcpStream,
     out: &mut BytesMut,
     mut resp: Response<Body>,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
+    ex: &Exchange,
     send_timeout: Duration,
+    record: &mut AccessRecord,
     sent: &mut u64,
 ) -> io::Result<bool> {
-    let status = resp.status();
-    let bodiless = head_only
-        || status.is_informational()
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED;
-    let file = resp.extensions_mut().remove::<FileRange>();
-    let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
-    let length = match &file {
-        Some(f) => Some(f.len),
-        None => resp.body().size_hint().exact(),
-    };
-    let chunked = !bodiless && !declared && length.is_none() && version == Version::HTTP_11;
-    // Without a length or chunking, the end of the body is the close.
-    let keep_alive = keep_alive && (bodiless || declared || length.is_some() || chunked);
-
-    out.clear();
-    out.extend_from_slice(match version {
-        Version::HTTP_10 => b"HTTP/1.0 ",
-        _ => b"HTTP/1.1 ",
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers() {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !bodiless && !declared {
-        match length {
-            Some(n) => push_header(out, b"content-length", n.to_string().as_bytes()),
-            None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
-            None => {}
+    let mut file = resp.extensions_mut().remove::<FileRange>();
+    let framing = loop {
+        let framing = write_head(out, &resp, ex, file.as_ref());
+        record.status = resp.status().as_u16();
+        let Some(small) = file
+            .as_ref()
+            .filter(|f| !framing.bodiless && f.len <= INLINE_FILE)
+        else {
+            break framing;
+        };
+        // Read behind the head, for one write. Nothing is sent yet, so a
+        // failed read can still become an error page.
+        match read_append(&small.file, small.offset, small.len as usize, out) {
+            Ok(()) => break framing,
+            Err(e) => {
+                resp = Error::Internal(format!("reading a static file: {e}")).into_response();
+                file = None;
+            }
         }
-    }
-    if !keep_alive {
-        push_header(out, b"connection", b"close");
-    } else if version == Version::HTTP_10 {
-        push_header(out, b"connection", b"keep-alive");
-    }
-    push_date(out);
-    out.extend_from_slice(b"\r\n");
-
-    if bodiless {
+    };
+    if framing.bodiless {
         write_all(stream, out, false, send_timeout).await?;
-        return Ok(keep_alive);
+        return Ok(framing.keep_alive);
     }
     if let Some(file) = file {
-        if file.len <= SMALL_FILE {
-            crate::static_files::read_append(&file.file, file.offset, file.len as usize, out)?;
+        if file.len <= INLINE_FILE {
             write_all(stream, out, false, send_timeout).await?;
             *sent = file.len;
         } else {
             write_all(stream, out, true, send_timeout).await?;
             send_file(stream, &file, send_timeout, sent).await?;
         }
-        return Ok(keep_alive);
+        return Ok(framing.keep_alive);
     }
+    let chunked = framing.chunked;
     let body = resp.body_mut();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
@@ -318,7 +338,7 @@ async fn respond(
         }
         *sent += data.len() as u64;
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
         if out.len() + data.len() <= GATHER {
             out.extend_from_slice(&data);
@@ -335,13 +355,71 @@ async fn respond(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     write_all(stream, out, false, send_timeout).await?;
-    if length.is_some_and(|n| n != *sent) {
+    if framing.length.is_some_and(|n| n != *sent) {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "body length differs from Content-Length",
         ));
     }
-    Ok(keep_alive)
+    Ok(framing.keep_alive)
+}
+
+/// Put the status line and headers of `resp` in `out` (cleared first),
+/// framing added as hyper would.
+fn write_head(
+    out: &mut BytesMut,
+    resp: &Response<Body>,
+    ex: &Exchange,
+    file: Option<&FileRange>,
+) -> Framing {
+    let status = resp.status();
+    let bodiless = ex.head_only
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
+    let length = match file {
+        Some(f) => Some(f.len),
+        None => resp.body().size_hint().exact(),
+    };
+    let chunked = !bodiless && !declared && length.is_none() && ex.version == Version::HTTP_11;
+    // Without a length or chunking, the end of the body is the close.
+    let keep_alive = ex.keep_alive && (bodiless || declared || length.is_some() || chunked);
+
+    out.clear();
+    out.extend_from_slice(match ex.version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !bodiless && !declared {
+        match length {
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
+            None => {}
+        }
+    }
+    if !keep_alive {
+        push_header(out, b"connection", b"close");
+    } else if ex.version == Version::HTTP_10 {
+        push_header(out, b"connection", b"keep-alive");
+    }
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
+    Framing {
+        bodiless,
+        length,
+        chunked,
+        keep_alive,
+    }
 }
 
 fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -392,6 +470,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         let n = self.read.len().min(buf.remaining());
         buf.put_slice(&self.read[..n]);
         self.read.advance(n);
+        if self.read.is_empty() {
+            // hyper has its own buffer: do not keep this one's capacity.
+            self.read = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -59,10 +59,17 @@ pub fn read_append(file: &File, offset: u64, len: usize, buf: &mut BytesMut) -> 
 }
 
 /// Whether the byte at `offset` is in the page cache (one `RWF_NOWAIT`
-/// read of it). False when the kernel cannot tell; an error past the end.
-pub fn in_page_cache(file: &File, offset: u64) -> io::Result<bool> {
+/// read of it); None when the kernel cannot tell. An error past the end.
+pub fn in_page_cache(file: &File, offset: u64) -> io::Result<Option<bool>> {
+    if !NOWAIT_WORKS.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
     let mut probe = BytesMut::with_capacity(1);
-    read_nowait(file, &mut probe, 1, offset).map_or(Ok(false), |read| read.map(|_| true))
+    match read_nowait(file, &mut probe, 1, offset) {
+        Some(read) => read.map(|_| Some(true)),
+        // Refused now, or refused for good (then the flag is down).
+        None => Ok(NOWAIT_WORKS.load(Ordering::Relaxed).then_some(false)),
+    }
 }
 
 fn shrank() -> io::Error {

@@ -81,17 +81,24 @@ impl AccessRecord {
         version: Version,
         headers: &HeaderMap,
     ) -> AccessRecord {
-        let h = |name: header::HeaderName| headers.get(name).cloned();
+        // With the log off only the counters' fields are needed: skip the
+        // copies (each a reference count, or an allocation) and the clock.
+        let logged = format.is_some();
+        let h = |name: header::HeaderName| headers.get(name).filter(|_| logged).cloned();
         AccessRecord {
             format,
             remote: remote.to_canonical(),
             method: method.clone(),
-            uri: uri.clone(),
+            uri: if logged { uri.clone() } else { Uri::default() },
             version,
             referer: h(header::REFERER),
             user_agent: h(header::USER_AGENT),
             started: Instant::now(),
-            time: SystemTime::now(),
+            time: if logged {
+                SystemTime::now()
+            } else {
+                UNIX_EPOCH
+            },
             status: 0,
             route: None,
             upstream: None,

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::fastcgi::{self, FastCgi, ScriptTarget};
 use crate::log::RequestNote;
 use crate::server::ConnInfo;
-use crate::static_files::StaticFiles;
+use crate::static_files::{FileRange, StaticFiles};
 use crate::stats::{RouteCounters, Stats};
 use crate::status;
 use crate::upload::{self, UploadRule};
@@ -220,16 +220,15 @@ pub fn static_path(app: &App, uri_path: &str) -> Option<Result<SafePath, Error>>
 
 /// Answer a request [`static_path`] accepted, for a front end that sends
 /// the file bytes itself (a `FileRange` instead of a body).
-pub async fn serve_static(
+pub fn serve_static(
     app: &App,
     req: &Request<()>,
     path: SafePath,
     note: &mut RequestNote,
-) -> Result<Response<Body>, Error> {
+) -> Result<(Response<Body>, Option<FileRange>), Error> {
     note.route = Some(app.labels.statics.clone());
     app.statics
-        .serve(req.method(), &path, req.uri(), req.headers(), true)
-        .await
+        .serve_sending_files(req.method(), &path, req.uri(), req.headers())
 }
 
 async fn route_and_serve(
@@ -291,7 +290,7 @@ async fn route_and_serve(
             Route::Static => {
                 return app
                     .statics
-                    .serve(req.method(), &path, req.uri(), req.headers(), false)
+                    .serve(req.method(), &path, req.uri(), req.headers())
                     .await
             }
         };

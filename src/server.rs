@@ -40,6 +40,7 @@ use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::reload::Live;
 use crate::router::{self, App};
+use crate::static_files::FileRange;
 use crate::stats::Stats;
 use crate::uri_path::SafePath;
 pub use connection::{ConsumerWatch, InFlight};
@@ -313,28 +314,24 @@ fn access_record<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> AccessRecor
 }
 
 /// One static request on the sendfile path (`static_h1.rs`): id, span,
-/// error page; the caller sends the response and ends the record.
-async fn answer_static(
+/// error page; the caller sends the response (and the file) and ends the
+/// record.
+fn answer_static(
     app: Arc<App>,
     req: &Request<()>,
     path: Result<SafePath, Error>,
     conn: &ConnInfo,
     busy: connection::InFlight,
-) -> (Response<Body>, AccessRecord) {
+) -> (Response<Body>, Option<FileRange>, AccessRecord) {
     let id = app.next_request_id();
     let mut record = access_record(&app, conn, req);
-    let span = tracing::info_span!("req", id);
     let mut note = RequestNote::default();
-    let served = match path {
-        Ok(path) => {
-            router::serve_static(&app, req, path, &mut note)
-                .instrument(span.clone())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let resp = served.unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    let span = tracing::info_span!("req", id);
+    let (resp, file) = span.in_scope(|| {
+        path.and_then(|path| router::serve_static(&app, req, path, &mut note))
+            .unwrap_or_else(|e| (e.into_response(), None))
+    });
     record.status = resp.status().as_u16();
     record.attach(note, busy, app);
-    (resp, record)
+    (resp, file, record)
 }

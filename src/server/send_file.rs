@@ -153,7 +153,7 @@ async fn copy_through_memory(
     let mut at = range.offset;
     while at < end {
         let len = (end - at).min(COPY_CHUNK);
-        let file = range.file.clone();
+        let file = range.file.try_clone()?;
         let chunk = tokio::task::spawn_blocking(move || {
             let mut buf = bytes::BytesMut::new();
             read_append(&file, at, len as usize, &mut buf).map(|()| buf)
@@ -192,7 +192,7 @@ async fn wait_unless_fatal(
 /// Read `len` bytes of the file at `offset` on the blocking pool, so that
 /// the sendfile that follows finds them in the page cache.
 async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result<()> {
-    let file = range.file.clone();
+    let file = range.file.try_clone()?;
     tokio::task::spawn_blocking(move || {
         let mut scratch = bytes::BytesMut::new();
         read_append(&file, offset, len as usize, &mut scratch)

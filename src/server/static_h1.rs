@@ -143,13 +143,13 @@ pub(super) async fn serve(
             keep_alive: wants_keep_alive(&req) && !*stop.borrow(),
         };
         let busy = InFlight::start(activity);
-        let (resp, mut record) = answer_static(app, &req, path, conn, busy).await;
+        let (resp, file, mut record) = answer_static(app, &req, path, conn, busy);
         // Body bytes the client was sent (the access log's count).
         let mut sent = 0;
         let result = respond(
             &stream,
             &mut out,
-            resp,
+            (resp, file),
             &ex,
             front.send_timeout,
             &mut record,
@@ -287,13 +287,12 @@ struct Framing {
 async fn respond(
     stream: &TcpStream,
     out: &mut BytesMut,
-    mut resp: Response<Body>,
+    (mut resp, mut file): (Response<Body>, Option<FileRange>),
     ex: &Exchange,
     send_timeout: Duration,
     record: &mut AccessRecord,
     sent: &mut u64,
 ) -> io::Result<bool> {
-    let mut file = resp.extensions_mut().remove::<FileRange>();
     let framing = loop {
         let framing = write_head(out, &resp, ex, file.as_ref());
         record.status = resp.status().as_u16();

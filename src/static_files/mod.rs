@@ -31,7 +31,6 @@ mod resolve;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
@@ -53,12 +52,12 @@ const SMALL_FILE: u64 = 64 * 1024;
 /// compressing on a worker thread (about a millisecond).
 const GZIP_CHUNK: usize = 64 * 1024;
 
-/// Response extension, for a caller that sends file bytes itself (see
-/// `serve`'s `sends_files`): the bytes an identity GET's body would have
-/// held; the body is empty and `Content-Length` is already `len`.
-#[derive(Debug, Clone)]
+/// For a caller that sends file bytes itself ([`StaticFiles::serve_sending_files`]):
+/// the bytes an identity GET's body would have held; the body is empty and
+/// `Content-Length` is already `len`.
+#[derive(Debug)]
 pub struct FileRange {
-    pub file: Arc<File>,
+    pub file: File,
     pub offset: u64,
     pub len: u64,
 }
@@ -103,20 +102,41 @@ impl StaticFiles {
         self.resolver.root()
     }
 
-    /// `sends_files`: the caller takes identity bytes as a [`FileRange`].
     pub async fn serve(
         &self,
         method: &Method,
         path: &SafePath,
         uri: &Uri,
         headers: &HeaderMap,
-        sends_files: bool,
     ) -> Result<Response<Body>, Error> {
+        Ok(self.answer(method, path, uri, headers, false)?.0)
+    }
+
+    /// [`serve`](Self::serve), but the bytes of an identity GET come back
+    /// as a [`FileRange`] for the caller to send (with sendfile).
+    pub fn serve_sending_files(
+        &self,
+        method: &Method,
+        path: &SafePath,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<(Response<Body>, Option<FileRange>), Error> {
+        self.answer(method, path, uri, headers, true)
+    }
+
+    fn answer(
+        &self,
+        method: &Method,
+        path: &SafePath,
+        uri: &Uri,
+        headers: &HeaderMap,
+        sends_files: bool,
+    ) -> Result<(Response<Body>, Option<FileRange>), Error> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
         let found = match self.resolver.resolve(path)? {
-            Resolved::AddSlash => return Ok(redirect_with_slash(uri)),
+            Resolved::AddSlash => return Ok((redirect_with_slash(uri), None)),
             Resolved::File(f) => f,
         };
         let (content_type, text) = content_type(&found.rel);
@@ -129,7 +149,7 @@ impl StaticFiles {
         };
         match conditional::evaluate(headers, &rep.validators) {
             Outcome::Proceed => {}
-            Outcome::NotModified => return Ok(self.not_modified(&rep)),
+            Outcome::NotModified => return Ok((self.not_modified(&rep), None)),
             Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
         }
         let size = rep.found.meta.len();
@@ -171,7 +191,7 @@ impl StaticFiles {
         content_type: HeaderValue,
         part: Option<(u64, u64)>,
         sends_files: bool,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<(Response<Body>, Option<FileRange>), Error> {
         let size = rep.found.meta.len();
         let (start, end) = part.unwrap_or((0, size));
         let mut resp = Response::new(body::empty());
@@ -198,19 +218,21 @@ impl StaticFiles {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
         if method == Method::GET && sends_files && !rep.gzip_on_the_fly {
-            resp.extensions_mut().insert(FileRange {
-                file: Arc::new(rep.found.file),
+            let file = FileRange {
+                file: rep.found.file,
                 offset: start,
                 len: end - start,
-            });
-        } else if method == Method::GET {
+            };
+            return Ok((resp, Some(file)));
+        }
+        if method == Method::GET {
             *resp.body_mut() = if rep.gzip_on_the_fly {
                 GzipBody::wrap(file_body(rep.found, 0, size, GZIP_CHUNK)?)
             } else {
                 file_body(rep.found, start, end - start, file_body::CHUNK)?
             };
         }
-        Ok(resp)
+        Ok((resp, None))
     }
 
     /// 304: the headers a 200 would have had that matter to a cache

@@ -54,9 +54,10 @@ impl Validators {
         if let Ok(v) = HeaderValue::from_str(&self.etag) {
             headers.insert(header::ETAG, v);
         }
+        // `from_maybe_shared` takes the string's buffer instead of a copy.
         if let Some(v) = self
             .last_modified()
-            .and_then(|d| HeaderValue::from_str(&d).ok())
+            .and_then(|d| HeaderValue::from_maybe_shared(bytes::Bytes::from(d)).ok())
         {
             headers.insert(header::LAST_MODIFIED, v);
         }

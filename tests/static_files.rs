@@ -706,6 +706,39 @@ async fn one_connection_goes_from_the_sendfile_path_to_hyper() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_after_http1_requests_is_not_a_protocol_switch() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    // At the start of a connection the preface is HTTP/2 (prior knowledge)...
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut first))
+        .await
+        .expect("a frame")
+        .unwrap();
+    assert_eq!(first[3], 0x4, "a SETTINGS frame: {first:?}");
+    drop(s);
+    // ...after an HTTP/1.1 request on it, it is a bad HTTP/1 request.
+    let mut c = Conn::open(srv.addr).await;
+    let r = c
+        .request(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.stream.read_to_end(&mut rest));
+    read.await.expect("the connection ends").unwrap();
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 4") || rest.starts_with(b"HTTP/1.1 5"),
+        "{rest:?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_static_requests_are_answered_in_order() {
     let site = Site::new();
     let srv = TestServer::start(site.config()).await;

@@ -15,8 +15,10 @@
 //! takes no bytes for that long gets a `TimedOut` error, and the caller
 //! drops the connection.
 
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -120,17 +122,89 @@ pub async fn send_file(
     Ok(())
 }
 
-/// Whether `[from, to)` looks resident: its first and last bytes are
-/// (eviction takes a window's older pages first, so both ends are
-/// checked). True when the kernel cannot tell: then sendfile reads as it
-/// must, as in nginx without `aio`.
+/// Whether `[from, to)` is in the page cache: exactly, with cachestat(2)
+/// (Linux 6.5+), else by its first and last bytes (eviction takes a
+/// window's older pages first, so both ends are checked). True when the
+/// kernel cannot tell: then sendfile reads as it must, as in nginx without
+/// `aio`.
 fn window_cached(range: &FileRange, from: u64, to: u64) -> io::Result<bool> {
+    if let Some(cached) = cachestat_resident(&range.file, from, to) {
+        return Ok(cached);
+    }
     for probe in [from, to - 1] {
         if in_page_cache(&range.file, probe)? == Some(false) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Cleared when cachestat(2) is missing or refused (old kernel, seccomp).
+static CACHESTAT_WORKS: AtomicBool = AtomicBool::new(true);
+
+/// Whether every page of `[from, to)` is cached, by cachestat(2); None
+/// when the call is not available.
+fn cachestat_resident(file: &File, from: u64, to: u64) -> Option<bool> {
+    /// `struct cachestat_range` and `struct cachestat` of the kernel's UAPI.
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// The same number on every architecture (added after the tables
+    /// were unified).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    if !CACHESTAT_WORKS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let range = Range {
+        off: from,
+        len: to - from,
+    };
+    let mut stat = Stat::default();
+    // SAFETY: both structs are #[repr(C)] copies of the UAPI ones and live
+    // across the call; the fd is open; flags must be 0.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    if rc != 0 {
+        // Missing or forbidden: stop asking. Anything else (a file system
+        // that cannot say): the probes answer for this window.
+        if matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM)
+        ) {
+            CACHESTAT_WORKS.store(false, Ordering::Relaxed);
+        }
+        return None;
+    }
+    let page = page_size();
+    let pages = (to - 1) / page - from / page + 1;
+    Some(stat.nr_cache >= pages)
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    })
 }
 
 /// The file system cannot splice: sendfile fails before sending anything.
@@ -199,4 +273,37 @@ async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result
     })
     .await
     .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// cachestat sees a file leave the page cache and come back (this
+    /// machine's kernel has it; the probes are the fallback elsewhere).
+    #[test]
+    fn cachestat_tells_cached_from_evicted() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![7u8; 3 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let len = 3u64 << 20;
+        assert_eq!(cachestat_resident(&f, 0, len), Some(true));
+        // SAFETY: a plain advice call on an open fd.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        assert_eq!(cachestat_resident(&f, 0, len), Some(false));
+        // Read the middle MiB back in: it is cached, the whole is not.
+        let mut middle = vec![0u8; 1 << 20];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut middle, 1 << 20).unwrap();
+        assert_eq!(cachestat_resident(&f, 1 << 20, 2 << 20), Some(true));
+        assert_eq!(cachestat_resident(&f, 0, len), Some(false));
+        let range = FileRange {
+            file: f,
+            offset: 0,
+            len,
+        };
+        assert!(!window_cached(&range, 0, len).unwrap());
+        assert!(window_cached(&range, 1 << 20, 2 << 20).unwrap());
+    }
 }

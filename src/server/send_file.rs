@@ -3,10 +3,12 @@
 //! the page cache to the socket without passing through user space.
 //!
 //! sendfile reads the page cache on the calling thread, so a cold file
-//! would stall a tokio worker on the disk. Before each window of the file
-//! one `RWF_NOWAIT` read of the window's last byte checks that it is
-//! cached; if it is not, the window is read on the blocking pool first
-//! (pulling it into the cache), and then sent from there.
+//! would stall a tokio worker on the disk. Before each 1 MiB window of the
+//! file, cachestat(2) says whether all of it is cached (where that call is
+//! missing: `RWF_NOWAIT` reads of the window's first and last bytes); if
+//! not, the window is read on the blocking pool first (pulling it into the
+//! cache), and then sent from there. After a wait for a slow client the
+//! check is made again.
 //!
 //! Where sendfile cannot read a file (a file system without splice
 //! support), the bytes are read into memory and written instead.

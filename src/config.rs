@@ -21,7 +21,7 @@ use spawn::seconds;
 pub use spawn::{parse_spawn, SpawnRoute};
 
 /// The longest timeout the configuration accepts.
-const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A configuration problem: the message names the flag or key and what is wrong.
 #[derive(Debug)]
@@ -448,13 +448,16 @@ impl Config {
         if self.cgi.timeout.is_zero() {
             return err("cgi_timeout: must be at least 1 second");
         }
-        // Deadlines are `now + timeout`: keep them far from overflow.
+        // Deadlines are `now + timeout`: keep them far from overflow (the
+        // per-route ones are checked by `spawn::seconds`).
         let connection_timeouts = [
             ("header_read_timeout", self.header_read_timeout),
             ("keepalive_timeout", self.keepalive_timeout),
             ("send_timeout", self.send_timeout),
             ("shutdown_grace", self.shutdown_grace),
             ("cgi_timeout", self.cgi.timeout),
+            ("cgi.queue_timeout", self.cgi.queue_timeout),
+            ("fastcgi_connect_timeout", self.fastcgi_connect_timeout),
         ];
         for (key, value) in connection_timeouts {
             if value > MAX_TIMEOUT {
@@ -754,5 +757,10 @@ mod tests {
         assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
         let bad = load("send_timeout = 99999999999\n", Cli::default());
         assert!(bad.unwrap_err().0.contains("send_timeout: at most"));
+        let bad = load(
+            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 9223372036854775807\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout: at most"));
     }
 }

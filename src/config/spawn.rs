@@ -64,14 +64,16 @@ impl FileSpawn {
     }
 }
 
-/// `key.name` in whole seconds, at least 1.
+/// `key.name` in whole seconds, at least 1 and at most a year.
 pub(super) fn seconds(
     key: &str,
     name: &str,
     v: Option<u64>,
 ) -> Result<Option<Duration>, ConfigError> {
+    let max = super::MAX_TIMEOUT.as_secs();
     match v {
         Some(0) => err(format!("{key}.{name}: must be at least 1 second")),
+        Some(s) if s > max => err(format!("{key}.{name}: at most {max} seconds (a year)")),
         v => Ok(v.map(Duration::from_secs)),
     }
 }

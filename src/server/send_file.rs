@@ -75,6 +75,9 @@ pub async fn send_file(
     let mut cached_until = at;
     while at < end {
         if at >= cached_until {
+            // A client that keeps up never makes sendfile wait: yield
+            // between windows so it cannot hold the worker.
+            tokio::task::consume_budget().await;
             let window_end = (at + WINDOW).min(end);
             if !window_cached(range, at, window_end)? {
                 read_into_cache(range, at, window_end - at).await?;
@@ -282,24 +285,30 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// cachestat sees a file leave the page cache and come back (this
-    /// machine's kernel has it; the probes are the fallback elsewhere).
+    /// A file leaves the page cache and part of it comes back.
     #[test]
     fn cachestat_tells_cached_from_evicted() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&vec![7u8; 3 << 20]).unwrap();
         f.sync_all().unwrap();
         let len = 3u64 << 20;
-        assert_eq!(cachestat_resident(&f, 0, len), Some(true));
+        // Where the kernel refuses cachestat (ENOSYS, EPERM) the probes
+        // answer instead; `window_cached` is checked either way.
+        let exact = |f: &File, from, to, want| {
+            let got = cachestat_resident(f, from, to);
+            let refused = !CACHESTAT_WORKS.load(Ordering::Relaxed);
+            assert!(got == Some(want) || (got.is_none() && refused), "{got:?}");
+        };
+        exact(&f, 0, len, true);
         // SAFETY: a plain advice call on an open fd.
         let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0);
-        assert_eq!(cachestat_resident(&f, 0, len), Some(false));
+        exact(&f, 0, len, false);
         // Read the middle MiB back in: it is cached, the whole is not.
         let mut middle = vec![0u8; 1 << 20];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut middle, 1 << 20).unwrap();
-        assert_eq!(cachestat_resident(&f, 1 << 20, 2 << 20), Some(true));
-        assert_eq!(cachestat_resident(&f, 0, len), Some(false));
+        exact(&f, 1 << 20, 2 << 20, true);
+        exact(&f, 0, len, false);
         let range = FileRange {
             file: f,
             offset: 0,

@@ -49,7 +49,8 @@ use crate::static_files::{read_append, FileRange};
 const MAX_HEADERS: usize = 64;
 
 /// Response bytes gathered before a write; a larger body chunk is written
-/// on its own. Also bounds the buffer each keep-alive connection keeps.
+/// on its own. A connection keeps buffers of at most twice this between
+/// requests.
 const GATHER: usize = 16 * 1024;
 
 /// A file range up to this size is read behind the response head and sent
@@ -174,6 +175,20 @@ pub(super) async fn serve(
                 }
                 return None;
             }
+        }
+        // Blank lines between requests are allowed (RFC 9112 §2.2) and
+        // are not the start of a head.
+        let blank = input
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        input.advance(blank);
+        // An idle connection keeps small buffers, whatever it needed before.
+        if input.is_empty() && input.capacity() > 2 * GATHER {
+            input = BytesMut::with_capacity(4096);
+        }
+        if out.capacity() > 2 * GATHER {
+            out = BytesMut::with_capacity(4096);
         }
         // A pipelined head has begun already: it gets the header timeout.
         deadline = Instant::now()

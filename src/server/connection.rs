@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,20 +49,14 @@ pub(super) async fn handle(
     let peer = conn.peer;
     let Some(acceptor) = tls else {
         // Static files first; hyper takes over at the first other request.
-        let Some(stream) = static_h1::serve(stream, &conn, &live, front, &activity, accepted).await
-        else {
+        let handed = static_h1::serve(stream, &conn, &live, front, &activity, accepted).await;
+        let Some((stream, read)) = handed else {
             return;
         };
-        let io = Tracked {
-            inner: stream,
-            activity: activity.clone(),
-        };
+        let io = Tracked::new(stream, read, &activity);
         return serve(TokioIo::new(io), conn, live, front, activity).await;
     };
-    let io = Tracked {
-        inner: stream,
-        activity: activity.clone(),
-    };
+    let io = Tracked::new(stream, BytesMut::new(), &activity);
     let mut stop = front.stop.clone();
     let handshake = tokio::time::timeout(front.header_read_timeout, acceptor.accept(io));
     tokio::select! {
@@ -226,10 +221,22 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket, noting when the client stops taking our bytes.
+/// The socket, noting when the client stops taking our bytes; reads
+/// start with the bytes the static path already took from it.
 struct Tracked<T> {
     inner: T,
+    read_first: BytesMut,
     activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T, read_first: BytesMut, activity: &Arc<Activity>) -> Tracked<T> {
+        Tracked {
+            inner,
+            read_first,
+            activity: activity.clone(),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
@@ -238,7 +245,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        if self.read_first.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.read_first.len().min(buf.remaining());
+        buf.put_slice(&self.read_first[..n]);
+        self.read_first.advance(n);
+        if self.read_first.is_empty() {
+            // hyper has its own buffer: do not keep this one's capacity.
+            self.read_first = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

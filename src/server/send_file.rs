@@ -26,7 +26,9 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::static_files::{in_page_cache, read_append, FileRange};
+use bytes::Bytes;
+
+use crate::static_files::{in_page_cache, read_now, FileRange};
 
 /// Bytes checked for residence in the page cache at a time.
 const WINDOW: u64 = 1024 * 1024;
@@ -232,13 +234,7 @@ async fn copy_through_memory(
     let mut at = range.offset;
     while at < end {
         let len = (end - at).min(COPY_CHUNK);
-        let file = range.file.try_clone()?;
-        let chunk = tokio::task::spawn_blocking(move || {
-            let mut buf = bytes::BytesMut::new();
-            read_append(&file, at, len as usize, &mut buf).map(|()| buf)
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+        let chunk = read_blocking(range, at, len).await?;
         write_all(stream, &chunk, false, send_timeout).await?;
         at += len;
         *sent += len;
@@ -271,13 +267,15 @@ async fn wait_unless_fatal(
 /// Read `len` bytes of the file at `offset` on the blocking pool, so that
 /// the sendfile that follows finds them in the page cache.
 async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result<()> {
+    read_blocking(range, offset, len).await.map(drop)
+}
+
+/// `len` bytes of the file at `offset`, read on the blocking pool.
+async fn read_blocking(range: &FileRange, offset: u64, len: u64) -> io::Result<Bytes> {
     let file = range.file.try_clone()?;
-    tokio::task::spawn_blocking(move || {
-        let mut scratch = bytes::BytesMut::new();
-        read_append(&file, offset, len as usize, &mut scratch)
-    })
-    .await
-    .unwrap_or_else(|e| Err(io::Error::other(e)))
+    tokio::task::spawn_blocking(move || read_now(&file, offset, len as usize))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 #[cfg(test)]

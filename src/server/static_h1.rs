@@ -21,16 +21,14 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -58,8 +56,8 @@ const GATHER: usize = 16 * 1024;
 const INLINE_FILE: u64 = GATHER as u64 - 1024;
 
 /// Serve static requests on `stream` until the connection ends (None) or
-/// a request for hyper arrives: then the stream, with the bytes already
-/// read in front, is returned for hyper to serve.
+/// a request for hyper arrives: then the stream and the bytes already read
+/// from it are returned, for hyper to serve (those bytes first).
 pub(super) async fn serve(
     stream: TcpStream,
     conn: &ConnInfo,
@@ -67,7 +65,7 @@ pub(super) async fn serve(
     front: &FrontEnd,
     activity: &Arc<Activity>,
     accepted: Instant,
-) -> Option<Prefixed<TcpStream>> {
+) -> Option<(TcpStream, BytesMut)> {
     let mut input = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
     let mut stop = front.stop.clone();
@@ -85,11 +83,11 @@ pub(super) async fn serve(
             if !input.is_empty() {
                 match parse_head(&input) {
                     Head::Complete(_, len) if len > front.max_header_size => {
-                        return Some(Prefixed::new(input, stream)); // hyper's 431
+                        return Some((stream, input)); // hyper's 431
                     }
                     Head::Complete(req, len) => break (req, len),
                     Head::Partial if input.len() < front.max_header_size => {}
-                    Head::Partial | Head::NotOurs => return Some(Prefixed::new(input, stream)),
+                    Head::Partial | Head::NotOurs => return Some((stream, input)),
                 }
             }
             let was_empty = input.is_empty();
@@ -134,7 +132,7 @@ pub(super) async fn serve(
         tokio::task::consume_budget().await;
         let app = live.current();
         let Some(path) = router::static_path(&app, req.uri().path()) else {
-            return Some(Prefixed::new(input, stream));
+            return Some((stream, input));
         };
         input.advance(head_len);
         first = false;
@@ -458,68 +456,6 @@ fn push_date(out: &mut BytesMut) {
         }
         out.extend_from_slice(line.as_bytes());
     });
-}
-
-/// A stream with bytes already read from it in front, for hyper.
-pub(super) struct Prefixed<T> {
-    read: BytesMut,
-    inner: T,
-}
-
-impl<T> Prefixed<T> {
-    fn new(read: BytesMut, inner: T) -> Prefixed<T> {
-        Prefixed { read, inner }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        if self.read.is_empty() {
-            // hyper has its own buffer: do not keep this one's capacity.
-            self.read = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

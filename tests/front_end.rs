@@ -299,6 +299,25 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     srv.stop().await;
 }
 
+/// The one CGI script running is killed when its client has taken nothing
+/// for `send_timeout` (2 s), not before.
+async fn script_ends_after_send_timeout(srv: &TestServer, client: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || srv.app.cgi.groups.len() == 1).await,
+        "the script should be running"
+    );
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), || srv.app.cgi.groups.is_empty()).await,
+        "the script behind {client} still runs"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "dropped too early: {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_its_cgi_ends() {
     let mut cfg = fixture_config();
@@ -313,20 +332,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_cgi_ends() {
     let mut first = [0u8; 64];
     s.read_exact(&mut first).await.unwrap();
     assert!(first.starts_with(b"HTTP/1.1 200"));
-    assert!(
-        eventually(Duration::from_secs(5), || srv.app.cgi.groups.len() == 1).await,
-        "the script should be running"
-    );
-    let started = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(15), || srv.app.cgi.groups.is_empty()).await,
-        "the script of a client that stopped reading still runs"
-    );
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1500),
-        "dropped too early: {waited:?}"
-    );
+    script_ends_after_send_timeout(&srv, "a client that stopped reading").await;
     // The connection is gone too: reading drains what was buffered, then EOF.
     assert!(closed_within(&mut s, Duration::from_secs(10)).await);
     srv.stop().await;
@@ -361,16 +367,7 @@ async fn an_http2_client_that_grants_no_window_is_dropped_and_its_cgi_ends() {
     // One frame, and the window is never given back.
     let first = body.data().await.expect("a frame").expect("data");
     assert!(!first.is_empty());
-    assert!(
-        eventually(Duration::from_secs(5), || srv.app.cgi.groups.len() == 1).await,
-        "the script should be running"
-    );
-    let started = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(15), || srv.app.cgi.groups.is_empty()).await,
-        "the script behind a starved HTTP/2 stream still runs"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(1500));
+    script_ends_after_send_timeout(&srv, "a starved HTTP/2 stream").await;
     // The server closed the connection.
     assert!(tokio::time::timeout(Duration::from_secs(10), driver)
         .await

@@ -289,11 +289,7 @@ async fn several_listeners_plain_and_tls_from_the_config_file() {
         cert.display(),
         key.display()
     ));
-    let f = fixtures();
-    let mut cmd = Command::new(bin_path());
-    cmd.arg("--config").arg(conf.arg());
-    cmd.arg("--root").arg(f.join("static"));
-    let srv = BinServer::start_cmd(cmd);
+    let srv = start_with_listeners(&conf);
     assert!(
         eventually(Duration::from_secs(5), || srv
             .stderr_text()
@@ -533,16 +529,21 @@ async fn sighup_loads_a_renewed_certificate() {
     assert_eq!(trusting(&next_cert).await.info, "2 200");
 }
 
+/// The binary serving the fixtures' static files on the listeners `conf`
+/// names (so without `--bind`/`--port`).
+fn start_with_listeners(conf: &ConfFile) -> BinServer {
+    let mut cmd = Command::new(bin_path());
+    cmd.arg("--config").arg(conf.arg());
+    cmd.arg("--root").arg(fixtures().join("static"));
+    BinServer::start_cmd(cmd)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_spans_every_listener() {
     let conf = ConfFile::new(
         "max_connections = 1\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n",
     );
-    let f = fixtures();
-    let mut cmd = Command::new(bin_path());
-    cmd.arg("--config").arg(conf.arg());
-    cmd.arg("--root").arg(f.join("static"));
-    let srv = BinServer::start_cmd(cmd);
+    let srv = start_with_listeners(&conf);
     assert!(
         eventually(Duration::from_secs(5), || srv
             .stderr_text()

@@ -686,8 +686,17 @@ async fn one_connection_goes_from_the_sendfile_path_to_hyper() {
         .await;
     assert_eq!(r.status, 404);
     assert!(String::from_utf8_lossy(&r.body).contains("404 Not Found"));
+    // HEAD of the error page: its length, as hyper gives it, and no body.
+    let page_len = r.body.len().to_string();
+    let r = c
+        .request(b"HEAD /nope.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(
+        (r.status, r.header("content-length"), r.body.len()),
+        (404, Some(&page_len[..]), 0)
+    );
     // Counted once each response is written: the client may be first.
-    let want = (4, 13 + 200_000 + r.body.len() as u64);
+    let want = (5, 13 + 200_000 + page_len.parse::<u64>().unwrap());
     let counted = eventually(Duration::from_secs(5), || static_counted(&srv) == want).await;
     assert!(counted, "{:?} != {want:?}", static_counted(&srv));
     // A POST is hyper's: 405 with Allow, on the same connection...

@@ -385,10 +385,10 @@ fn write_head(
     file: Option<&FileRange>,
 ) -> Framing {
     let status = resp.status();
-    let bodiless = ex.head_only
-        || status.is_informational()
+    let never_a_body = status.is_informational()
         || status == http::StatusCode::NO_CONTENT
         || status == http::StatusCode::NOT_MODIFIED;
+    let bodiless = ex.head_only || never_a_body;
     let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
     let length = match file {
         Some(f) => Some(f.len),
@@ -410,13 +410,15 @@ fn write_head(
     for (name, value) in resp.headers() {
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !bodiless && !declared {
+    // A HEAD response says how long the GET body would be, as hyper's
+    // does (but not a length of 0, which could be a body not made).
+    if !declared && !never_a_body {
         match length {
-            Some(n) => {
+            Some(n) if !ex.head_only || n > 0 => {
                 let _ = write!(out, "content-length: {n}\r\n");
             }
             None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
-            None => {}
+            _ => {}
         }
     }
     if !keep_alive {

@@ -118,7 +118,7 @@ async fn serve(
             config.max_connections
         );
     }
-    let listeners = bind_all(&config, tls.is_some(), systemd).await?;
+    let listeners = bind_all(&config, tls.is_some(), systemd)?;
     match &user {
         Some(u) => {
             privileges::drop_to(u).map_err(runtime)?;
@@ -155,7 +155,7 @@ async fn serve(
 }
 
 /// The configured listeners, or the sockets systemd passed us.
-async fn bind_all(
+fn bind_all(
     config: &Config,
     tls: bool,
     systemd: Option<Vec<std::net::TcpListener>>,
@@ -176,10 +176,9 @@ async fn bind_all(
     }
     let mut listeners = Vec::new();
     for l in &config.listen {
-        let tcp = tokio::net::TcpListener::bind(l.addr)
-            .await
+        let listener = Listener::bind(l, &config.listen)
             .map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", l.addr)))?;
-        listeners.push(Listener { tcp, tls: l.tls });
+        listeners.push(listener);
     }
     Ok(listeners)
 }

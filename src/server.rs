@@ -21,6 +21,7 @@ mod static_h1;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,12 +31,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::body::Body;
+use crate::config::Listen;
 use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::reload::Live;
@@ -61,6 +63,63 @@ pub struct ConnInfo {
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: bool,
+}
+
+/// Connections the kernel queues for a listener before cgihost accepts
+/// them (tokio's and mio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+impl Listener {
+    /// Bind and listen on `listen`, one of the configured `all`.
+    ///
+    /// An IPv6 listener that shares its port with an IPv4 one takes IPv6
+    /// only (`IPV6_V6ONLY`), as nginx's `listen [::]:80` does, so that
+    /// `0.0.0.0:80` and `[::]:80` can both be configured. Alone, `[::]`
+    /// keeps the system's default (on Linux it takes IPv4 too).
+    pub fn bind(listen: &Listen, all: &[Listen]) -> io::Result<Listener> {
+        let socket = unbound_socket(listen.addr, all)?;
+        socket.bind(listen.addr)?;
+        Ok(Listener {
+            tcp: socket.listen(LISTEN_BACKLOG)?,
+            tls: listen.tls,
+        })
+    }
+}
+
+/// A socket for `addr` with its options set, not yet bound.
+fn unbound_socket(addr: SocketAddr, all: &[Listen]) -> io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6()
+        && all
+            .iter()
+            .any(|l| l.addr.is_ipv4() && l.addr.port() == addr.port())
+    {
+        set_v6_only(&socket)?;
+    }
+    Ok(socket)
+}
+
+fn set_v6_only(socket: &TcpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is the socket's own; the option value is a c_int that
+    // lives across the call, and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Serve one listener (TLS when `app.config.tls` is set) until `shutdown`
@@ -334,4 +393,77 @@ fn answer_static(
     record.status = resp.status().as_u16();
     record.attach(note, busy, app);
     (resp, file, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6_only(fd: std::os::fd::RawFd) -> libc::c_int {
+        let mut on: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a c_int out-parameter and its size, on an open socket.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&mut on as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        on
+    }
+
+    fn listen(addr: &str, tls: bool) -> Listen {
+        Listen {
+            addr: addr.parse().unwrap(),
+            tls,
+        }
+    }
+
+    #[test]
+    fn ipv6_beside_ipv4_on_the_same_port_takes_ipv6_only() {
+        // Read before bind: binding a specific IPv6 address sets the
+        // option in any case. The default is net.ipv6.bindv6only.
+        let default = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap();
+        let nginx_style = [listen("0.0.0.0:80", false), listen("[::]:80", false)];
+        let table = [
+            (&nginx_style[..], "1"),
+            (&nginx_style[1..], default.trim()),
+            (
+                &[listen("0.0.0.0:81", false), listen("[::]:80", false)][..],
+                default.trim(),
+            ),
+        ];
+        for (all, want) in table {
+            let v6 = all.last().unwrap().addr;
+            let socket = unbound_socket(v6, all).unwrap();
+            assert_eq!(
+                v6_only(socket.as_raw_fd()).to_string(),
+                want,
+                "{v6} in {all:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn listeners_bind_ipv4_and_ipv6_loopback_on_one_port() {
+        let v4 = Listener::bind(&listen("127.0.0.1:0", false), &[]).unwrap();
+        let port = v4.tcp.local_addr().unwrap().port();
+        let both = [
+            listen(&format!("127.0.0.1:{port}"), false),
+            listen(&format!("[::1]:{port}"), true),
+        ];
+        let v6 = Listener::bind(&both[1], &both).unwrap();
+        assert!(v6.tls);
+        assert_eq!(v6.tcp.local_addr().unwrap(), both[1].addr);
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(both[1].addr),
+            v6.tcp.accept()
+        );
+        let (_, peer) = accepted.unwrap();
+        assert_eq!(peer, client.unwrap().local_addr().unwrap());
+    }
 }

@@ -917,3 +917,39 @@ async fn a_file_not_in_the_page_cache_is_sent_exactly() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_response_is_not_cut_by_a_reset() {
+    // A `Connection: close` response with a request pipelined behind it:
+    // closing the socket with that request unread would send a reset, and
+    // the client would lose the part of the response it had not read yet.
+    let site = Site::new();
+    let data = random_bytes(64 << 20, 5);
+    std::fs::write(site.root.join("large.bin"), &data).unwrap();
+    let srv = TestServer::start(site.config()).await;
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let close = if version == "HTTP/1.1" {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let raw = format!("GET /large.bin {version}\r\nHost: t\r\n{close}\r\n");
+        s.write_all(raw.as_bytes()).await.unwrap();
+        // The next request comes after the server has read the first, so
+        // it waits in the kernel, unread.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
+        read.expect("the response ends")
+            .unwrap_or_else(|e| panic!("{version}: {e} after {} bytes", got.len()));
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(got.len() - head_end, data.len(), "{version}");
+        assert_eq!(sha256_hex(&got[head_end..]), sha256_hex(&data), "{version}");
+    }
+    srv.stop().await;
+}

@@ -161,6 +161,7 @@ pub(super) async fn serve(
             Ok(false) => {
                 let mut stream = stream;
                 let _ = stream.shutdown().await;
+                linger(&stream, &mut stop).await;
                 return None;
             }
             Err(e) => {
@@ -197,6 +198,34 @@ pub(super) async fn serve(
             };
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// A lingering close, as nginx's: after our FIN, read and drop what the
+/// client still sends until it closes too, pauses for `LINGER_PAUSE`, or
+/// `LINGER_MAX` has passed. Closing a socket with unread bytes in it sends
+/// a reset, and a reset makes the client's kernel discard the end of the
+/// response it has not read yet (a pipelined request behind a
+/// `Connection: close` one is enough).
+async fn linger(stream: &TcpStream, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    const LINGER_PAUSE: Duration = Duration::from_secs(5);
+    const LINGER_MAX: Duration = Duration::from_secs(30);
+    let give_up = Instant::now() + LINGER_MAX;
+    let mut scratch = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        let pause_over = (Instant::now() + LINGER_PAUSE).min(give_up);
+        tokio::select! {
+            ready = stream.readable() => if ready.is_err() { return },
+            _ = tokio::time::sleep_until(pause_over) => return,
+            _ = stopped(stop) => return,
         }
     }
 }

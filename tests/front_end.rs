@@ -375,3 +375,46 @@ async fn an_http2_client_that_grants_no_window_is_dropped_and_its_cgi_ends() {
     drop(body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_head_handed_to_hyper_gets_the_header_timeout_once() {
+    // More header lines than the static path takes: hyper reads this
+    // head, which never ends. It must close at the header timeout (plus
+    // the second a graceful close may take), not at twice it.
+    let mut cfg = fixture_config();
+    cfg.header_read_timeout = Duration::from_secs(3);
+    let srv = TestServer::start(cfg).await;
+    let started = Instant::now();
+    let s = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+    wr.write_all(format!("GET /index.html HTTP/1.1\r\nHost: t\r\n{many}").as_bytes())
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if wr.write_all(b"Y: z\r\n").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let waited = started.elapsed();
+    trickle.abort();
+    assert!(ended.is_ok(), "still open after 10 s");
+    assert!(
+        waited >= Duration::from_millis(2800) && waited < Duration::from_millis(5000),
+        "closed after {waited:?}"
+    );
+    srv.stop().await;
+}

@@ -6,6 +6,8 @@
 //! - nothing in flight for `keepalive_timeout` (the first request:
 //!   `header_read_timeout` from accept, TLS handshake included) → close
 //!   gracefully: hyper finishes what it is writing, HTTP/2 sends GOAWAY;
+//!   a second later the connection is dropped if still open (hyper would
+//!   wait for a head that is still trickling in);
 //! - the client has not taken a byte for `send_timeout` while we have
 //!   something to send (it stopped reading) → drop the connection, which
 //!   also ends the CGI program or FastCGI request behind it; over HTTP/2
@@ -35,6 +37,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{serve_request, static_h1, ConnInfo, FrontEnd};
 use crate::reload::Live;
+
+/// How long an idle connection closed by a timeout may take to close
+/// gracefully before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Handshake (for TLS), then serve until the connection ends.
 pub(super) async fn handle(
@@ -321,8 +327,9 @@ where
     let check_every = front.keepalive_timeout.min(front.header_read_timeout);
     let timer = tokio::time::sleep(check_every);
     tokio::pin!(timer);
-    // When a graceful close was asked for.
-    let mut closing: Option<Instant> = None;
+    // When a graceful close was asked for, and how long it may take with
+    // nothing in flight before the connection is dropped.
+    let mut closing: Option<(Instant, Duration)> = None;
     loop {
         tokio::select! {
             // The connection first: a request handed over with the
@@ -336,7 +343,8 @@ where
             }
             _ = stopped(&mut stop), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
+                // A request handed over at this moment still gets read.
+                closing = Some((Instant::now(), front.header_read_timeout));
             }
             _ = &mut timer => {
                 let now = Instant::now();
@@ -355,12 +363,12 @@ where
                     return;
                 }
                 let busy = activity.in_flight.load(Ordering::Acquire) > 0;
-                if let Some(since) = closing {
+                if let Some((since, allowed)) = closing {
                     // Closing and nothing left to finish, yet still open.
-                    if !busy && stalled.is_zero() && now - since >= front.header_read_timeout {
+                    if !busy && stalled.is_zero() && now - since >= allowed {
                         return;
                     }
-                    timer.as_mut().reset(now + check_every);
+                    timer.as_mut().reset(now + check_every.min(allowed));
                     continue;
                 }
                 if busy {
@@ -379,8 +387,10 @@ where
                 if deadline <= now {
                     tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
                     connection.as_mut().graceful_shutdown();
-                    closing = Some(now);
-                    timer.as_mut().reset(now + check_every);
+                    // Time enough to flush a GOAWAY; a head still coming
+                    // in (which hyper would wait for) has had its time.
+                    closing = Some((now, IDLE_CLOSE_GRACE));
+                    timer.as_mut().reset(now + IDLE_CLOSE_GRACE);
                 } else {
                     timer.as_mut().reset(deadline.min(now + check_every));
                 }

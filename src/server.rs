@@ -93,12 +93,16 @@ fn unbound_socket(addr: SocketAddr, all: &[Listen]) -> io::Result<TcpSocket> {
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    if addr.is_ipv6()
-        && all
-            .iter()
+    // A v4-mapped address (`[::ffff:a.b.c.d]`) is IPv4 inside: the kernel
+    // refuses to bind it IPv6-only.
+    let shares_port_with_ipv4 = || {
+        all.iter()
             .any(|l| l.addr.is_ipv4() && l.addr.port() == addr.port())
-    {
-        set_v6_only(&socket)?;
+    };
+    if let SocketAddr::V6(v6) = addr {
+        if v6.ip().to_ipv4_mapped().is_none() && shares_port_with_ipv4() {
+            set_v6_only(&socket)?;
+        }
     }
     Ok(socket)
 }
@@ -436,6 +440,13 @@ mod tests {
                 &[listen("0.0.0.0:81", false), listen("[::]:80", false)][..],
                 default.trim(),
             ),
+            (
+                &[
+                    listen("0.0.0.0:80", false),
+                    listen("[::ffff:127.0.0.2]:80", false),
+                ][..],
+                default.trim(),
+            ),
         ];
         for (all, want) in table {
             let v6 = all.last().unwrap().addr;
@@ -465,5 +476,8 @@ mod tests {
         );
         let (_, peer) = accepted.unwrap();
         assert_eq!(peer, client.unwrap().local_addr().unwrap());
+        // A v4-mapped address on that port binds as before (IPv4 inside).
+        let mapped = listen(&format!("[::ffff:127.0.0.2]:{port}"), false);
+        Listener::bind(&mapped, &[both[0], mapped]).unwrap();
     }
 }

@@ -20,6 +20,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tokio::net::TcpStream;
 
 use bytes::Bytes;
 
-use crate::static_files::{in_page_cache, read_now, FileRange};
+use crate::static_files::{in_page_cache, read_now, shrank, FileRange};
 
 /// Bytes checked for residence in the page cache at a time.
 const WINDOW: u64 = 1024 * 1024;
@@ -105,12 +106,7 @@ pub async fn send_file(
             Ok(n as u64)
         });
         match result {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ))
-            }
+            Ok(0) => return Err(shrank()),
             Ok(n) => {
                 at += n;
                 *sent += n;
@@ -265,9 +261,28 @@ async fn wait_unless_fatal(
 }
 
 /// Read `len` bytes of the file at `offset` on the blocking pool, so that
-/// the sendfile that follows finds them in the page cache.
+/// the sendfile that follows finds them in the page cache. The bytes are
+/// not needed here: they pass through one small buffer (a window's worth
+/// per cold connection would add up on a busy disk).
 async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result<()> {
-    read_blocking(range, offset, len).await.map(drop)
+    const CHUNK: usize = 64 * 1024;
+    let file = range.file.try_clone()?;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK];
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let want = (end - at).min(CHUNK as u64) as usize;
+            match file.read_at(&mut buf[..want], at) {
+                Ok(0) => return Err(shrank()),
+                Ok(n) => at += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 /// `len` bytes of the file at `offset`, read on the blocking pool.

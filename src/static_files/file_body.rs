@@ -72,7 +72,8 @@ pub fn in_page_cache(file: &File, offset: u64) -> io::Result<Option<bool>> {
     }
 }
 
-fn shrank() -> io::Error {
+/// The error for a file that ended before the length we announced.
+pub fn shrank() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")
 }
 

@@ -40,7 +40,7 @@ use crate::uri_path::SafePath;
 use compression::{Accepted, Coding, GzipBody};
 use conditional::{Outcome, Validators};
 use file_body::FileBody;
-pub use file_body::{in_page_cache, read_append, read_now};
+pub use file_body::{in_page_cache, read_append, read_now, shrank};
 use resolve::{Found, Resolved, Resolver};
 
 /// Files (or parts) up to this size are read in one `pread` on the worker

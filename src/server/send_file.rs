@@ -20,16 +20,15 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::static_files::{in_page_cache, read_now, shrank, FileRange};
+use crate::static_files::{in_page_cache, read_append, read_now, shrank, FileRange};
 
 /// Bytes checked for residence in the page cache at a time.
 const WINDOW: u64 = 1024 * 1024;
@@ -265,30 +264,33 @@ async fn wait_unless_fatal(
 /// not needed here: they pass through one small buffer (a window's worth
 /// per cold connection would add up on a busy disk).
 async fn read_into_cache(range: &FileRange, offset: u64, len: u64) -> io::Result<()> {
-    const CHUNK: usize = 64 * 1024;
-    let file = range.file.try_clone()?;
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; CHUNK];
+    const CHUNK: u64 = 64 * 1024;
+    on_blocking_pool(range, move |file| {
+        let mut buf = BytesMut::with_capacity(CHUNK as usize);
         let (mut at, end) = (offset, offset + len);
         while at < end {
-            let want = (end - at).min(CHUNK as u64) as usize;
-            match file.read_at(&mut buf[..want], at) {
-                Ok(0) => return Err(shrank()),
-                Ok(n) => at += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            let want = (end - at).min(CHUNK);
+            buf.clear();
+            read_append(file, at, want as usize, &mut buf)?;
+            at += want;
         }
         Ok(())
     })
     .await
-    .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 /// `len` bytes of the file at `offset`, read on the blocking pool.
 async fn read_blocking(range: &FileRange, offset: u64, len: u64) -> io::Result<Bytes> {
+    on_blocking_pool(range, move |file| read_now(file, offset, len as usize)).await
+}
+
+/// Run `read` on the range's file on the blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    range: &FileRange,
+    read: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     let file = range.file.try_clone()?;
-    tokio::task::spawn_blocking(move || read_now(&file, offset, len as usize))
+    tokio::task::spawn_blocking(move || read(&file))
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
 }

@@ -95,14 +95,17 @@ fn unbound_socket(addr: SocketAddr, all: &[Listen]) -> io::Result<TcpSocket> {
     socket.set_reuseaddr(true)?;
     // A v4-mapped address (`[::ffff:a.b.c.d]`) is IPv4 inside: the kernel
     // refuses to bind it IPv6-only.
-    let shares_port_with_ipv4 = || {
-        all.iter()
-            .any(|l| l.addr.is_ipv4() && l.addr.port() == addr.port())
-    };
-    if let SocketAddr::V6(v6) = addr {
-        if v6.ip().to_ipv4_mapped().is_none() && shares_port_with_ipv4() {
-            set_v6_only(&socket)?;
+    let v6_only = match addr {
+        SocketAddr::V6(v6) => {
+            v6.ip().to_ipv4_mapped().is_none()
+                && all
+                    .iter()
+                    .any(|l| l.addr.is_ipv4() && l.addr.port() == addr.port())
         }
+        SocketAddr::V4(_) => false,
+    };
+    if v6_only {
+        set_v6_only(&socket)?;
     }
     Ok(socket)
 }

@@ -8,11 +8,18 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::{
+    combinators::{BoxBody, UnsyncBoxBody},
+    BodyExt, Empty, Full,
+};
 
 /// A streaming response body. Dropping it cancels whatever produces it
 /// (for a CGI response, that kills the script's process group).
 pub type Body = BoxBody<Bytes, io::Error>;
+
+/// The request body as handlers see it (hyper's, or empty after a local
+/// redirect or a rewrite).
+pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// No body at all.
 pub fn empty() -> Body {

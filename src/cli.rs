@@ -1,11 +1,20 @@
 //! The command line, exactly as SPEC.md "Command line" lists it.
 //!
-//! Parsing only: clap turns argv into [`Cli`]; `config.rs` validates the
-//! values and merges them over the config file.
+//! clap turns argv into [`Cli`]; [`Cli::load_config`] merges the flags
+//! over the config file (precedence: defaults < file < flags), using
+//! `config.rs`'s parsers, so every value is checked the same way.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+
+use crate::config::{
+    err, parse_fastcgi, parse_ip, parse_log_format, parse_pair, parse_size, parse_spawn, set,
+    status_path, Config, ConfigError, Listen, StatusConfig, TlsFiles, UploadConfig,
+    DEFAULT_MAX_PARTS,
+};
 
 /// cgihost: static files, CGI/1.1 programs and FastCGI pools from one binary.
 #[derive(Debug, Default, Parser)]
@@ -96,4 +105,165 @@ pub struct Cli {
     /// Less logging (repeat for less)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
+}
+
+impl Cli {
+    /// Defaults, then the `--config` file if any, then the flags; validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::from_file(self.config.as_deref())?;
+        self.apply(&mut config)?;
+        config.finish()
+    }
+
+    /// The flags, over `config`.
+    fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
+        let cli = self;
+        // --bind/--port name the one listener, replacing any [[listen]].
+        if cli.bind.is_some() || cli.port.is_some() {
+            let first = config.listen[0];
+            let ip = match &cli.bind {
+                Some(b) => parse_ip("--bind", b)?,
+                None => first.addr.ip(),
+            };
+            let addr = SocketAddr::new(ip, cli.port.unwrap_or(first.addr.port()));
+            config.listen = vec![Listen {
+                addr,
+                tls: first.tls,
+            }];
+        }
+        match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => {
+                config.tls = Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+                for l in &mut config.listen {
+                    l.tls = true;
+                }
+            }
+            (None, None) => {}
+            _ => return err("--tls-cert and --tls-key: give both or neither"),
+        }
+        if cli.user.is_some() {
+            config.user = cli.user.clone();
+        }
+        if let Some(path) = &cli.status_path {
+            config.status = Some(StatusConfig {
+                path: status_path("--status-path", path)?,
+                local_only: config.status_local_only,
+            });
+        }
+        set(&mut config.root, cli.root.clone());
+        set(&mut config.cgi_dir, cli.cgi_dir.clone());
+        set(&mut config.cgi_prefix, cli.cgi_prefix.clone());
+        set(
+            &mut config.cgi.timeout,
+            cli.cgi_timeout.map(Duration::from_secs),
+        );
+        if let Some(s) = &cli.max_body {
+            config.max_body =
+                Some(parse_size(s).map_err(|e| ConfigError(format!("--max-body: {e}")))?);
+        }
+        if let Some(fmt) = &cli.log_format {
+            config.log_format = parse_log_format("--log-format", fmt)?;
+        }
+        set(&mut config.workers, cli.workers);
+        for v in &cli.fastcgi {
+            config.fastcgi.push(parse_fastcgi("--fastcgi", v)?);
+        }
+        for v in &cli.spawn {
+            config.spawn.push(parse_spawn("--spawn", v)?);
+        }
+        for v in &cli.upload_dir {
+            let (prefix, dir) = parse_pair("--upload-dir", v)?;
+            config.uploads.push(UploadConfig {
+                prefix: prefix.to_string(),
+                dir: PathBuf::from(dir),
+                max_file: None,
+                max_request: None,
+                max_parts: DEFAULT_MAX_PARTS,
+                keep: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_end_keys_merge_with_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str, cli: Cli| {
+            std::fs::write(&file, toml).unwrap();
+            (Cli {
+                config: Some(file.clone()),
+                root: Some(std::env::temp_dir()),
+                ..cli
+            })
+            .load_config()
+        };
+        let c = load(
+            "status_local_only = false\nkeepalive_timeout = 7\n",
+            Cli {
+                status_path: Some("/st/".into()),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        let status = c.status.unwrap();
+        assert_eq!(status.path, "/st");
+        assert!(!status.local_only);
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(7));
+
+        let two =
+            "[[listen]]\naddr = \"127.0.0.1:1\"\n[[listen]]\naddr = \"[::1]:2\"\ntls = false\n";
+        let c = load(two, Cli::default()).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[1].addr, "[::1]:2".parse().unwrap());
+        // --port replaces the file's listeners.
+        let c = load(
+            two,
+            Cli {
+                port: Some(9),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].addr.port(), 9);
+
+        let bad = load(
+            "port = 1\n[[listen]]\naddr = \"127.0.0.1:1\"\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("either [[listen]]"));
+        let bad = load("[[listen]]\naddr = \"localhost\"\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("listen[0].addr"));
+        let bad = load(
+            "[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("needs tls_cert"));
+        let bad = load("tls_cert = \"x.pem\"\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("set both"));
+        let bad = load(
+            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 0\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout"));
+        let c = load("[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 90\nmax_body = \"1M\"\n", Cli::default()).unwrap();
+        assert_eq!(c.fastcgi[0].timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
+        let bad = load("send_timeout = 99999999999\n", Cli::default());
+        assert!(bad.unwrap_err().0.contains("send_timeout: at most"));
+        let bad = load(
+            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 9223372036854775807\n",
+            Cli::default(),
+        );
+        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout: at most"));
+    }
 }

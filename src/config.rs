@@ -1,6 +1,6 @@
 //! Configuration: defaults in code, the TOML file (`config/file.rs`: its
-//! serde model) and then the command line merged over them in
-//! [`Config::load`], and everything validated into typed values before
+//! serde model) and then the command line merged over them (`cli.rs`),
+//! and everything validated into typed values before
 //! anything is bound or spawned (`config/spawn.rs`: spawned pools).
 //!
 //! Precedence: built-in defaults < `--config` file < command-line flags.
@@ -10,8 +10,6 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use crate::cli::Cli;
 
 mod file;
 mod spawn;
@@ -53,6 +51,17 @@ pub enum RouteMatch {
     Extension(String),
     /// `/app`: every URL at or under this prefix (segment boundary).
     Prefix(String),
+}
+
+/// The route's label in logs, the status page and `--check-config`:
+/// `*.php` or `/app/*`.
+impl fmt::Display for RouteMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteMatch::Prefix(p) => write!(f, "{p}/*"),
+            RouteMatch::Extension(e) => write!(f, "*.{e}"),
+        }
+    }
 }
 
 /// One FastCGI backend address.
@@ -225,21 +234,26 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults, then the `--config` file if any, then the flags; validated.
-    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
+    /// Defaults, then the config file at `path` if any; not yet
+    /// validated (command-line overrides come next, then [`Config::finish`]).
+    pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         let mut config = Config::default();
         config.apply_file(file)?;
-        config.apply_cli(cli)?;
-        config.validate()?;
-        let default_workers = config.workers;
-        for s in &mut config.spawn {
+        Ok(config)
+    }
+
+    /// Validate the merged settings into their final form.
+    pub fn finish(mut self) -> Result<Config, ConfigError> {
+        self.validate()?;
+        let default_workers = self.workers;
+        for s in &mut self.spawn {
             s.resolve(default_workers)?;
         }
-        Ok(config)
+        Ok(self)
     }
 
     fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
@@ -362,77 +376,6 @@ impl Config {
         Ok(())
     }
 
-    fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
-        // --bind/--port name the one listener, replacing any [[listen]].
-        if cli.bind.is_some() || cli.port.is_some() {
-            let first = self.listen[0];
-            let ip = match &cli.bind {
-                Some(b) => parse_ip("--bind", b)?,
-                None => first.addr.ip(),
-            };
-            let addr = SocketAddr::new(ip, cli.port.unwrap_or(first.addr.port()));
-            self.listen = vec![Listen {
-                addr,
-                tls: first.tls,
-            }];
-        }
-        match (&cli.tls_cert, &cli.tls_key) {
-            (Some(cert), Some(key)) => {
-                self.tls = Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                });
-                for l in &mut self.listen {
-                    l.tls = true;
-                }
-            }
-            (None, None) => {}
-            _ => return err("--tls-cert and --tls-key: give both or neither"),
-        }
-        if cli.user.is_some() {
-            self.user = cli.user.clone();
-        }
-        if let Some(path) = &cli.status_path {
-            self.status = Some(StatusConfig {
-                path: status_path("--status-path", path)?,
-                local_only: self.status_local_only,
-            });
-        }
-        set(&mut self.root, cli.root.clone());
-        set(&mut self.cgi_dir, cli.cgi_dir.clone());
-        set(&mut self.cgi_prefix, cli.cgi_prefix.clone());
-        set(
-            &mut self.cgi.timeout,
-            cli.cgi_timeout.map(Duration::from_secs),
-        );
-        if let Some(s) = &cli.max_body {
-            self.max_body =
-                Some(parse_size(s).map_err(|e| ConfigError(format!("--max-body: {e}")))?);
-        }
-        if let Some(fmt) = &cli.log_format {
-            self.log_format = parse_log_format("--log-format", fmt)?;
-        }
-        set(&mut self.workers, cli.workers);
-        for v in &cli.fastcgi {
-            self.fastcgi.push(parse_fastcgi("--fastcgi", v)?);
-        }
-        for v in &cli.spawn {
-            self.spawn.push(parse_spawn("--spawn", v)?);
-        }
-        for v in &cli.upload_dir {
-            let (prefix, dir) = parse_pair("--upload-dir", v)?;
-            self.uploads.push(UploadConfig {
-                prefix: prefix.to_string(),
-                dir: PathBuf::from(dir),
-                max_file: None,
-                max_request: None,
-                max_parts: DEFAULT_MAX_PARTS,
-                keep: false,
-            });
-        }
-        Ok(())
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         check_prefix("cgi_prefix", &self.cgi_prefix)?;
         for u in &self.uploads {
@@ -506,7 +449,30 @@ impl Config {
 
     /// One human line per route, for the startup log and `--check-config`.
     pub fn route_lines(&self) -> Vec<String> {
-        let mut lines = crate::fastcgi::FastCgi::route_lines(self);
+        let spawned = self.spawn.iter().map(|r| {
+            let mut extras = vec![format!("{} workers", r.workers)];
+            if r.max_requests > 0 {
+                extras.push(format!("max_requests {}", r.max_requests));
+            }
+            if r.reload {
+                extras.push("reload".into());
+            }
+            format!(
+                "spawn    {} -> {} ({})",
+                r.matcher,
+                r.argv.join(" "),
+                extras.join(", ")
+            )
+        });
+        let mut lines: Vec<String> = self
+            .fastcgi
+            .iter()
+            .map(|r| {
+                let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
+                format!("FastCGI  {} -> {}", r.matcher, addrs.join(", "))
+            })
+            .chain(spawned)
+            .collect();
         lines.extend([
             format!(
                 "CGI      {}/* -> programs in {}",
@@ -519,7 +485,7 @@ impl Config {
     }
 }
 
-fn set<T>(slot: &mut T, value: Option<T>) {
+pub(crate) fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
     }
@@ -534,7 +500,7 @@ fn parse_socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// `/status` (a clean absolute path, trailing slash dropped).
-fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
+pub(crate) fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
     check_prefix(key, p)?;
     let p = p.trim_end_matches('/');
     if p.is_empty() {
@@ -543,13 +509,13 @@ fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
     Ok(p.to_string())
 }
 
-fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
+pub(crate) fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
     s.trim_matches(|c| c == '[' || c == ']')
         .parse()
         .map_err(|_| ConfigError(format!("{key}: '{s}' is not an IP address")))
 }
 
-fn parse_log_format(key: &str, s: &str) -> Result<LogFormat, ConfigError> {
+pub(crate) fn parse_log_format(key: &str, s: &str) -> Result<LogFormat, ConfigError> {
     match s {
         "combined" => Ok(LogFormat::Combined),
         "json" => Ok(LogFormat::Json),
@@ -689,78 +655,5 @@ mod tests {
         assert!(parse_fastcgi("--fastcgi", "*.php").is_err());
         assert!(parse_fastcgi("--fastcgi", "app=1.2.3.4:9").is_err());
         assert!(parse_fastcgi("--fastcgi", "/app=nohost").is_err());
-    }
-
-    #[test]
-    fn front_end_keys_merge_with_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        let load = |toml: &str, cli: Cli| {
-            std::fs::write(&file, toml).unwrap();
-            Config::load(&Cli {
-                config: Some(file.clone()),
-                root: Some(std::env::temp_dir()),
-                ..cli
-            })
-        };
-        let c = load(
-            "status_local_only = false\nkeepalive_timeout = 7\n",
-            Cli {
-                status_path: Some("/st/".into()),
-                ..Cli::default()
-            },
-        )
-        .unwrap();
-        let status = c.status.unwrap();
-        assert_eq!(status.path, "/st");
-        assert!(!status.local_only);
-        assert_eq!(c.keepalive_timeout, Duration::from_secs(7));
-
-        let two =
-            "[[listen]]\naddr = \"127.0.0.1:1\"\n[[listen]]\naddr = \"[::1]:2\"\ntls = false\n";
-        let c = load(two, Cli::default()).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.listen[1].addr, "[::1]:2".parse().unwrap());
-        // --port replaces the file's listeners.
-        let c = load(
-            two,
-            Cli {
-                port: Some(9),
-                ..Cli::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(c.listen.len(), 1);
-        assert_eq!(c.listen[0].addr.port(), 9);
-
-        let bad = load(
-            "port = 1\n[[listen]]\naddr = \"127.0.0.1:1\"\n",
-            Cli::default(),
-        );
-        assert!(bad.unwrap_err().0.contains("either [[listen]]"));
-        let bad = load("[[listen]]\naddr = \"localhost\"\n", Cli::default());
-        assert!(bad.unwrap_err().0.contains("listen[0].addr"));
-        let bad = load(
-            "[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n",
-            Cli::default(),
-        );
-        assert!(bad.unwrap_err().0.contains("needs tls_cert"));
-        let bad = load("tls_cert = \"x.pem\"\n", Cli::default());
-        assert!(bad.unwrap_err().0.contains("set both"));
-        let bad = load(
-            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 0\n",
-            Cli::default(),
-        );
-        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout"));
-        let c = load("[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 90\nmax_body = \"1M\"\n", Cli::default()).unwrap();
-        assert_eq!(c.fastcgi[0].timeout, Some(Duration::from_secs(90)));
-        assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
-        let bad = load("send_timeout = 99999999999\n", Cli::default());
-        assert!(bad.unwrap_err().0.contains("send_timeout: at most"));
-        let bad = load(
-            "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 9223372036854775807\n",
-            Cli::default(),
-        );
-        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout: at most"));
     }
 }

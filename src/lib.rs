@@ -13,12 +13,15 @@
 //!   requests served without hyper, files sent with sendfile, until the
 //!   first other request hands the connection to hyper); [`tls`]: rustls
 //!   from PEM files.
-//! - [`reload`]: the live application and SIGHUP's atomic swap.
+//! - [`app`]: the [`app::App`] one configuration builds (handlers,
+//!   counters, the status snapshot) and [`app::Live`], the swap cell
+//!   holding the one serving new requests.
+//! - [`reload`]: SIGHUP's procedure (re-read, rebuild, swap).
 //! - [`privileges`]: `--user` (drop root after binding) and systemd
 //!   socket activation (`LISTEN_FDS`).
 //! - [`stats`], [`status`]: counters and the status page (HTML, JSON,
 //!   Prometheus).
-//! - [`router`]: the shared [`router::App`] and the routing order.
+//! - [`router`]: the routing order (SPEC.md "Routing").
 //! - [`uri_path`]: percent-decoding and path safety, shared by every handler.
 //! - [`static_files`]: files under the document root — `resolve` (path →
 //!   open file, never outside the root), `conditional` (ETag, If-*),
@@ -35,7 +38,8 @@
 //!   recycle, reload) and `worker` (one worker process, the readiness probe).
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
-//! - [`body`], [`error`]: the one body type and the one error-to-status map.
+//! - [`body`], [`error`]: the body types and the one error-to-status map;
+//!   [`conn`]: facts about a client connection that handlers may see.
 //!
 //! Request flow: accept → `router::dispatch` picks FastCGI, CGI or static → the
 //! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors
@@ -43,10 +47,12 @@
 //! (On the static sendfile path: `router::static_path` → `serve_static` →
 //! the response written by `static_h1.rs`, which ends the access record.)
 
+pub mod app;
 pub mod body;
 pub mod cgi;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod fastcgi;
 pub mod log;

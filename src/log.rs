@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::config::LogFormat;
-use crate::server::{ConsumerWatch, InFlight};
+use crate::conn::ConsumerWatch;
 use crate::stats::RouteCounters;
 
 /// What routing learned about a request, for the log line and the counters.
@@ -63,13 +63,12 @@ pub struct AccessRecord {
     pub route: Option<Arc<RouteCounters>>,
     /// Time until the CGI program or FastCGI backend sent its header block.
     pub upstream: Option<Duration>,
-    /// Keeps the connection counted as busy until the body is done.
-    busy: Option<InFlight>,
     /// Set by `watch_consumer`: the body reports its hand-overs here.
     consumer: Option<Arc<ConsumerWatch>>,
-    /// Keeps the configuration the request started with (and its pools)
-    /// alive until the body is done, across a reload.
-    _app: Option<Arc<crate::router::App>>,
+    /// What must live until the body is done: the connection's busy mark,
+    /// and the application the request started with (and its pools),
+    /// across a reload.
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl AccessRecord {
@@ -102,24 +101,23 @@ impl AccessRecord {
             status: 0,
             route: None,
             upstream: None,
-            busy: None,
             consumer: None,
-            _app: None,
+            _held: None,
         }
     }
 
-    /// What routing learned, and where to count the request when it ends.
-    pub fn attach(&mut self, note: RequestNote, busy: InFlight, app: Arc<crate::router::App>) {
+    /// What routing learned (where to count the request when it ends),
+    /// and what to hold until then.
+    pub fn attach(&mut self, note: RequestNote, held: Box<dyn Send + Sync>) {
         self.route = note.route;
         self.upstream = note.upstream;
-        self.busy = Some(busy);
-        self._app = Some(app);
+        self._held = Some(held);
     }
 
-    /// Watch the response for a client that stops taking it (HTTP/2
-    /// responses from CGI/FastCGI; see `server::connection`).
-    pub fn watch_consumer(&mut self) {
-        self.consumer = self.busy.as_ref().map(|b| b.watch_consumer());
+    /// Report the body's hand-overs to `watch`, which the front end reads
+    /// to find a client that stops taking the response.
+    pub fn watch_consumer(&mut self, watch: Arc<ConsumerWatch>) {
+        self.consumer = Some(watch);
     }
 
     /// The response is over (`complete`: all of it was sent): write the

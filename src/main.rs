@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use cgihost::app::{App, Live};
 use cgihost::cli::Cli;
 use cgihost::config::Config;
 use cgihost::privileges::{self, User};
-use cgihost::reload::Live;
-use cgihost::router::App;
 use cgihost::server::Listener;
 use tokio_rustls::TlsAcceptor;
 
@@ -22,7 +21,7 @@ const CONFIG_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
-    let config = match Config::load(&cli) {
+    let config = match cli.load_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cgihost: {e}");
@@ -67,7 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--check-config`: everything `Config::load` checks, plus the TLS files
+/// `--check-config`: everything `Cli::load_config` checks, plus the TLS files
 /// and the user; print the routes.
 fn check_config(config: &Config) -> ExitCode {
     if let Err(e) = outside_files(config) {
@@ -186,7 +185,7 @@ fn bind_all(
 async fn reload_on_sighup(live: Arc<Live>, mut hup: tokio::signal::unix::Signal, cli: Cli) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
-        if let Err(e) = live.reload(&cli) {
+        if let Err(e) = cgihost::reload::reload(&live, &cli) {
             tracing::error!("reload failed, keeping the running configuration: {e}");
         }
     }

@@ -7,136 +7,26 @@
 //! A CGI local redirect (`Location: /path`) is routed again as a GET, at
 //! most [`MAX_LOCAL_REDIRECTS`] times.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, Uri};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
+use http_body_util::{BodyExt, Empty};
 
-use crate::body::Body;
-use crate::cgi::{CgiEngine, Outcome};
-use crate::config::{Config, ConfigError};
+use crate::app::App;
+use crate::body::{Body, ReqBody};
+use crate::cgi::Outcome;
+use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::fastcgi::{self, FastCgi, ScriptTarget};
+use crate::fastcgi::{self, ScriptTarget};
 use crate::log::RequestNote;
-use crate::server::ConnInfo;
-use crate::static_files::{FileRange, StaticFiles};
-use crate::stats::{RouteCounters, Stats};
+use crate::static_files::FileRange;
 use crate::status;
-use crate::upload::{self, UploadRule};
+use crate::upload;
 use crate::uri_path::{join_url, SafePath};
-
-/// The request body as handlers see it (hyper's, or empty after a local
-/// redirect).
-pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Local redirects followed per request before giving up with a 500.
 pub const MAX_LOCAL_REDIRECTS: usize = 10;
-
-pub struct App {
-    pub config: Config,
-    pub cgi: CgiEngine,
-    pub fastcgi: FastCgi,
-    pub statics: StaticFiles,
-    cgi_prefix: Vec<String>,
-    next_id: Arc<AtomicU64>,
-    pub started: Instant,
-    pub uploads: Vec<UploadRule>,
-    pub stats: Arc<Stats>,
-    labels: Labels,
-}
-
-/// The built-in routes' counters.
-struct Labels {
-    cgi: Arc<RouteCounters>,
-    statics: Arc<RouteCounters>,
-    status: Arc<RouteCounters>,
-}
-
-impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
-        Self::build(config, None)
-    }
-
-    /// The application for a reloaded configuration: new routes, the same
-    /// counters, request ids and CGI process registry as `previous`.
-    pub fn reloaded(config: Config, previous: &App) -> Result<Arc<App>, ConfigError> {
-        Self::build(config, Some(previous))
-    }
-
-    fn build(config: Config, previous: Option<&App>) -> Result<Arc<App>, ConfigError> {
-        let root = std::fs::canonicalize(&config.root)
-            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
-        let uploads = upload_rules(&config)?;
-        let cgi = CgiEngine::new(&config, root.clone(), previous.map(|p| &p.cgi));
-        let stats: Arc<Stats> = previous.map_or_else(Default::default, |p| p.stats.clone());
-        let fastcgi = FastCgi::new(&config, root.clone(), previous.map(|p| &p.fastcgi), &stats)?;
-        let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
-            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
-        let cgi_prefix = SafePath::parse(&config.cgi_prefix)
-            .map_err(|_| {
-                ConfigError(format!(
-                    "cgi_prefix: '{}' is not a clean path",
-                    config.cgi_prefix
-                ))
-            })?
-            .segments;
-        Ok(Arc::new(App {
-            config,
-            cgi,
-            fastcgi,
-            statics,
-            cgi_prefix,
-            next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| p.next_id.clone()),
-            started: previous.map_or_else(Instant::now, |p| p.started),
-            uploads,
-            labels: Labels {
-                cgi: stats.route("cgi"),
-                statics: stats.route("static"),
-                status: stats.route("status"),
-            },
-            stats,
-        }))
-    }
-
-    pub fn next_request_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The canonical document root.
-    pub fn root(&self) -> &Path {
-        self.statics.root()
-    }
-}
-
-/// Typed upload rules from the configuration.
-fn upload_rules(config: &Config) -> Result<Vec<UploadRule>, ConfigError> {
-    config
-        .uploads
-        .iter()
-        .map(|u| {
-            let prefix = SafePath::parse(&u.prefix)
-                .map_err(|_| {
-                    ConfigError(format!("upload prefix: '{}' is not a clean path", u.prefix))
-                })?
-                .segments;
-            let dir = std::fs::canonicalize(&u.dir)
-                .map_err(|e| ConfigError(format!("upload dir {}: {e}", u.dir.display())))?;
-            let limit = |v: Option<u64>| v.or(config.max_body).unwrap_or(u64::MAX);
-            Ok(UploadRule {
-                prefix,
-                dir,
-                max_file: limit(u.max_file),
-                max_request: limit(u.max_request),
-                max_parts: u.max_parts,
-                keep: u.keep,
-            })
-        })
-        .collect()
-}
 
 enum Route<'a> {
     FastCgiPrefix {
@@ -179,7 +69,7 @@ pub async fn dispatch(
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
             note.route = Some(app.labels.status.clone());
-            return status::serve(app, status, &req, conn);
+            return status::serve(|| app.status_snapshot(), status, &req, conn);
         }
     }
     // Most sites have no upload rule: do not parse the path twice for them.

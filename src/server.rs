@@ -36,28 +36,21 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::app::App;
+use crate::app::Live;
 use crate::body::Body;
 use crate::config::Listen;
+use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
-use crate::reload::Live;
-use crate::router::{self, App};
+use crate::router;
 use crate::static_files::FileRange;
 use crate::stats::Stats;
 use crate::uri_path::SafePath;
-pub use connection::{ConsumerWatch, InFlight};
 
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Facts about one client connection, fixed for its lifetime.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub tls: bool,
-}
 
 /// A bound socket; `tls`: HTTPS only (with the live certificate).
 pub struct Listener {
@@ -360,10 +353,10 @@ async fn serve_request(
     // HTTP/2 flow control can starve a response without any socket write
     // blocking; watch those that hold a CGI process or FastCGI connection.
     let watch = record.version == http::Version::HTTP_2 && note.upstream.is_some();
-    record.attach(note, busy, app.clone());
     if watch {
-        record.watch_consumer();
+        record.watch_consumer(busy.watch_consumer());
     }
+    record.attach(note, Box::new((busy, app.clone())));
     resp.map(|body| LoggedBody::wrap(body, record))
 }
 
@@ -398,7 +391,7 @@ fn answer_static(
             .unwrap_or_else(|e| (e.into_response(), None))
     });
     record.status = resp.status().as_u16();
-    record.attach(note, busy, app);
+    record.attach(note, Box::new((busy, app)));
     (resp, file, record)
 }
 

@@ -11,25 +11,25 @@
 //! as for any missing path (`status_local_only = false` opens it).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::body::ReqBody;
 use crate::body::{self, Body};
 use crate::config::StatusConfig;
+use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::router::{App, ReqBody};
-use crate::server::ConnInfo;
 
 /// `path` is the status page, its `/`, or its `/metrics`.
 pub fn is_status_path(status_path: &str, path: &str) -> bool {
     matches!(path.strip_prefix(status_path), Some("" | "/" | "/metrics"))
 }
 
+/// Answer a request for the status page; `snapshot` gives the document
+/// (see `App::status_snapshot`), taken only when the request is allowed.
 pub fn serve(
-    app: &App,
+    snapshot: impl FnOnce() -> Value,
     cfg: &StatusConfig,
     req: &Request<ReqBody>,
     conn: &ConnInfo,
@@ -41,7 +41,7 @@ pub fn serve(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(Error::MethodNotAllowed("GET, HEAD"));
     }
-    let snapshot = snapshot(app);
+    let snapshot = snapshot();
     let (content_type, text) = if req.uri().path().ends_with("/metrics") {
         (
             "text/plain; version=0.0.4; charset=utf-8",
@@ -81,88 +81,7 @@ fn wants_json(req: &Request<ReqBody>) -> bool {
     query_json || accept_json
 }
 
-/// Everything the page shows, as the JSON document (the HTML and the
-/// metrics are rendered from it, so the three never disagree).
-fn snapshot(app: &App) -> Value {
-    let stats = &app.stats;
-    let counters = stats.routes();
-    let routes: Vec<Value> = counters
-        .iter()
-        .map(|r| {
-            json!({
-                "route": &*r.route,
-                "requests": r.requests,
-                "status": {
-                    "1xx": r.by_class[0], "2xx": r.by_class[1], "3xx": r.by_class[2],
-                    "4xx": r.by_class[3], "5xx": r.by_class[4],
-                },
-                "bytes_out": r.bytes_out,
-                "avg_ms": avg_ms(r.seconds, r.requests),
-                "upstream_avg_ms": avg_ms(r.upstream_seconds, r.upstream_requests),
-            })
-        })
-        .collect();
-    let pools: Vec<Value> = app
-        .fastcgi
-        .pool_statuses()
-        .into_iter()
-        .map(|p| {
-            let workers: Vec<Value> = p
-                .workers
-                .iter()
-                .map(|w| {
-                    json!({
-                        "pid": w.pid, "state": w.state,
-                        "generation": w.generation, "uptime_secs": w.uptime_secs,
-                    })
-                })
-                .collect();
-            json!({
-                "pool": p.label, "generation": p.generation, "healthy": !p.failing,
-                "requests": p.requests, "restarts": p.restarts, "workers": workers,
-            })
-        })
-        .collect();
-    let backends: Vec<Value> = app
-        .fastcgi
-        .backends
-        .iter()
-        .map(|b| {
-            json!({
-                "addr": b.name(),
-                "up": b.is_up(),
-                "last_error": if b.is_up() { Value::Null } else { Value::from(b.last_error()) },
-                "in_flight": b.in_flight.load(Ordering::Relaxed),
-                "requests": b.stats.requests.load(Ordering::Relaxed),
-                "connects": b.stats.connects.load(Ordering::Relaxed),
-                "connect_failures": b.stats.connect_failures.load(Ordering::Relaxed),
-            })
-        })
-        .collect();
-    let requests: u64 = counters.iter().map(|r| r.requests).sum();
-    json!({
-        "server": "cgihost",
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_secs": stats.started.elapsed().as_secs(),
-        "started_unix": stats.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
-        "config_generation": stats.config_generation.load(Ordering::Relaxed),
-        "connections": {
-            "open": stats.connections_open.load(Ordering::Relaxed),
-            "total": stats.connections_total.load(Ordering::Relaxed),
-        },
-        "requests": requests,
-        "routes": routes,
-        "cgi": {
-            "running": app.cgi.groups.len(),
-            "max_processes": app.cgi.max_processes(),
-        },
-        "fastcgi_pools": pools,
-        "fastcgi_backends": backends,
-    })
-}
-
-fn avg_ms(total_secs: f64, n: u64) -> Value {
+pub(crate) fn avg_ms(total_secs: f64, n: u64) -> Value {
     if n == 0 {
         return Value::Null;
     }
@@ -556,6 +475,7 @@ fn html(s: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn status_paths_match_on_the_boundary() {

@@ -24,8 +24,8 @@ use http::{header, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 
+use crate::body::ReqBody;
 use crate::error::Error;
-use crate::router::ReqBody;
 use crate::uri_path::SafePath;
 
 /// One offloading rule.

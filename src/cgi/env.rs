@@ -35,7 +35,7 @@ impl<'a> RequestFacts<'a> {
     /// The facts of a request on a connection, with its body's exact length.
     pub fn new(
         parts: &'a http::request::Parts,
-        conn: &crate::server::ConnInfo,
+        conn: &crate::conn::ConnInfo,
         content_length: Option<u64>,
     ) -> Self {
         RequestFacts {

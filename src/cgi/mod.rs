@@ -29,10 +29,10 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use crate::body::Body;
+use crate::body::ReqBody;
 use crate::config::{CgiConfig, Config};
+use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::router::ReqBody;
-use crate::server::ConnInfo;
 use output::{CgiBody, HeadError};
 use process::{GroupRegistry, SpawnSpec, StdinSource};
 use response::Classified;

@@ -20,8 +20,8 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
+use crate::body::ReqBody;
 use crate::error::Error;
-use crate::router::ReqBody;
 
 /// The most of an unread request body cgihost will read and discard to keep
 /// a keep-alive connection usable.

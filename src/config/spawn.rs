@@ -194,10 +194,7 @@ impl SpawnRoute {
 
     /// `/app/*` or `*.php`, for route lines and logs.
     pub fn label(&self) -> String {
-        match &self.matcher {
-            RouteMatch::Prefix(p) => format!("{p}/*"),
-            RouteMatch::Extension(e) => format!("*.{e}"),
-        }
+        self.matcher.to_string()
     }
 }
 

@@ -29,8 +29,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
+use crate::body::ReqBody;
 use crate::cgi::response::find_head_end;
-use crate::router::ReqBody;
 
 /// What goes to the backend as STDIN.
 pub enum BodySource {

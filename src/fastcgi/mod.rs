@@ -42,12 +42,12 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
+use crate::body::ReqBody;
 use crate::cgi::response::{self, Classified};
 use crate::cgi::{env, stdin, Outcome};
 use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, SpawnRoute};
+use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::router::ReqBody;
-use crate::server::ConnInfo;
 use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
 use exchange::{BodySource, Exchange, FcgiBody, HeadError};
@@ -149,8 +149,8 @@ impl FastCgi {
         let mut routes: Vec<(RouteMatch, Route)> = Vec::new();
         for r in &config.fastcgi {
             let route = Route {
-                label: label(&r.matcher),
-                tag: stats.route(&format!("fastcgi {}", label(&r.matcher))),
+                label: r.matcher.to_string(),
+                tag: stats.route(&format!("fastcgi {}", r.matcher)),
                 upstream: fixed(r),
                 idle: r.timeout.unwrap_or(config.cgi.timeout),
                 request_timeout: None,
@@ -426,34 +426,6 @@ impl FastCgi {
         }
         .map_err(|e| checkout_error(route, e))
     }
-
-    /// One line per route for the startup log and `--check-config`.
-    pub fn route_lines(config: &Config) -> Vec<String> {
-        let spawned = config.spawn.iter().map(|r| {
-            let mut extras = vec![format!("{} workers", r.workers)];
-            if r.max_requests > 0 {
-                extras.push(format!("max_requests {}", r.max_requests));
-            }
-            if r.reload {
-                extras.push("reload".into());
-            }
-            format!(
-                "spawn    {} -> {} ({})",
-                r.label(),
-                r.argv.join(" "),
-                extras.join(", ")
-            )
-        });
-        config
-            .fastcgi
-            .iter()
-            .map(|r| {
-                let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
-                format!("FastCGI  {} -> {}", label(&r.matcher), addrs.join(", "))
-            })
-            .chain(spawned)
-            .collect()
-    }
 }
 
 /// The header block, unless the route's `request_timeout` passes first
@@ -482,14 +454,6 @@ async fn wait_head<T>(
             "{tag}: no response header within the route's request_timeout"
         ))),
         e = failed => Err(e),
-    }
-}
-
-/// `/app/*` or `*.php`.
-fn label(m: &RouteMatch) -> String {
-    match m {
-        RouteMatch::Prefix(p) => format!("{p}/*"),
-        RouteMatch::Extension(e) => format!("*.{e}"),
     }
 }
 

@@ -35,8 +35,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{serve_request, static_h1, ConnInfo, FrontEnd};
-use crate::reload::Live;
+use super::{serve_request, static_h1, FrontEnd};
+use crate::app::Live;
+use crate::conn::{ConnInfo, ConsumerWatch, WaitingSince};
 
 /// How long an idle connection closed by a timeout may take to close
 /// gracefully before it is dropped.
@@ -88,9 +89,8 @@ pub(super) struct Activity {
     requests: AtomicU64,
     /// Milliseconds after `epoch` when a request last finished.
     idle_since: AtomicU64,
-    /// A [`stamp`] of when a write was first refused by a full socket
-    /// buffer (0: not blocked).
-    write_blocked_since: AtomicU64,
+    /// Since when a write has been refused by a full socket buffer.
+    write_blocked_since: WaitingSince,
     epoch: Instant,
     /// HTTP/2 responses from CGI/FastCGI, watched for a client that stops
     /// granting flow-control window (see [`ConsumerWatch`]).
@@ -103,7 +103,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
-            write_blocked_since: AtomicU64::new(0),
+            write_blocked_since: WaitingSince::default(),
             epoch,
             watched: Mutex::new(Vec::new()),
         }
@@ -119,7 +119,7 @@ impl Activity {
 
     /// How long the client has refused our bytes (zero if it has not).
     fn stalled_for(&self, now: Instant) -> Duration {
-        waited(self.epoch, &self.write_blocked_since, now)
+        self.write_blocked_since.waited(self.epoch, now)
     }
 
     /// The longest any watched response has waited for the client to take
@@ -130,23 +130,15 @@ impl Activity {
         watched
             .iter()
             .filter_map(Weak::upgrade)
-            .map(|w| waited(self.epoch, &w.handed, now))
+            .map(|w| w.waited(now))
             .max()
             .unwrap_or_default()
     }
 
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
         match result {
-            Poll::Pending => {
-                if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
-                    stamp(self.epoch, &self.write_blocked_since);
-                }
-            }
-            Poll::Ready(Ok(n)) if *n > 0 => {
-                if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
-                    self.write_blocked_since.store(0, Ordering::Relaxed);
-                }
-            }
+            Poll::Pending => self.write_blocked_since.start_if_idle(self.epoch),
+            Poll::Ready(Ok(n)) if *n > 0 => self.write_blocked_since.stop(),
             Poll::Ready(_) => {}
         }
     }
@@ -166,55 +158,13 @@ impl InFlight {
     /// WINDOW_UPDATE, so hyper never asks the body for more and no socket
     /// write ever blocks). The body reports through the returned handle.
     pub fn watch_consumer(&self) -> Arc<ConsumerWatch> {
-        let watch = Arc::new(ConsumerWatch {
-            handed: AtomicU64::new(0),
-            epoch: self.0.epoch,
-        });
+        let watch = Arc::new(ConsumerWatch::new(self.0.epoch));
         self.0
             .watched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(&watch));
         watch
-    }
-}
-
-/// When a response body last handed hyper a frame that hyper has not yet
-/// come back for. A body waiting on a silent upstream was asked (and said
-/// "not yet"), so it never counts as stalled; only a consumer that stopped
-/// asking does.
-pub struct ConsumerWatch {
-    /// A [`stamp`] of the hand-over (0: not waiting).
-    handed: AtomicU64,
-    /// The connection's epoch, which stamps count from.
-    epoch: Instant,
-}
-
-impl ConsumerWatch {
-    /// The body is being asked for more.
-    pub fn asked(&self) {
-        if self.handed.load(Ordering::Relaxed) != 0 {
-            self.handed.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// The body handed over a data frame.
-    pub fn handed(&self) {
-        stamp(self.epoch, &self.handed);
-    }
-}
-
-/// Record "since now" in `slot`: milliseconds after `epoch`, plus one so
-/// that 0 can mean "not waiting".
-fn stamp(epoch: Instant, slot: &AtomicU64) {
-    slot.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-}
-
-/// How long ago `slot` was stamped (zero if it is not set).
-fn waited(epoch: Instant, slot: &AtomicU64, now: Instant) -> Duration {
-    match slot.load(Ordering::Relaxed) {
-        0 => Duration::ZERO,
-        since => now.saturating_duration_since(epoch + Duration::from_millis(since - 1)),
     }
 }
 

@@ -34,11 +34,12 @@ use tokio::time::Instant;
 
 use super::connection::{stopped, Activity, InFlight};
 use super::send_file::{send_file, write_all};
-use super::{answer_static, ConnInfo, FrontEnd};
+use super::{answer_static, FrontEnd};
+use crate::app::Live;
 use crate::body::Body;
+use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::log::AccessRecord;
-use crate::reload::Live;
 use crate::router;
 use crate::static_files::{read_append, FileRange};
 

@@ -12,9 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod file;
+mod site;
 mod spawn;
 pub(crate) use file::SizeValue;
-use file::{read_file, FileConfig};
+use file::{read_file, FileConfig, FileRoute};
+pub use site::{
+    parse_network, Access, Alias, Auth, EncodedSlashes, FollowSymlinks, HostPattern, PathMatch,
+    Redirect, Rewrite, SiteConfig, SiteRules,
+};
+use site::{FileSite, Source};
 use spawn::seconds;
 pub use spawn::{parse_spawn, SpawnRoute};
 
@@ -89,6 +95,13 @@ pub struct FastCgiRoute {
     pub timeout: Option<Duration>,
     /// Body limit for this route (default: `max_body`).
     pub max_body: Option<u64>,
+    /// `*.EXT` routes: the front controller run when nothing matched a
+    /// file (a clean URL path such as `/index.php`).
+    pub fallback: Option<String>,
+    /// Extra params, after (and over) the CGI meta-variables.
+    pub params: Vec<(String, String)>,
+    /// Canonical directories an `X-Sendfile` / `X-Accel-Redirect` may name.
+    pub x_sendfile: Vec<PathBuf>,
 }
 
 /// One address to accept connections on.
@@ -173,6 +186,10 @@ pub struct Config {
     pub cache_control: Option<String>,
     /// Upload offloading rules.
     pub uploads: Vec<UploadConfig>,
+    /// The default site's rules (top-level keys).
+    pub rules: SiteRules,
+    /// Virtual hosts, in file order (the first whose hosts match wins).
+    pub sites: Vec<SiteConfig>,
 }
 
 /// Upload offloading for one URL prefix (see `upload.rs`).
@@ -229,6 +246,8 @@ impl Default for Config {
             fastcgi_connect_timeout: Duration::from_secs(5),
             cache_control: None,
             uploads: Vec::new(),
+            rules: SiteRules::default(),
+            sites: Vec::new(),
         }
     }
 }
@@ -237,12 +256,12 @@ impl Config {
     /// Defaults, then the config file at `path` if any; not yet
     /// validated (command-line overrides come next, then [`Config::finish`]).
     pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let file = match path {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
         let mut config = Config::default();
-        config.apply_file(file)?;
+        if let Some(path) = path {
+            let (file, text) = read_file(path)?;
+            let name = path.display().to_string();
+            config.apply_file(file, &Source { name: &name, text: &text })?;
+        }
         Ok(config)
     }
 
@@ -256,7 +275,10 @@ impl Config {
         Ok(self)
     }
 
-    fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+    fn apply_file(&mut self, mut f: FileConfig, src: &Source) -> Result<(), ConfigError> {
+        let mut default_site = f.take_default_site();
+        let file_sites = std::mem::take(&mut f.site);
+        let cgi_env = std::mem::take(&mut f.cgi.env);
         let bind = f.bind.as_deref().map(|b| parse_ip("bind", b)).transpose()?;
         let tls = f.tls_cert.is_some();
         self.listen = vec![Listen {
@@ -348,15 +370,12 @@ impl Config {
             self.cgi.max_response_header = v.bytes("cgi.max_response_header")? as usize;
         }
         set(&mut self.workers, f.workers);
-        for (i, r) in f.fastcgi.into_iter().enumerate() {
-            let key = format!("fastcgi[{i}]");
-            let mut route = parse_fastcgi(&key, &format!("{}={}", r.matcher, r.addr))?;
-            route.timeout = seconds(&key, "timeout", r.timeout)?;
-            route.max_body = r
-                .max_body
-                .map(|v| v.bytes(&format!("{key}.max_body")))
-                .transpose()?;
-            self.fastcgi.push(route);
+        self.fastcgi = file_routes("", f.fastcgi)?;
+        self.rules.cgi_env = site::env_pairs("cgi.env", cgi_env)?;
+        self.rules.apply("", &mut default_site, src)?;
+        for (i, mut fs) in file_sites.into_iter().enumerate() {
+            let site = self.site(&format!("site[{i}]."), &mut fs, src)?;
+            self.sites.push(site);
         }
         for (i, r) in f.spawn.into_iter().enumerate() {
             self.spawn.push(r.into_route(&format!("spawn[{i}]"))?);
@@ -374,6 +393,38 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// One `[[site]]`, inheriting the top-level settings it does not set.
+    fn site(&self, key: &str, f: &mut FileSite, src: &Source) -> Result<SiteConfig, ConfigError> {
+        if f.hosts.is_empty() {
+            return err(format!("{key}hosts: a site needs at least one host name"));
+        }
+        let hosts = f
+            .hosts
+            .iter()
+            .map(|h| HostPattern::parse(&format!("{key}hosts"), h))
+            .collect::<Result<_, _>>()?;
+        let mut rules = SiteRules {
+            aliases: Vec::new(),
+            redirects: Vec::new(),
+            rewrites: Vec::new(),
+            access: Vec::new(),
+            auth: Vec::new(),
+            ..self.rules.clone()
+        };
+        rules.apply(key, f, src)?;
+        let fastcgi = if f.fastcgi.is_empty() {
+            None
+        } else {
+            Some(file_routes(key, std::mem::take(&mut f.fastcgi))?)
+        };
+        Ok(SiteConfig {
+            hosts,
+            root: f.root.take().unwrap_or_else(|| self.root.clone()),
+            rules,
+            fastcgi,
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -614,6 +665,46 @@ fn parse_addr(key: &str, a: &str) -> Result<BackendAddr, ConfigError> {
     }
 }
 
+/// `[[fastcgi]]` tables (`key`: the site's key prefix, or empty).
+fn file_routes(key: &str, routes: Vec<FileRoute>) -> Result<Vec<FastCgiRoute>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, r) in routes.into_iter().enumerate() {
+        let key = format!("{key}fastcgi[{i}]");
+        let mut route = parse_fastcgi(&key, &format!("{}={}", r.matcher, r.addr))?;
+        route.timeout = seconds(&key, "timeout", r.timeout)?;
+        route.max_body = r
+            .max_body
+            .map(|v| v.bytes(&format!("{key}.max_body")))
+            .transpose()?;
+        if let Some(fallback) = r.fallback {
+            let RouteMatch::Extension(ext) = &route.matcher else {
+                return err(format!("{key}.fallback: only a *.EXT route has a fallback script"));
+            };
+            let clean = fallback.starts_with('/')
+                && !fallback.contains("//")
+                && !fallback.split('/').any(|s| s == ".." || s.starts_with('.') && !s.is_empty());
+            if !clean || !fallback.ends_with(&format!(".{ext}")) {
+                return err(format!(
+                    "{key}.fallback: '{fallback}' must be a clean URL path of a *.{ext} script"
+                ));
+            }
+            route.fallback = Some(fallback);
+        }
+        route.params = site::env_pairs(&format!("{key}.params"), r.params)?;
+        for dir in r.x_sendfile {
+            let canonical = std::fs::canonicalize(&dir).map_err(|e| {
+                ConfigError(format!("{key}.x_sendfile: {}: {e}", dir.display()))
+            })?;
+            if !canonical.is_dir() {
+                return err(format!("{key}.x_sendfile: {} is not a directory", dir.display()));
+            }
+            route.x_sendfile.push(canonical);
+        }
+        out.push(route);
+    }
+    Ok(out)
+}
+
 /// `--fastcgi MATCH=ADDR[,ADDR…]`
 pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
     let (m, addrs) = parse_pair(key, v)?;
@@ -626,6 +717,9 @@ pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
         addrs,
         timeout: None,
         max_body: None,
+        fallback: None,
+        params: Vec::new(),
+        x_sendfile: Vec::new(),
     })
 }
 

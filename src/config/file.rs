@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::site::{FileAccess, FileAlias, FileAuth, FileFollow, FileRedirect, FileRewrite, FileSite};
 use super::spawn::FileSpawn;
 use super::{parse_size, ConfigError};
 
@@ -47,6 +52,39 @@ pub(super) struct FileConfig {
     /// `Cache-Control` value for static file responses.
     pub(super) cache_control: Option<String>,
     pub(super) upload: Vec<FileUpload>,
+    // Sites and rules (config/site.rs): the default site's own keys…
+    pub(super) index: Option<Vec<String>>,
+    pub(super) follow_symlinks: Option<FileFollow>,
+    pub(super) encoded_slashes: Option<String>,
+    pub(super) alias: Vec<Spanned<FileAlias>>,
+    pub(super) redirect: Vec<Spanned<FileRedirect>>,
+    pub(super) rewrite: Vec<Spanned<FileRewrite>>,
+    pub(super) access: Vec<Spanned<FileAccess>>,
+    pub(super) auth: Vec<Spanned<FileAuth>>,
+    pub(super) errors: Option<Spanned<BTreeMap<String, String>>>,
+    /// …and the virtual hosts.
+    pub(super) site: Vec<FileSite>,
+}
+
+impl FileConfig {
+    /// The top-level site keys, as the default site.
+    pub(super) fn take_default_site(&mut self) -> FileSite {
+        FileSite {
+            hosts: Vec::new(),
+            root: None,
+            index: self.index.take(),
+            follow_symlinks: self.follow_symlinks.take(),
+            encoded_slashes: self.encoded_slashes.take(),
+            alias: std::mem::take(&mut self.alias),
+            fastcgi: Vec::new(),
+            cgi: None,
+            redirect: std::mem::take(&mut self.redirect),
+            rewrite: std::mem::take(&mut self.rewrite),
+            access: std::mem::take(&mut self.access),
+            auth: std::mem::take(&mut self.auth),
+            errors: self.errors.take(),
+        }
+    }
 }
 
 /// `[[listen]]`: one more address to serve.
@@ -78,6 +116,8 @@ pub(super) struct FileCgi {
     pub(super) queue_timeout: Option<u64>,
     pub(super) max_response_header: Option<SizeValue>,
     pub(super) pass_authorization: Option<bool>,
+    /// Extra CGI variables (Apache `SetEnv`).
+    pub(super) env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +130,14 @@ pub(super) struct FileRoute {
     pub(super) timeout: Option<u64>,
     /// Per-route body limit (default: `max_body`).
     pub(super) max_body: Option<SizeValue>,
+    /// Front controller: run this script when nothing matched a file.
+    pub(super) fallback: Option<String>,
+    /// Extra params (nginx `fastcgi_param`).
+    #[serde(default)]
+    pub(super) params: BTreeMap<String, String>,
+    /// Directories `X-Sendfile` / `X-Accel-Redirect` may name.
+    #[serde(default)]
+    pub(super) x_sendfile: Vec<PathBuf>,
 }
 
 /// A size written either as a number of bytes or as a string with K/M/G.
@@ -109,14 +157,16 @@ impl SizeValue {
     }
 }
 
-pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The parsed file and its text (rules name their line in errors).
+pub(super) fn read_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
+    let parsed = toml::from_str(&text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
         let msg = e.message().replace('\n', " ");
         ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
-    })
+    })?;
+    Ok((parsed, text))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

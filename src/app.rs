@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::cgi::CgiEngine;
 use crate::config::{Config, ConfigError};
 use crate::fastcgi::FastCgi;
-use crate::static_files::StaticFiles;
+use crate::site::Sites;
 use crate::stats::{RouteCounters, Stats};
 use crate::status;
 use crate::upload::UploadRule;
@@ -30,7 +30,7 @@ pub struct App {
     pub config: Config,
     pub cgi: CgiEngine,
     pub fastcgi: FastCgi,
-    pub statics: StaticFiles,
+    pub sites: Sites,
     pub(crate) cgi_prefix: Vec<String>,
     next_id: Arc<AtomicU64>,
     pub started: Instant,
@@ -41,8 +41,6 @@ pub struct App {
 
 /// The built-in routes' counters.
 pub(crate) struct Labels {
-    pub(crate) cgi: Arc<RouteCounters>,
-    pub(crate) statics: Arc<RouteCounters>,
     pub(crate) status: Arc<RouteCounters>,
 }
 
@@ -58,14 +56,11 @@ impl App {
     }
 
     fn build(config: Config, previous: Option<&App>) -> Result<Arc<App>, ConfigError> {
-        let root = std::fs::canonicalize(&config.root)
-            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
         let uploads = upload_rules(&config)?;
-        let cgi = CgiEngine::new(&config, root.clone(), previous.map(|p| &p.cgi));
+        let cgi = CgiEngine::new(&config, previous.map(|p| &p.cgi));
         let stats: Arc<Stats> = previous.map_or_else(Default::default, |p| p.stats.clone());
-        let fastcgi = FastCgi::new(&config, root.clone(), previous.map(|p| &p.fastcgi), &stats)?;
-        let statics = StaticFiles::new(root, cgi.dir().cloned(), config.cache_control.as_deref())
-            .map_err(|e| ConfigError(format!("root: {}: {e}", config.root.display())))?;
+        let fastcgi = FastCgi::new(&config, previous.map(|p| &p.fastcgi), &stats)?;
+        let sites = Sites::new(&config, cgi.dir(), |s| fastcgi.group_of_site(s), &stats)?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
             .map_err(|_| {
                 ConfigError(format!(
@@ -78,14 +73,12 @@ impl App {
             config,
             cgi,
             fastcgi,
-            statics,
+            sites,
             cgi_prefix,
             next_id: previous.map_or_else(|| Arc::new(AtomicU64::new(1)), |p| p.next_id.clone()),
             started: previous.map_or_else(Instant::now, |p| p.started),
             uploads,
             labels: Labels {
-                cgi: stats.route("cgi"),
-                statics: stats.route("static"),
                 status: stats.route("status"),
             },
             stats,
@@ -96,9 +89,9 @@ impl App {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The canonical document root.
+    /// The default site's canonical document root.
     pub fn root(&self) -> &Path {
-        self.statics.root()
+        self.sites.default_site().document_root()
     }
 }
 

@@ -260,7 +260,13 @@ impl Config {
         if let Some(path) = path {
             let (file, text) = read_file(path)?;
             let name = path.display().to_string();
-            config.apply_file(file, &Source { name: &name, text: &text })?;
+            config.apply_file(
+                file,
+                &Source {
+                    name: &name,
+                    text: &text,
+                },
+            )?;
         }
         Ok(config)
     }
@@ -678,11 +684,15 @@ fn file_routes(key: &str, routes: Vec<FileRoute>) -> Result<Vec<FastCgiRoute>, C
             .transpose()?;
         if let Some(fallback) = r.fallback {
             let RouteMatch::Extension(ext) = &route.matcher else {
-                return err(format!("{key}.fallback: only a *.EXT route has a fallback script"));
+                return err(format!(
+                    "{key}.fallback: only a *.EXT route has a fallback script"
+                ));
             };
             let clean = fallback.starts_with('/')
                 && !fallback.contains("//")
-                && !fallback.split('/').any(|s| s == ".." || s.starts_with('.') && !s.is_empty());
+                && !fallback
+                    .split('/')
+                    .any(|s| s == ".." || s.starts_with('.') && !s.is_empty());
             if !clean || !fallback.ends_with(&format!(".{ext}")) {
                 return err(format!(
                     "{key}.fallback: '{fallback}' must be a clean URL path of a *.{ext} script"
@@ -692,11 +702,13 @@ fn file_routes(key: &str, routes: Vec<FileRoute>) -> Result<Vec<FastCgiRoute>, C
         }
         route.params = site::env_pairs(&format!("{key}.params"), r.params)?;
         for dir in r.x_sendfile {
-            let canonical = std::fs::canonicalize(&dir).map_err(|e| {
-                ConfigError(format!("{key}.x_sendfile: {}: {e}", dir.display()))
-            })?;
+            let canonical = std::fs::canonicalize(&dir)
+                .map_err(|e| ConfigError(format!("{key}.x_sendfile: {}: {e}", dir.display())))?;
             if !canonical.is_dir() {
-                return err(format!("{key}.x_sendfile: {} is not a directory", dir.display()));
+                return err(format!(
+                    "{key}.x_sendfile: {} is not a directory",
+                    dir.display()
+                ));
             }
             route.x_sendfile.push(canonical);
         }

@@ -1,8 +1,8 @@
 //! One error type for request handling, and the ONE place where an error
 //! becomes a status code, a log line and a short HTML page.
 //!
-//! Mapping: paths that do not resolve → 404; refused paths → 403; bad
-//! clients → 400/405/413; failed preconditions → 412; ranges outside the
+//! Mapping: paths that do not resolve → 404; refused paths → 403; no or
+//! wrong credentials → 401; bad clients → 400/405/413; failed preconditions → 412; ranges outside the
 //! file → 416 with `Content-Range: bytes */SIZE`; a backend (CGI script) that misbehaves → 502; no
 //! capacity → 503 with `Retry-After`; a backend that is too slow → 504.
 
@@ -15,7 +15,16 @@ use crate::body::{self, Body};
 #[derive(Debug)]
 pub enum Error {
     BadRequest(String),
+    /// No or wrong credentials for an `[[auth]]` rule (401 with
+    /// `WWW-Authenticate: Basic realm="…"`).
+    Unauthorized {
+        realm: String,
+        why: String,
+    },
     Forbidden(String),
+    /// A directory without an index file (403, listings are off; a
+    /// front controller may take it instead).
+    NoIndex(String),
     NotFound,
     MethodNotAllowed(&'static str),
     /// `If-Match` / `If-Unmodified-Since` failed (412).
@@ -38,7 +47,8 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) | Error::NoIndex(_) => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -60,7 +70,11 @@ impl Error {
             | Error::GatewayTimeout(why)
             | Error::Internal(why)
             | Error::ServiceUnavailable { why, .. } => tracing::warn!(%status, "{why}"),
-            Error::BadRequest(why) | Error::Forbidden(why) | Error::PayloadTooLarge(why) => {
+            Error::BadRequest(why)
+            | Error::Forbidden(why)
+            | Error::NoIndex(why)
+            | Error::PayloadTooLarge(why)
+            | Error::Unauthorized { why, .. } => {
                 tracing::info!(%status, "{why}")
             }
             Error::NotFound
@@ -83,6 +97,13 @@ impl Error {
                 retry_after_secs, ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Error::Unauthorized { realm, .. } => {
+                // The realm was checked at load: no quotes or controls.
+                let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             _ => {}
         }

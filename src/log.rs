@@ -26,6 +26,12 @@ use crate::stats::RouteCounters;
 pub struct RequestNote {
     pub route: Option<Arc<RouteCounters>>,
     pub upstream: Option<Duration>,
+    /// The `[[site]]` that answered (None: the default site).
+    pub site: Option<Arc<str>>,
+    /// The rule that decided (`file:line (key)`), if one did.
+    pub rule: Option<String>,
+    /// The user an `[[auth]]` rule authenticated.
+    pub user: Option<String>,
 }
 
 /// Set up tracing on stderr. `verbosity` is `-v` count minus `-q` count;
@@ -63,6 +69,10 @@ pub struct AccessRecord {
     pub route: Option<Arc<RouteCounters>>,
     /// Time until the CGI program or FastCGI backend sent its header block.
     pub upstream: Option<Duration>,
+    /// Which site and rule answered, and who was authenticated.
+    pub site: Option<Arc<str>>,
+    pub rule: Option<String>,
+    pub user: Option<String>,
     /// Set by `watch_consumer`: the body reports its hand-overs here.
     consumer: Option<Arc<ConsumerWatch>>,
     /// What must live until the body is done: the connection's busy mark,
@@ -101,6 +111,9 @@ impl AccessRecord {
             status: 0,
             route: None,
             upstream: None,
+            site: None,
+            rule: None,
+            user: None,
             consumer: None,
             _held: None,
         }
@@ -111,6 +124,9 @@ impl AccessRecord {
     pub fn attach(&mut self, note: RequestNote, held: Box<dyn Send + Sync>) {
         self.route = note.route;
         self.upstream = note.upstream;
+        self.site = note.site;
+        self.rule = note.rule;
+        self.user = note.user;
         self._held = Some(held);
     }
 
@@ -144,7 +160,9 @@ impl AccessRecord {
         let user_agent = self.user_agent.as_ref().map(header_text);
         match self.format.unwrap_or(LogFormat::Combined) {
             LogFormat::Combined => {
-                let _ = write!(out, "{} - - [", self.remote);
+                let _ = write!(out, "{} - ", self.remote);
+                push_clf(out, self.user.as_deref().unwrap_or("-"));
+                out.push_str(" [");
                 push_clf_time(out, self.time);
                 let _ = write!(out, "] \"{} ", self.method);
                 push_clf(out, target);
@@ -158,6 +176,16 @@ impl AccessRecord {
                         let _ = write!(out, "{:.3}", u.as_secs_f64());
                     }
                     None => out.push('-'),
+                }
+                if let Some(site) = &self.site {
+                    out.push_str(" site=\"");
+                    push_clf(out, site);
+                    out.push('"');
+                }
+                if let Some(rule) = &self.rule {
+                    out.push_str(" rule=\"");
+                    push_clf(out, rule);
+                    out.push('"');
                 }
                 if !complete {
                     out.push_str(" aborted");
@@ -192,6 +220,12 @@ impl AccessRecord {
                 }
                 out.push_str(",\"route\":");
                 push_json(out, self.route.as_ref().map(|r| &*r.route));
+                out.push_str(",\"site\":");
+                push_json(out, self.site.as_deref());
+                out.push_str(",\"rule\":");
+                push_json(out, self.rule.as_deref());
+                out.push_str(",\"user\":");
+                push_json(out, self.user.as_deref());
                 let _ = writeln!(out, ",\"complete\":{complete}}}");
             }
         }
@@ -452,7 +486,7 @@ mod tests {
         rec.write_line(&mut line, 42, false);
         assert!(line.contains(r#""user_agent":"curl \"8\"""#), "{line}");
         assert!(
-            line.contains("\"upstream_time\":null,\"route\":null,\"complete\":false}\n"),
+            line.contains("\"upstream_time\":null,\"route\":null,\"site\":null,\"rule\":null,\"user\":null,\"complete\":false}\n"),
             "{line}"
         );
     }

@@ -1,12 +1,18 @@
-//! The application: configuration plus the handlers built from it, shared
-//! read-only by every connection, and the routing of SPEC.md "Routing".
+//! Routing (SPEC.md "Routing, in order"): the status page; the site for
+//! the request's host; the site's rules (`plan.rs`: redirect, rewrite,
+//! access, auth); then (1) `/prefix` FastCGI routes, longest first; (2)
+//! the CGI prefix; (3) `*.EXT` FastCGI routes whose script exists under
+//! the root or an alias dir; (4) static files; (5) a `*.EXT` route's
+//! `fallback` script when nothing matched a file; (6) the site's
+//! `[errors]` page for the status that results (`errors.rs`).
 //!
-//! Order: (1) `/prefix` FastCGI routes, longest first; (2) the CGI prefix;
-//! (3) `*.EXT` FastCGI routes whose script exists under the root; (4)
-//! static files.
-//! A CGI local redirect (`Location: /path`) is routed again as a GET, at
-//! most [`MAX_LOCAL_REDIRECTS`] times.
+//! A CGI local redirect (`Location: /path`) and a rewrite both restart
+//! routing with the new path; together at most [`MAX_HOPS`] times.
 
+mod errors;
+mod plan;
+
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,15 +24,18 @@ use crate::body::{Body, ReqBody};
 use crate::cgi::Outcome;
 use crate::conn::ConnInfo;
 use crate::error::Error;
-use crate::fastcgi::{self, ScriptTarget};
+use crate::fastcgi::{self, target::ScriptDir, ScriptTarget};
 use crate::log::RequestNote;
+use crate::meta::{ClientUri, RemoteUser};
+use crate::site::{FileDir, Site};
 use crate::static_files::FileRange;
 use crate::status;
 use crate::upload;
 use crate::uri_path::{join_url, SafePath};
+pub use plan::{Plan, Planned};
 
-/// Local redirects followed per request before giving up with a 500.
-pub const MAX_LOCAL_REDIRECTS: usize = 10;
+/// Rewrites and local redirects followed per request before a 500.
+pub const MAX_HOPS: usize = 10;
 
 enum Route<'a> {
     FastCgiPrefix {
@@ -35,12 +44,19 @@ enum Route<'a> {
         rest: &'a [String],
     },
     Cgi(&'a [String]),
-    FastCgiScript(&'a fastcgi::Route, ScriptTarget),
-    Static,
+    FastCgiScript(&'a fastcgi::Route, ScriptTarget, &'a FileDir),
+    Static(&'a FileDir, SafePath),
 }
 
-fn route<'a>(app: &'a App, path: &'a SafePath) -> Route<'a> {
-    if let Some((route, prefix, rest)) = app.fastcgi.match_prefix(path) {
+impl Route<'_> {
+    fn runs_a_script(&self) -> bool {
+        !matches!(self, Route::Static(..))
+    }
+}
+
+fn route<'a>(app: &'a App, site: &'a Site, path: &'a SafePath) -> Route<'a> {
+    let group = site.fastcgi_group;
+    if let Some((route, prefix, rest)) = app.fastcgi.match_prefix(group, path) {
         return Route::FastCgiPrefix {
             route,
             prefix,
@@ -50,15 +66,35 @@ fn route<'a>(app: &'a App, path: &'a SafePath) -> Route<'a> {
     if path.segments.starts_with(&app.cgi_prefix) {
         return Route::Cgi(&path.segments[app.cgi_prefix.len()..]);
     }
-    if let Some((route, target)) = app.fastcgi.match_script(path) {
-        return Route::FastCgiScript(route, target);
+    let (dir, rel) = site.file_dir(path);
+    let at = script_dir(site, dir);
+    if let Some((route, target)) = app.fastcgi.match_script(group, &at, &rel) {
+        return Route::FastCgiScript(route, target, dir);
     }
-    Route::Static
+    Route::Static(dir, rel)
 }
 
-/// Serve one request: offload a multipart upload if a rule says so, then
-/// route it (following local redirects). The upload's files live until the
-/// response body is done.
+fn script_dir<'a>(site: &'a Site, dir: &'a FileDir) -> ScriptDir<'a> {
+    ScriptDir {
+        dir: &dir.dir,
+        url_prefix: &dir.url_prefix,
+        index: &site.settings.index,
+        follow: site.settings.follow_symlinks,
+    }
+}
+
+/// The request's host: the target's authority (absolute-form, HTTP/2
+/// `:authority`), else `Host`.
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// Serve one request: the status page, or the site's rules, an upload
+/// offload if a rule says so, then the route (following rewrites and
+/// local redirects), and the site's error page if it ends in one.
 pub async fn dispatch(
     app: &App,
     req: Request<ReqBody>,
@@ -72,127 +108,329 @@ pub async fn dispatch(
             return status::serve(|| app.status_snapshot(), status, &req, conn);
         }
     }
-    // Most sites have no upload rule: do not parse the path twice for them.
-    if app.uploads.is_empty() {
-        return route_and_serve(app, req, conn, request_id, note).await;
+    let site = app.sites.pick(host_of(&req));
+    if site.index.is_some() {
+        note.site = Some(site.name.clone());
     }
-    let path = SafePath::parse(req.uri().path())?;
-    let offload = upload::rule_for(&app.uploads, &path).zip(upload::is_multipart(&req));
-    let Some((rule, content_type)) = offload else {
-        return route_and_serve(app, req, conn, request_id, note).await;
-    };
-    let (req, guard) = Box::pin(upload::offload(req, &content_type, rule)).await?;
-    let resp = route_and_serve(app, req, conn, request_id, note).await?;
-    let guard = guard.keep_if(rule.keep);
-    Ok(resp.map(|body| crate::body::with_guard(body, guard)))
+    if site.settings.errors.is_empty() {
+        return serve_in_site(app, site, req, conn, request_id, note).await;
+    }
+    let failed = errors::FailedRequest::of(&req);
+    match serve_in_site(app, site, req, conn, request_id, note).await {
+        Err(e) => Box::pin(errors::page(app, site, e, failed, conn, request_id)).await,
+        ok => ok,
+    }
 }
 
-/// The path of a bodiless GET or HEAD that `dispatch` would give to the
-/// static files, or None when another route owns it (status page, upload
-/// rule, CGI, FastCGI). The front end's sendfile path
-/// (`server/static_h1.rs`) takes only these. An unusable path is
-/// `Some(Err)`: its 400/403/404 page is the same whoever answers.
-pub fn static_path(app: &App, uri_path: &str) -> Option<Result<SafePath, Error>> {
-    if let Some(status) = &app.config.status {
-        if status::is_status_path(&status.path, uri_path) {
-            return None;
-        }
-    }
-    let path = match SafePath::parse(uri_path) {
-        Ok(path) => path,
-        Err(e) => return Some(Err(e.into())),
-    };
-    if upload::rule_for(&app.uploads, &path).is_some() {
-        return None;
-    }
-    matches!(route(app, &path), Route::Static).then_some(Ok(path))
-}
-
-/// Answer a request [`static_path`] accepted, for a front end that sends
-/// the file bytes itself (a `FileRange` instead of a body).
-pub fn serve_static(
+/// The rules, then the route, until a response (or an error) comes.
+async fn serve_in_site(
     app: &App,
-    req: &Request<()>,
-    path: SafePath,
-    note: &mut RequestNote,
-) -> Result<(Response<Body>, Option<FileRange>), Error> {
-    note.route = Some(app.labels.statics.clone());
-    app.statics
-        .serve_sending_files(req.method(), &path, req.uri(), req.headers())
-}
-
-async fn route_and_serve(
-    app: &App,
+    site: &Site,
     mut req: Request<ReqBody>,
     conn: &ConnInfo,
     request_id: u64,
     note: &mut RequestNote,
 ) -> Result<Response<Body>, Error> {
-    for _ in 0..=MAX_LOCAL_REDIRECTS {
-        let path = SafePath::parse(req.uri().path())?;
-        let route = route(app, &path);
-        note.route = Some(match &route {
-            Route::FastCgiPrefix { route, .. } | Route::FastCgiScript(route, _) => {
-                route.tag.clone()
+    let mut hops = 0;
+    let mut offloaded = None;
+    loop {
+        let planned = match plan::plan(site, req.method(), req.uri(), conn.peer.ip(), &mut hops) {
+            Ok(Plan::Route(p)) => p,
+            Ok(Plan::Answer(resp, rule)) => {
+                note.rule = Some(rule);
+                note.route = site.counters.rules.clone();
+                return Ok(resp);
             }
-            Route::Cgi(_) => app.labels.cgi.clone(),
-            Route::Static => app.labels.statics.clone(),
-        });
-        let upstream_started = Instant::now();
-        let outcome = match route {
-            Route::FastCgiPrefix {
-                route,
-                prefix,
-                rest,
-            } => {
-                let name = join_url(prefix);
-                let mut path_info = join_url(rest);
-                if path.trailing_slash && !rest.is_empty() {
-                    path_info.push('/');
-                }
-                let filename = app.root().join(name.trim_start_matches('/'));
-                let script = fastcgi::Script {
-                    name: &name,
-                    path_info: &path_info,
-                    filename: &filename,
-                };
-                // Boxed: the backends' futures are large and static
-                // requests should not carry (and move) their size.
-                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
-            }
-            Route::Cgi(rest) => {
-                Box::pin(
-                    app.cgi
-                        .handle(req, conn, rest, path.trailing_slash, request_id),
-                )
-                .await?
-            }
-            Route::FastCgiScript(route, t) => {
-                let script = fastcgi::Script {
-                    name: &t.script_name,
-                    path_info: &t.path_info,
-                    filename: &t.filename,
-                };
-                // Boxed: the backends' futures are large and static
-                // requests should not carry (and move) their size.
-                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
-            }
-            Route::Static => {
-                return app
-                    .statics
-                    .serve(req.method(), &path, req.uri(), req.headers())
-                    .await
+            Err(e) => {
+                note.route = site.counters.rules.clone();
+                return Err(e);
             }
         };
-        note.upstream = Some(upstream_started.elapsed());
+        if planned.rule.is_some() {
+            note.rule = planned.rule.clone();
+        }
+        if let Some(new) = &planned.rewritten {
+            rewrite_request(&mut req, new.clone());
+        }
+        if let Some(check) = &planned.auth {
+            let headers = req.headers().clone();
+            let user = authenticate(check, headers, conn.peer.ip())
+                .await
+                .inspect_err(|_| {
+                    note.route = site.counters.rules.clone();
+                })?;
+            note.user = Some(user.clone());
+            req.extensions_mut().insert(RemoteUser(user));
+        }
+        // Uploads are offloaded once, by the path the client sent.
+        if offloaded.is_none() && !app.uploads.is_empty() {
+            let (r, guard) = offload_upload(app, &planned.path, req).await?;
+            req = r;
+            offloaded = Some(guard);
+        }
+        let outcome = serve_route(app, site, req, conn, &planned, request_id, note).await?;
         match outcome {
-            Outcome::Response(resp) => return Ok(resp),
-            Outcome::LocalRedirect { location, parts } => req = redirect_request(parts, &location)?,
+            Outcome::Response(resp) => {
+                let guard = offloaded.flatten();
+                return Ok(match guard {
+                    Some(g) => resp.map(|body| crate::body::with_guard(body, g)),
+                    None => resp,
+                });
+            }
+            Outcome::LocalRedirect { location, parts } => {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Err(Error::Internal(format!(
+                        "more than {MAX_HOPS} rewrites and local redirects (last: {location})"
+                    )));
+                }
+                req = redirect_request(parts, &location)?;
+            }
         }
     }
-    Err(Error::Internal(format!(
-        "more than {MAX_LOCAL_REDIRECTS} local redirects"
-    )))
+}
+
+/// Check the request's credentials against the rule's htpasswd file, off
+/// the async workers (bcrypt takes milliseconds).
+async fn authenticate(
+    check: &crate::rules::AuthCheck,
+    headers: http::HeaderMap,
+    peer: IpAddr,
+) -> Result<String, Error> {
+    let check = check.clone();
+    tokio::task::spawn_blocking(move || check.verify(&headers, peer))
+        .await
+        .map_err(|e| Error::Internal(format!("password check failed: {e}")))?
+}
+
+/// The request goes on with the rewritten path and query; `REQUEST_URI`
+/// keeps what the client sent.
+fn rewrite_request(req: &mut Request<ReqBody>, new: Uri) {
+    if req.extensions().get::<ClientUri>().is_none() {
+        let client = req.uri().clone();
+        req.extensions_mut().insert(ClientUri(client));
+    }
+    *req.uri_mut() = new;
+}
+
+/// Offload a multipart upload when a rule covers `path`; the guard keeps
+/// its files until the response is done.
+async fn offload_upload(
+    app: &App,
+    path: &SafePath,
+    req: Request<ReqBody>,
+) -> Result<(Request<ReqBody>, Option<upload::UploadGuard>), Error> {
+    let offload = upload::rule_for(&app.uploads, path).zip(upload::is_multipart(&req));
+    let Some((rule, content_type)) = offload else {
+        return Ok((req, None));
+    };
+    let (req, guard) = Box::pin(upload::offload(req, &content_type, rule)).await?;
+    Ok((req, Some(guard.keep_if(rule.keep))))
+}
+
+/// Run the route the planned path leads to, once.
+async fn serve_route(
+    app: &App,
+    site: &Site,
+    mut req: Request<ReqBody>,
+    conn: &ConnInfo,
+    planned: &Planned,
+    request_id: u64,
+    note: &mut RequestNote,
+) -> Result<Outcome, Error> {
+    let path = &planned.path;
+    let route = route(app, site, path);
+    if !planned.scripts && (route.runs_a_script() || is_script_file(app, site, path)) {
+        return Err(Error::Forbidden(format!(
+            "{}: scripts are off here (scripts = false)",
+            req.uri().path()
+        )));
+    }
+    note.route = Some(match &route {
+        Route::FastCgiPrefix { route, .. } | Route::FastCgiScript(route, ..) => route.tag.clone(),
+        Route::Cgi(_) => site.counters.cgi.clone(),
+        Route::Static(..) => site.counters.statics.clone(),
+    });
+    let upstream_started = Instant::now();
+    let outcome = match route {
+        Route::FastCgiPrefix {
+            route,
+            prefix,
+            rest,
+        } => {
+            let name = join_url(prefix);
+            let mut path_info = join_url(rest);
+            if path.trailing_slash && !rest.is_empty() {
+                path_info.push('/');
+            }
+            let filename = site.document_root().join(name.trim_start_matches('/'));
+            let script = fastcgi::Script {
+                name: &name,
+                path_info: &path_info,
+                filename: &filename,
+                document_root: site.document_root(),
+            };
+            // Boxed: the backends' futures are large and static
+            // requests should not carry (and move) their size.
+            Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
+        }
+        Route::Cgi(rest) => {
+            if let Some(env) = &site.cgi_env {
+                req.extensions_mut().insert(env.clone());
+            }
+            let root = site.document_root();
+            let trailing = path.trailing_slash;
+            Box::pin(app.cgi.handle(req, conn, root, rest, trailing, request_id)).await?
+        }
+        Route::FastCgiScript(route, t, dir) => {
+            let script = fastcgi::Script {
+                name: &t.script_name,
+                path_info: &t.path_info,
+                filename: &t.filename,
+                document_root: &dir.dir,
+            };
+            Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
+        }
+        Route::Static(dir, rel) => {
+            if let Some(fallback) = fallback_for(app, site, path, &rel, dir) {
+                note.route = Some(fallback.0.tag.clone());
+                let (route, target) = fallback;
+                let script = fastcgi::Script {
+                    name: &target.script_name,
+                    path_info: "",
+                    filename: &target.filename,
+                    document_root: site.document_root(),
+                };
+                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
+            } else {
+                let served = dir
+                    .statics
+                    .serve(req.method(), &rel, req.uri(), req.headers());
+                return served.await.map(Outcome::Response);
+            }
+        }
+    };
+    note.upstream = Some(upstream_started.elapsed());
+    Ok(outcome)
+}
+
+/// The file `path` names is a script (its extension is an `*.EXT`
+/// route's), which a `scripts = false` prefix must not serve as source.
+fn is_script_file(app: &App, site: &Site, path: &SafePath) -> bool {
+    path.segments
+        .last()
+        .is_some_and(|name| app.fastcgi.is_script_name(site.fastcgi_group, name))
+}
+
+/// The front controller for a static path that names no file (nor an
+/// index): the site's `*.EXT` route with a `fallback`, and its script.
+/// A path that itself names a script of that route stays a 404.
+fn fallback_for<'a>(
+    app: &'a App,
+    site: &Site,
+    path: &SafePath,
+    rel: &SafePath,
+    dir: &FileDir,
+) -> Option<(&'a fastcgi::Route, ScriptTarget)> {
+    let (route, fallback) = app.fastcgi.fallback(site.fastcgi_group)?;
+    if is_script_file(app, site, path) {
+        return None;
+    }
+    match dir.statics.resolves(rel) {
+        Err(Error::NotFound | Error::NoIndex(_)) => {}
+        // A file is there: GET/HEAD serve it, other methods get 405.
+        _ => return None,
+    }
+    let script = SafePath::parse(fallback).ok()?;
+    let at = script_dir(site, &site.root);
+    let group = site.fastcgi_group;
+    let (found, target) = app.fastcgi.match_script(group, &at, &script)?;
+    std::ptr::eq(found, route).then_some((route, target))
+}
+
+/// What the front end's sendfile path may answer itself: a file (the
+/// site, and the path relative to the dir it lies in) or a rule's
+/// answer. Anything else (`None`) is for hyper.
+pub enum StaticAnswer {
+    File { site: usize, path: SafePath },
+    Rule(Response<Body>, String),
+}
+
+/// For a bodiless GET or HEAD: what `dispatch` would do when that is to
+/// serve a static file or a rule's redirect, or None when another route
+/// or a password check owns it (status page, upload rule, CGI, FastCGI,
+/// auth). An unusable path or a denied client is `Some(Err)`: its page is
+/// the same whoever answers.
+pub fn static_path<B>(
+    app: &App,
+    req: &Request<B>,
+    peer: IpAddr,
+) -> Option<Result<StaticAnswer, Error>> {
+    if let Some(status) = &app.config.status {
+        if status::is_status_path(&status.path, req.uri().path()) {
+            return None;
+        }
+    }
+    let (position, site) = app.sites.pick_position(host_of(req));
+    let planned = match plan::plan(site, req.method(), req.uri(), peer, &mut 0) {
+        Ok(Plan::Route(p)) => p,
+        Ok(Plan::Answer(resp, rule)) => return Some(Ok(StaticAnswer::Rule(resp, rule))),
+        Err(e) if errors::has_page(site, &e) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    if planned.auth.is_some() || upload::rule_for(&app.uploads, &planned.path).is_some() {
+        return None;
+    }
+    if planned.rewritten.is_some() {
+        // Rewritten requests keep the meta-variables straight on hyper.
+        return None;
+    }
+    if !planned.scripts && is_script_file(app, site, &planned.path) {
+        return None;
+    }
+    matches!(route(app, site, &planned.path), Route::Static(..)).then_some(Ok(StaticAnswer::File {
+        site: position,
+        path: planned.path,
+    }))
+}
+
+/// A response, and the file bytes the front end sends behind its head.
+pub type StaticResponse = (Response<Body>, Option<FileRange>);
+
+/// Answer a request [`static_path`] accepted, for a front end that sends
+/// the file bytes itself (a `FileRange` instead of a body). `None`: an
+/// answer only hyper can give (the site's fallback script or error page).
+pub fn serve_static(
+    app: &App,
+    req: &Request<()>,
+    answer: StaticAnswer,
+    note: &mut RequestNote,
+) -> Option<Result<StaticResponse, Error>> {
+    let (site, path) = match answer {
+        StaticAnswer::Rule(resp, rule) => {
+            let site = app.sites.pick(host_of(req));
+            note.route = site.counters.rules.clone();
+            note.rule = Some(rule);
+            return Some(Ok((resp, None)));
+        }
+        StaticAnswer::File { site, path } => (app.sites.at(site), path),
+    };
+    if site.index.is_some() {
+        note.site = Some(site.name.clone());
+    }
+    note.route = Some(site.counters.statics.clone());
+    let (dir, rel) = site.file_dir(&path);
+    let served = dir
+        .statics
+        .serve_sending_files(req.method(), &rel, req.uri(), req.headers());
+    let hyper_answers = match &served {
+        Err(e @ (Error::NotFound | Error::NoIndex(_))) => {
+            app.fastcgi.fallback(site.fastcgi_group).is_some() || errors::has_page(site, e)
+        }
+        Err(e) => errors::has_page(site, e),
+        Ok(_) => false,
+    };
+    (!hyper_answers).then_some(served)
 }
 
 /// The GET a local redirect turns into: same headers minus the body's.
@@ -200,6 +438,8 @@ fn redirect_request(
     mut parts: http::request::Parts,
     location: &str,
 ) -> Result<Request<ReqBody>, Error> {
+    // REQUEST_URI is the new location (as before a rewrite).
+    parts.extensions.remove::<ClientUri>();
     parts.uri = location.parse::<Uri>().map_err(|_| {
         Error::BadGateway(format!(
             "CGI local redirect to an invalid path {location:?}"
@@ -213,8 +453,11 @@ fn redirect_request(
     ] {
         parts.headers.remove(h);
     }
-    let body = Empty::<Bytes>::new()
+    Ok(Request::from_parts(parts, empty_body()))
+}
+
+fn empty_body() -> ReqBody {
+    Empty::<Bytes>::new()
         .map_err(|never| match never {})
-        .boxed_unsync();
-    Ok(Request::from_parts(parts, body))
+        .boxed_unsync()
 }

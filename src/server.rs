@@ -46,7 +46,6 @@ use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::router;
 use crate::static_files::FileRange;
 use crate::stats::Stats;
-use crate::uri_path::SafePath;
 
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -374,25 +373,27 @@ fn access_record<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> AccessRecor
 
 /// One static request on the sendfile path (`static_h1.rs`): id, span,
 /// error page; the caller sends the response (and the file) and ends the
-/// record.
+/// record. `None`: only hyper can answer it (a fallback script, an
+/// error page of the site's).
 fn answer_static(
     app: Arc<App>,
     req: &Request<()>,
-    path: Result<SafePath, Error>,
+    answer: Result<router::StaticAnswer, Error>,
     conn: &ConnInfo,
-    busy: connection::InFlight,
-) -> (Response<Body>, Option<FileRange>, AccessRecord) {
+    busy: impl FnOnce() -> connection::InFlight,
+) -> Option<(Response<Body>, Option<FileRange>, AccessRecord)> {
+    let mut note = RequestNote::default();
+    let served = match answer {
+        Ok(answer) => router::serve_static(&app, req, answer, &mut note)?,
+        Err(e) => Err(e),
+    };
     let id = app.next_request_id();
     let mut record = access_record(&app, conn, req);
-    let mut note = RequestNote::default();
     let span = tracing::info_span!("req", id);
-    let (resp, file) = span.in_scope(|| {
-        path.and_then(|path| router::serve_static(&app, req, path, &mut note))
-            .unwrap_or_else(|e| (e.into_response(), None))
-    });
+    let (resp, file) = span.in_scope(|| served.unwrap_or_else(|e| (e.into_response(), None)));
     record.status = resp.status().as_u16();
-    record.attach(note, Box::new((busy, app)));
-    (resp, file, record)
+    record.attach(note, Box::new((busy(), app)));
+    Some((resp, file, record))
 }
 
 #[cfg(test)]

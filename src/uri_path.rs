@@ -12,7 +12,7 @@
 //! Callers still canonicalize the file they find and check it is under
 //! their root, so a symlink cannot lead out either.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,14 @@ pub struct SafePath {
 impl SafePath {
     /// Parse a raw (still percent-encoded) URL path.
     pub fn parse(raw: &str) -> Result<SafePath, PathError> {
+        Self::parse_with(raw, false)
+    }
+
+    /// As [`SafePath::parse`]; `keep_encoded_slashes` (`encoded_slashes =
+    /// "keep"`): a `%2F` is part of its segment, never a separator — it
+    /// stays encoded when the path is joined again ([`join_url`]) and no
+    /// file name can contain it.
+    pub fn parse_with(raw: &str, keep_encoded_slashes: bool) -> Result<SafePath, PathError> {
         if !raw.starts_with('/') {
             return Err(PathError::BadRequest("path must start with /"));
         }
@@ -45,8 +53,14 @@ impl SafePath {
             match seg.as_str() {
                 "" | "." => continue,
                 ".." => return Err(PathError::Forbidden("'..' segment")),
-                s if s.contains('/') || s.contains('\\') => {
+                s if s.contains('\\') || (s.contains('/') && !keep_encoded_slashes) => {
                     return Err(PathError::Forbidden("encoded slash or backslash"))
+                }
+                s if s.contains('/')
+                    && s.split('/')
+                        .any(|part| part == ".." || part.starts_with('.')) =>
+                {
+                    return Err(PathError::Forbidden("dot segment behind an encoded slash"))
                 }
                 s if s.starts_with('.') => return Err(PathError::Hidden),
                 _ => segments.push(seg),
@@ -58,27 +72,60 @@ impl SafePath {
         })
     }
 
-    /// The segments joined under `base`.
-    pub fn join_to(&self, base: &Path) -> PathBuf {
-        let mut p = base.to_path_buf();
-        p.extend(&self.segments);
-        p
+    /// The decoded path as rules match it: `/a/b`, `/a/b/` for a
+    /// directory-style request, `/` for the root.
+    pub fn to_rule_subject(&self) -> String {
+        let mut s = join_url(&self.segments);
+        if self.trailing_slash || s.is_empty() {
+            s.push('/');
+        }
+        s
     }
 
-    /// `/a/b` form of the decoded path (no trailing slash).
-    pub fn to_url_path(&self) -> String {
-        join_url(&self.segments)
+    /// A segment holds an encoded slash (`encoded_slashes = "keep"`): no
+    /// file can have that name.
+    pub fn has_encoded_slash(&self) -> bool {
+        self.segments.iter().any(|s| s.contains('/'))
     }
 }
 
 /// `["a","b"]` → `/a/b`; `[]` → `` (empty).
+/// A kept encoded slash inside a segment is written `%2F` again.
 pub fn join_url(segments: &[String]) -> String {
     let mut s = String::new();
     for seg in segments {
         s.push('/');
-        s.push_str(seg);
+        if seg.contains('/') {
+            s.push_str(&seg.replace('/', "%2F"));
+        } else {
+            s.push_str(seg);
+        }
     }
     s
+}
+
+/// `file` (lexically under the canonical `root`) may be served under
+/// `follow_symlinks = "owner"`: every symlink on the way has the owner of
+/// what it points to (Apache's SymLinksIfOwnerMatch).
+pub fn owners_match(root: &Path, file: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rel) = file.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        let Ok(link) = std::fs::symlink_metadata(&at) else {
+            return false;
+        };
+        if link.file_type().is_symlink() {
+            match std::fs::metadata(&at) {
+                Ok(target) if target.uid() == link.uid() => {}
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 fn decode_segment(raw: &str) -> Result<String, PathError> {

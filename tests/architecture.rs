@@ -3,9 +3,9 @@
 //! the first `crate::…` path (a `use` or an inline path) that points up.
 //!
 //! Layers, bottom to top:
-//! - leaf: body, conn, error, uri_path, stats, config, log, tls
-//! - handler: cgi, fastcgi, static_files, upload, status, gateway
-//! - app: app, router
+//! - leaf: body, conn, error, uri_path, stats, config, log, tls, meta
+//! - handler: cgi, fastcgi, static_files, upload, status, gateway, rules
+//! - app: app, router, site
 //! - server: server and server/*
 //! - entry: main, reload, privileges, cli
 
@@ -15,14 +15,22 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf",
         &[
-            "body", "conn", "error", "uri_path", "stats", "config", "log", "tls",
+            "body", "conn", "error", "uri_path", "stats", "config", "log", "tls", "meta",
         ],
     ),
     (
         "handler",
-        &["cgi", "fastcgi", "static_files", "upload", "status", "gateway"],
+        &[
+            "cgi",
+            "fastcgi",
+            "static_files",
+            "upload",
+            "status",
+            "gateway",
+            "rules",
+        ],
     ),
-    ("app", &["app", "router"]),
+    ("app", &["app", "router", "site"]),
     ("server", &["server"]),
     ("entry", &["main", "reload", "privileges", "cli"]),
 ];
@@ -143,7 +151,10 @@ fn every_module_has_a_layer() {
         .map(|(p, _)| module_of(p))
         .filter(|m| m != "lib" && layer(m).is_none())
         .collect();
-    assert!(unknown.is_empty(), "modules missing from the layer table: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "modules missing from the layer table: {unknown:?}"
+    );
 }
 
 /// The checker itself can fail: the imports this layering removed, put
@@ -153,8 +164,14 @@ fn the_checker_reports_each_upward_import() {
     let cases = [
         ("cgi/mod.rs", "use crate::server::ConnInfo;"),
         ("fastcgi/exchange.rs", "use crate::router::ReqBody;"),
-        ("config.rs", "let lines = crate::fastcgi::FastCgi::route_lines(self);"),
-        ("log.rs", "use crate::{body::Body, server::{ConsumerWatch, InFlight}};"),
+        (
+            "config.rs",
+            "let lines = crate::fastcgi::FastCgi::route_lines(self);",
+        ),
+        (
+            "log.rs",
+            "use crate::{body::Body, server::{ConsumerWatch, InFlight}};",
+        ),
         ("status.rs", "use crate::router::App;"),
         ("server/connection.rs", "use crate::reload::Live;"),
         ("main.rs", "use cgihost::server::Listener;"),

@@ -15,6 +15,8 @@ use std::path::Path;
 
 use http::{header, HeaderMap, Method, Uri, Version};
 
+use crate::meta::{ClientUri, ErrorRedirect, ExtraVars, RemoteUser};
+
 /// One variable: name and raw value bytes (header values need not be UTF-8).
 pub type EnvVar = (String, Vec<u8>);
 
@@ -29,6 +31,12 @@ pub struct RequestFacts<'a> {
     pub tls: bool,
     /// Exact body length, when there is a body.
     pub content_length: Option<u64>,
+    /// What routing decided (`meta`): the client's URI before rewrites,
+    /// the authenticated user, the error page being served, extra vars.
+    pub client_uri: Option<&'a Uri>,
+    pub user: Option<&'a str>,
+    pub error: Option<&'a crate::meta::ErrorRedirect>,
+    pub extra: &'a [(String, String)],
 }
 
 impl<'a> RequestFacts<'a> {
@@ -47,6 +55,13 @@ impl<'a> RequestFacts<'a> {
             local: conn.local,
             tls: conn.tls,
             content_length,
+            client_uri: parts.extensions.get::<ClientUri>().map(|c| &c.0),
+            user: parts.extensions.get::<RemoteUser>().map(|u| u.0.as_str()),
+            error: parts.extensions.get::<ErrorRedirect>(),
+            extra: parts
+                .extensions
+                .get::<ExtraVars>()
+                .map_or(&[], |e| &e.0[..]),
         }
     }
 }
@@ -152,7 +167,12 @@ pub fn build_into(
         );
     }
     put("QUERY_STRING", req.uri.query().unwrap_or("").as_bytes());
-    let request_uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request_uri = req
+        .client_uri
+        .unwrap_or(req.uri)
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     put("REQUEST_URI", request_uri.as_bytes());
     put("DOCUMENT_ROOT", root);
     fmt(&mut scratch, &req.peer.ip().to_canonical());
@@ -170,7 +190,21 @@ pub fn build_into(
     if req.tls {
         put("HTTPS", b"on");
     }
-    put("REDIRECT_STATUS", b"200");
+    if let Some(user) = req.user {
+        put("AUTH_TYPE", b"Basic");
+        put("REMOTE_USER", user.as_bytes());
+    }
+    match req.error {
+        Some(e) => {
+            fmt(&mut scratch, &e.status);
+            put("REDIRECT_STATUS", scratch.as_bytes());
+            put("REDIRECT_URL", e.url.as_bytes());
+            if let Some(q) = &e.query {
+                put("REDIRECT_QUERY_STRING", q.as_bytes());
+            }
+        }
+        None => put("REDIRECT_STATUS", b"200"),
+    }
     put("PATH", server.path.as_bytes());
     add_http_headers(put, req.headers, server.pass_authorization);
     // HTTP/2 carries the host in `:authority`, not in a Host header;
@@ -179,6 +213,10 @@ pub fn build_into(
         if let Some(authority) = req.uri.authority() {
             put("HTTP_HOST", authority.as_str().as_bytes());
         }
+    }
+    // Last, so a configured value wins (as nginx's fastcgi_param).
+    for (k, v) in req.extra {
+        put(k, v.as_bytes());
     }
 }
 
@@ -249,6 +287,10 @@ mod tests {
             local: "127.0.0.1:8992".parse().unwrap(),
             tls: false,
             content_length: Some(3),
+            client_uri: None,
+            user: None,
+            error: None,
+            extra: &[],
         };
         let script = ScriptFacts {
             script_name: "/cgi-bin/t.sh",

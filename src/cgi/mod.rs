@@ -58,7 +58,6 @@ pub struct CgiEngine {
     pub prefix: String,
     /// Canonical CGI directory; `None` when it does not exist (→ 404s).
     dir: Option<PathBuf>,
-    document_root: PathBuf,
     limits: CgiConfig,
     max_body: Option<u64>,
     spool_dir: PathBuf,
@@ -70,7 +69,7 @@ pub struct CgiEngine {
 impl CgiEngine {
     /// `previous` (on a reload): keep its process registry, so shutdown
     /// still finds every group, and its slots when the limit is unchanged.
-    pub fn new(config: &Config, document_root: PathBuf, previous: Option<&CgiEngine>) -> CgiEngine {
+    pub fn new(config: &Config, previous: Option<&CgiEngine>) -> CgiEngine {
         let slots = match previous {
             Some(p) if p.limits.max_processes == config.cgi.max_processes => p.slots.clone(),
             _ => Arc::new(Semaphore::new(config.cgi.max_processes)),
@@ -78,7 +77,6 @@ impl CgiEngine {
         CgiEngine {
             prefix: config.cgi_prefix.trim_end_matches('/').to_string(),
             dir: std::fs::canonicalize(&config.cgi_dir).ok(),
-            document_root,
             limits: config.cgi.clone(),
             max_body: config.max_body,
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -98,11 +96,13 @@ impl CgiEngine {
         self.dir.as_ref()
     }
 
-    /// Run the program for `rest` (decoded segments after the prefix).
+    /// Run the program for `rest` (decoded segments after the prefix);
+    /// `document_root`: the site's root.
     pub async fn handle(
         &self,
         req: Request<ReqBody>,
         conn: &ConnInfo,
+        document_root: &std::path::Path,
         rest: &[String],
         trailing_slash: bool,
         request_id: u64,
@@ -143,7 +143,7 @@ impl CgiEngine {
             script_name: &target.script_name,
             path_info: &target.path_info,
             script_filename: &target.program,
-            document_root: &self.document_root,
+            document_root,
         };
         let spec = SpawnSpec {
             program: &target.program,

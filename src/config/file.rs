@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::site::{FileAccess, FileAlias, FileAuth, FileFollow, FileRedirect, FileRewrite, FileSite};
+use super::site::{
+    FileAccess, FileAlias, FileAuth, FileFollow, FileRedirect, FileRewrite, FileSite,
+};
 use super::spawn::FileSpawn;
 use super::{parse_size, ConfigError};
 

@@ -483,12 +483,21 @@ fn aliases(
     Ok(out)
 }
 
-fn error_page(at: &str, key: &str, status: &str, path: String) -> Result<(u16, String), ConfigError> {
+fn error_page(
+    at: &str,
+    key: &str,
+    status: &str,
+    path: String,
+) -> Result<(u16, String), ConfigError> {
     let code: u16 = status
         .parse()
         .ok()
         .filter(|c| (400..=599).contains(c))
-        .ok_or_else(|| ConfigError(format!("{at}: {key}errors: '{status}' is not a 4xx or 5xx status")))?;
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{at}: {key}errors: '{status}' is not a 4xx or 5xx status"
+            ))
+        })?;
     if !path.starts_with('/') || path.contains("..") {
         return err(format!(
             "{at}: {key}errors.{status}: '{path}' must be a local URL path"
@@ -533,11 +542,18 @@ impl HostPattern {
         let lower = text.trim().to_ascii_lowercase();
         let name = lower.strip_prefix("*.").unwrap_or(&lower);
         let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':' || c == '[' || c == ']');
+            && name.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || c == '-'
+                    || c == '.'
+                    || c == ':'
+                    || c == '['
+                    || c == ']'
+            });
         if !ok || name.starts_with('.') || name.ends_with('.') {
-            return err(format!("{key}: '{text}' is not a host name (a port is not part of it)"));
+            return err(format!(
+                "{key}: '{text}' is not a host name (a port is not part of it)"
+            ));
         }
         Ok(match lower.strip_prefix('*') {
             Some(suffix) => HostPattern::Suffix(suffix.to_string()),
@@ -579,7 +595,10 @@ mod tests {
 
     #[test]
     fn networks_and_hosts_parse() {
-        assert_eq!(parse_network("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_network("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!(parse_network("::1").unwrap().to_string(), "::1/128");
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("localhost").is_err());
@@ -587,7 +606,9 @@ mod tests {
         assert!(wild.matches("a.wiki.example.org"));
         assert!(!wild.matches("wiki.example.org"));
         assert!(!wild.matches("xwiki.example.org"));
-        assert!(HostPattern::parse("k", "example.org").unwrap().matches("example.org"));
+        assert!(HostPattern::parse("k", "example.org")
+            .unwrap()
+            .matches("example.org"));
         assert!(HostPattern::parse("k", "bad host").is_err());
     }
 }

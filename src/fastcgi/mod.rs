@@ -68,6 +68,13 @@ pub struct Route {
     pub request_timeout: Option<Duration>,
     /// Largest request body (else 413); `None`: unlimited.
     pub max_body: Option<u64>,
+    /// `*.EXT` routes: the front controller (`fallback`).
+    pub fallback: Option<String>,
+    /// Extra params (`params`), after the meta-variables.
+    pub params: crate::meta::ExtraVars,
+    /// Directories `X-Sendfile` may name (empty: the header passes
+    /// through untouched... never: see `x_sendfile`).
+    pub x_sendfile: Vec<PathBuf>,
 }
 
 /// Where a route's requests go.
@@ -84,15 +91,45 @@ pub struct Script<'a> {
     pub name: &'a str,
     pub path_info: &'a str,
     pub filename: &'a std::path::Path,
+    /// `DOCUMENT_ROOT`: the site's root, or the alias dir.
+    pub document_root: &'a std::path::Path,
+}
+
+/// The routes one site sees: the top-level `[[fastcgi]]` (group 0) or a
+/// `[[site]]`'s own, plus every spawned pool's.
+#[derive(Default)]
+struct RouteGroup {
+    /// `/prefix` routes, longest prefix first: (prefix segments, route).
+    prefix_routes: Vec<(Vec<String>, Arc<Route>)>,
+    /// `*.EXT` routes in configuration order, and their extensions.
+    ext_routes: Vec<Arc<Route>>,
+    extensions: Vec<String>,
+}
+
+impl RouteGroup {
+    fn push(&mut self, matcher: &RouteMatch, route: Arc<Route>) {
+        match matcher {
+            RouteMatch::Prefix(p) => {
+                let segs = SafePath::parse(p).map(|s| s.segments).unwrap_or_default();
+                self.prefix_routes.push((segs, route));
+                self.prefix_routes
+                    .sort_by_key(|(segs, _)| std::cmp::Reverse(segs.len()));
+            }
+            RouteMatch::Extension(ext) => {
+                self.ext_routes.push(route);
+                self.extensions.push(ext.clone());
+            }
+        }
+    }
 }
 
 /// All FastCGI routes and their backends.
 pub struct FastCgi {
-    /// `/prefix` routes, longest prefix first: (prefix segments, route).
-    prefix_routes: Vec<(Vec<String>, Route)>,
-    /// `*.EXT` routes in configuration order, and their extensions.
-    ext_routes: Vec<Route>,
-    extensions: Vec<String>,
+    /// Group 0: the top-level routes; then one per `[[site]]` with its
+    /// own `[[fastcgi]]` (see [`FastCgi::group_of_site`]).
+    groups: Vec<RouteGroup>,
+    /// For each `[[site]]`, the group it uses.
+    site_groups: Vec<usize>,
     /// Every `--fastcgi` backend, shared by the routes that name the same
     /// address (spawned pools have their own, per generation).
     pub backends: Vec<Arc<Backend>>,
@@ -104,7 +141,6 @@ pub struct FastCgi {
     /// Which of `spawned` were taken over from the previous configuration
     /// (indices: holding more `Arc`s would upset `stop_pools`' count).
     carried: Vec<usize>,
-    document_root: PathBuf,
     server: env::ServerFacts,
     max_header: usize,
     spool_dir: PathBuf,
@@ -123,63 +159,35 @@ impl FastCgi {
     /// pools start from nothing.
     pub fn new(
         config: &Config,
-        document_root: PathBuf,
         previous: Option<&FastCgi>,
         stats: &Stats,
     ) -> Result<FastCgi, ConfigError> {
-        let mut by_addr: HashMap<BackendAddr, Arc<Backend>> = HashMap::new();
-        let mut backends = Vec::new();
-        let mut fixed = |r: &FastCgiRoute| {
-            let list = r
-                .addrs
-                .iter()
-                .map(|a| {
-                    by_addr
-                        .entry(a.clone())
-                        .or_insert_with(|| {
-                            let b = Backend::new(a.clone(), config.fastcgi_max_conns);
-                            backends.push(b.clone());
-                            b
-                        })
-                        .clone()
-                })
-                .collect();
-            Upstream::Fixed(Balancer::new(list))
-        };
-        let mut routes: Vec<(RouteMatch, Route)> = Vec::new();
+        let mut backends = Backends::default();
+        let mut groups = vec![RouteGroup::default()];
         for r in &config.fastcgi {
-            let route = Route {
-                label: r.matcher.to_string(),
-                tag: stats.route(&format!("fastcgi {}", r.matcher)),
-                upstream: fixed(r),
-                idle: r.timeout.unwrap_or(config.cgi.timeout),
-                request_timeout: None,
-                max_body: r.max_body.or(config.max_body),
-            };
-            routes.push((r.matcher.clone(), route));
+            let route = fixed_route(config, r, &mut backends, stats, "");
+            groups[0].push(&r.matcher, Arc::new(route));
         }
-        let inherited = previous.and_then(|p| {
-            p.runtime_dir
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        });
-        let runtime_dir = if config.spawn.is_empty() {
-            None
-        } else if inherited.is_some() {
-            inherited
-        } else {
-            let dir = runtime_dir().map_err(|e| {
-                ConfigError(format!(
-                    "--spawn: cannot create a private runtime directory: {e}"
-                ))
-            })?;
-            tracing::info!(
-                "spawned pools listen on sockets in {}",
-                dir.path().display()
-            );
-            Some(Arc::new(dir))
-        };
+        let mut site_groups = Vec::new();
+        for site in &config.sites {
+            let Some(routes) = &site.fastcgi else {
+                site_groups.push(0);
+                continue;
+            };
+            let mut group = RouteGroup::default();
+            let name = site
+                .hosts
+                .first()
+                .map(|h| format!("{h:?} "))
+                .unwrap_or_default();
+            for r in routes {
+                let route = fixed_route(config, r, &mut backends, stats, &name);
+                group.push(&r.matcher, Arc::new(route));
+            }
+            site_groups.push(groups.len());
+            groups.push(group);
+        }
+        let runtime_dir = pools_runtime_dir(config, previous)?;
         let mut spawned = Vec::new();
         let mut carried_pools = Vec::new();
         for r in &config.spawn {
@@ -202,33 +210,19 @@ impl FastCgi {
             };
             spawned.push((r.clone(), pool.clone()));
             let tag = stats.route(&format!("spawn {}", r.label()));
-            routes.push((r.matcher.clone(), spawn_route(config, r, pool, tag)));
-        }
-        let mut prefix_routes = Vec::new();
-        let mut ext_routes = Vec::new();
-        let mut extensions = Vec::new();
-        for (matcher, route) in routes {
-            match matcher {
-                RouteMatch::Prefix(p) => {
-                    let segs = SafePath::parse(&p).map(|s| s.segments).unwrap_or_default();
-                    prefix_routes.push((segs, route));
-                }
-                RouteMatch::Extension(ext) => {
-                    ext_routes.push(route);
-                    extensions.push(ext);
-                }
+            let route = Arc::new(spawn_route(config, r, pool, tag));
+            // Spawned pools serve every site.
+            for group in &mut groups {
+                group.push(&r.matcher, route.clone());
             }
         }
-        prefix_routes.sort_by_key(|(segs, _)| std::cmp::Reverse(segs.len()));
         Ok(FastCgi {
-            prefix_routes,
-            ext_routes,
-            extensions,
-            backends,
+            groups,
+            site_groups,
+            backends: backends.list,
             runtime_dir: Mutex::new(runtime_dir),
             spawned,
             carried: carried_pools,
-            document_root,
             server: env::ServerFacts::new(config.cgi.pass_authorization),
             max_header: config.cgi.max_response_header,
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -236,6 +230,12 @@ impl FastCgi {
             queue_timeout: config.cgi.queue_timeout,
             shutdown_grace: config.shutdown_grace,
         })
+    }
+
+    /// The route group of `[[site]]` number `site` (`None`: the default site).
+    pub fn group_of_site(&self, site: Option<usize>) -> usize {
+        site.and_then(|i| self.site_groups.get(i).copied())
+            .unwrap_or(0)
     }
 
     /// Every spawned pool's snapshot, in configuration order.
@@ -282,22 +282,53 @@ impl FastCgi {
     /// The `/prefix` route owning `path` (segment boundary), and the rest.
     pub fn match_prefix<'p>(
         &self,
+        group: usize,
         path: &'p SafePath,
     ) -> Option<(&Route, &[String], &'p [String])> {
-        self.prefix_routes
+        self.groups
+            .get(group)?
+            .prefix_routes
             .iter()
             .find(|(segs, _)| path.segments.starts_with(segs))
-            .map(|(segs, route)| (route, segs.as_slice(), &path.segments[segs.len()..]))
+            .map(|(segs, route)| (&**route, segs.as_slice(), &path.segments[segs.len()..]))
     }
 
-    /// The `*.EXT` script `path` runs, if it exists under the root.
-    pub fn match_script(&self, path: &SafePath) -> Option<(&Route, ScriptTarget)> {
-        if self.ext_routes.is_empty() {
+    /// The `*.EXT` script `path` runs, if it exists under `dir` (the
+    /// root or an alias dir, `path` relative to it); `/dir/` tries the
+    /// `index` names in order.
+    pub fn match_script(
+        &self,
+        group: usize,
+        dir: &target::ScriptDir,
+        path: &SafePath,
+    ) -> Option<(&Route, ScriptTarget)> {
+        let group = self.groups.get(group)?;
+        if group.ext_routes.is_empty() {
             return None;
         }
-        let exts: Vec<&str> = self.extensions.iter().map(String::as_str).collect();
-        let t = target::find(&self.document_root, path, &exts)?;
-        Some((&self.ext_routes[t.route], t))
+        let exts: Vec<&str> = group.extensions.iter().map(String::as_str).collect();
+        let t = target::find(dir, path, &exts)?;
+        Some((&group.ext_routes[t.route], t))
+    }
+
+    /// Whether `name` (a file name) is a script of an `*.EXT` route of
+    /// `group`.
+    pub fn is_script_name(&self, group: usize, name: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| {
+            g.extensions
+                .iter()
+                .any(|ext| target::has_extension(name, ext))
+        })
+    }
+
+    /// The `*.EXT` route of `group` whose `fallback` takes a path that
+    /// matched no file (the first route with one).
+    pub fn fallback(&self, group: usize) -> Option<(&Route, &str)> {
+        self.groups
+            .get(group)?
+            .ext_routes
+            .iter()
+            .find_map(|r| r.fallback.as_deref().map(|f| (r.as_ref(), f)))
     }
 
     /// Forward one request on `route`.
@@ -312,7 +343,7 @@ impl FastCgi {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
         let body = stdin::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
-        let mut head = self.request_head(&parts, body.content_length(), conn, &script);
+        let mut head = self.request_head(route, &parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
             stdin::RequestBody::None => BodySource::None,
@@ -388,17 +419,21 @@ impl FastCgi {
     /// BEGIN_REQUEST and the PARAMS (the CGI meta-variables, one builder).
     fn request_head(
         &self,
+        route: &Route,
         parts: &http::request::Parts,
         content_length: Option<u64>,
         conn: &ConnInfo,
         script: &Script<'_>,
     ) -> BytesMut {
-        let facts = env::RequestFacts::new(parts, conn, content_length);
+        let mut facts = env::RequestFacts::new(parts, conn, content_length);
+        if !route.params.0.is_empty() {
+            facts.extra = &route.params.0;
+        }
         let script_facts = env::ScriptFacts {
             script_name: script.name,
             path_info: script.path_info,
             script_filename: script.filename,
-            document_root: &self.document_root,
+            document_root: script.document_root,
         };
         let mut pairs = Vec::with_capacity(2048);
         env::build_into(&facts, &script_facts, &self.server, &mut |k, v| {
@@ -471,7 +506,88 @@ fn spawn_route(
         idle: r.idle_timeout.unwrap_or(config.cgi.timeout),
         request_timeout: r.request_timeout,
         max_body: r.max_body.or(config.max_body),
+        fallback: None,
+        params: Default::default(),
+        x_sendfile: Vec::new(),
     }
+}
+
+/// The `--fastcgi` backends, one per address, shared by the routes that
+/// name it.
+#[derive(Default)]
+struct Backends {
+    by_addr: HashMap<BackendAddr, Arc<Backend>>,
+    list: Vec<Arc<Backend>>,
+}
+
+impl Backends {
+    fn balancer(&mut self, addrs: &[BackendAddr], max_conns: usize) -> Balancer {
+        let list = addrs
+            .iter()
+            .map(|a| {
+                self.by_addr
+                    .entry(a.clone())
+                    .or_insert_with(|| {
+                        let b = Backend::new(a.clone(), max_conns);
+                        self.list.push(b.clone());
+                        b
+                    })
+                    .clone()
+            })
+            .collect();
+        Balancer::new(list)
+    }
+}
+
+/// A `[[fastcgi]]` route to fixed addresses (`site`: its label prefix).
+fn fixed_route(
+    config: &Config,
+    r: &FastCgiRoute,
+    backends: &mut Backends,
+    stats: &Stats,
+    site: &str,
+) -> Route {
+    Route {
+        label: r.matcher.to_string(),
+        tag: stats.route(&format!("{site}fastcgi {}", r.matcher)),
+        upstream: Upstream::Fixed(backends.balancer(&r.addrs, config.fastcgi_max_conns)),
+        idle: r.timeout.unwrap_or(config.cgi.timeout),
+        request_timeout: None,
+        max_body: r.max_body.or(config.max_body),
+        fallback: r.fallback.clone(),
+        params: crate::meta::ExtraVars(r.params.clone().into()),
+        x_sendfile: r.x_sendfile.clone(),
+    }
+}
+
+/// The private runtime directory of the spawned pools' sockets: the
+/// previous configuration's, or a new one (none without pools).
+fn pools_runtime_dir(
+    config: &Config,
+    previous: Option<&FastCgi>,
+) -> Result<Option<Arc<tempfile::TempDir>>, ConfigError> {
+    if config.spawn.is_empty() {
+        return Ok(None);
+    }
+    let inherited = previous.and_then(|p| {
+        p.runtime_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    });
+    if inherited.is_some() {
+        return Ok(inherited);
+    }
+    let dir = runtime_dir().map_err(|e| {
+        ConfigError(format!(
+            "--spawn: cannot create a private runtime directory: {e}"
+        ))
+    })?;
+    tracing::info!(
+        "spawned pools listen on sockets in {}",
+        dir.path().display()
+    );
+    Ok(Some(Arc::new(dir)))
 }
 
 /// Runtime dirs of cgihost processes that are gone (killed with SIGKILL,

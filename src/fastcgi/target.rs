@@ -10,7 +10,19 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::FollowSymlinks;
 use crate::uri_path::{join_url, SafePath};
+
+/// Where scripts are looked up: the site's root or an `[[alias]]` dir.
+pub struct ScriptDir<'a> {
+    /// Canonical directory.
+    pub dir: &'a Path,
+    /// The URL prefix it is served at (`""` for the root, `/phpmyadmin`).
+    pub url_prefix: &'a str,
+    /// Directory index names, in order.
+    pub index: &'a [String],
+    pub follow: FollowSymlinks,
+}
 
 /// A script under the root and how the URL splits around it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +37,10 @@ pub struct ScriptTarget {
     pub filename: PathBuf,
 }
 
-/// Find the script for `path` among `extensions` (route order), or `None`
-/// when this is not a FastCGI script request.
-pub fn find(root: &Path, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
+/// Find the script for `path` (relative to `at`) among `extensions`
+/// (route order), or `None` when this is not a FastCGI script request.
+pub fn find(at: &ScriptDir, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
+    let root = at.dir;
     let mut candidate = root.to_path_buf();
     for (i, seg) in path.segments.iter().enumerate() {
         candidate.push(seg);
@@ -39,7 +52,7 @@ pub fn find(root: &Path, path: &SafePath, extensions: &[&str]) -> Option<ScriptT
             return None;
         }
         let route = extensions.iter().position(|ext| has_extension(seg, ext))?;
-        if !inside(&candidate, root) {
+        if !allowed(&candidate, root, at.follow) {
             return None;
         }
         let mut path_info = join_url(&path.segments[i + 1..]);
@@ -48,37 +61,47 @@ pub fn find(root: &Path, path: &SafePath, extensions: &[&str]) -> Option<ScriptT
         }
         return Some(ScriptTarget {
             route,
-            script_name: join_url(&path.segments[..=i]),
+            script_name: format!("{}{}", at.url_prefix, join_url(&path.segments[..=i])),
             path_info,
             filename: candidate,
         });
     }
-    // A directory: `/dir/` tries `/dir/index.EXT`; `/dir` is left to the
-    // static handler's redirect.
+    // A directory: `/dir/` tries the index names in order, and the first
+    // that exists decides (a script, or a static file: None); `/dir` is
+    // left to the static handler's redirect.
     if !path.trailing_slash && !path.segments.is_empty() {
         return None;
     }
-    extensions.iter().enumerate().find_map(|(route, ext)| {
-        let index = format!("index.{ext}");
-        let file = candidate.join(&index);
-        (file.is_file() && inside(&file, root)).then(|| ScriptTarget {
-            route,
-            script_name: format!("{}/{index}", join_url(&path.segments)),
-            path_info: String::new(),
-            filename: file,
-        })
+    let (index, file) = at.index.iter().find_map(|name| {
+        let file = candidate.join(name);
+        file.is_file().then_some((name, file))
+    })?;
+    let route = extensions
+        .iter()
+        .position(|ext| has_extension(index, ext))?;
+    allowed(&file, root, at.follow).then(|| ScriptTarget {
+        route,
+        script_name: format!("{}{}/{index}", at.url_prefix, join_url(&path.segments)),
+        path_info: String::new(),
+        filename: file,
     })
 }
 
-fn has_extension(name: &str, ext: &str) -> bool {
+/// `name` is a file name with the extension `ext` (and something before it).
+pub fn has_extension(name: &str, ext: &str) -> bool {
     name.len() > ext.len() + 1
         && name.ends_with(ext)
         && name.as_bytes()[name.len() - ext.len() - 1] == b'.'
 }
 
-/// The file, symlinks resolved, is still under the (canonical) root.
-fn inside(file: &Path, root: &Path) -> bool {
-    std::fs::canonicalize(file).is_ok_and(|c| c.starts_with(root))
+/// The file may be run under the symlink policy: with symlinks resolved it
+/// is still under the (canonical) root, or `follow_symlinks` allows it.
+fn allowed(file: &Path, root: &Path, follow: FollowSymlinks) -> bool {
+    match follow {
+        FollowSymlinks::Yes => true,
+        FollowSymlinks::No => std::fs::canonicalize(file).is_ok_and(|c| c.starts_with(root)),
+        FollowSymlinks::Owner => crate::uri_path::owners_match(root, file),
+    }
 }
 
 #[cfg(test)]
@@ -96,7 +119,14 @@ mod tests {
         fs::write(root.join("uploads/x.jpg"), "jpeg").unwrap();
         fs::write(root.join("a.php"), "<?php").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("evil.php")).unwrap();
-        let find = |p: &str| find(&root, &SafePath::parse(p).unwrap(), &["php"]);
+        let index = ["index.html".to_string(), "index.php".to_string()];
+        let at = ScriptDir {
+            dir: &root,
+            url_prefix: "",
+            index: &index,
+            follow: FollowSymlinks::No,
+        };
+        let find = |p: &str| find(&at, &SafePath::parse(p).unwrap(), &["php"]);
 
         let t = find("/blog/index.php/extra/x").unwrap();
         assert_eq!(

@@ -132,7 +132,11 @@ pub(super) async fn serve(
         // request is always ready would starve the worker's other tasks.
         tokio::task::consume_budget().await;
         let app = live.current();
-        let Some(path) = router::static_path(&app, req.uri().path()) else {
+        let Some(answer) = router::static_path(&app, &req, peer.ip()) else {
+            return Some((stream, input));
+        };
+        let busy = || InFlight::start(activity);
+        let Some((resp, file, mut record)) = answer_static(app, &req, answer, conn, busy) else {
             return Some((stream, input));
         };
         input.advance(head_len);
@@ -142,8 +146,6 @@ pub(super) async fn serve(
             head_only: req.method() == Method::HEAD,
             keep_alive: wants_keep_alive(&req) && !*stop.borrow(),
         };
-        let busy = InFlight::start(activity);
-        let (resp, file, mut record) = answer_static(app, &req, path, conn, busy);
         // Body bytes the client was sent (the access log's count).
         let mut sent = 0;
         let result = respond(

@@ -87,19 +87,27 @@ impl StaticFiles {
         root: PathBuf,
         hidden_dir: Option<PathBuf>,
         cache_control: Option<&str>,
+        index: Vec<String>,
+        follow: crate::config::FollowSymlinks,
     ) -> io::Result<StaticFiles> {
         let cache_control = cache_control
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(StaticFiles {
-            resolver: Resolver::new(root, hidden_dir)?,
+            resolver: Resolver::new(root, hidden_dir, index, follow)?,
             cache_control,
         })
     }
 
     pub fn root(&self) -> &Path {
         self.resolver.root()
+    }
+
+    /// Whether `path` names something to serve (a file, or a directory
+    /// with an index), without serving it.
+    pub fn resolves(&self, path: &SafePath) -> Result<(), Error> {
+        self.resolver.resolve(path).map(drop)
     }
 
     pub async fn serve(

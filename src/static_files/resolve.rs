@@ -27,11 +27,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::config::FollowSymlinks;
 use crate::error::Error;
 use crate::uri_path::SafePath;
-
-/// What `/dir/` serves.
-const INDEX: &str = "index.html";
 
 /// Flags for every file we open for reading.
 const OPEN_FLAGS: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY;
@@ -64,11 +62,20 @@ pub struct Resolver {
     hidden_rel: Option<PathBuf>,
     /// Cleared once `openat2` turned out to be missing, so we stop trying.
     has_openat2: AtomicBool,
+    /// What `/dir/` serves: the first of these that exists.
+    index: Vec<String>,
+    /// Whether a symlink may lead out of the root.
+    follow: FollowSymlinks,
 }
 
 impl Resolver {
     /// `root` and `hidden` must be canonical.
-    pub fn new(root: PathBuf, hidden: Option<PathBuf>) -> io::Result<Resolver> {
+    pub fn new(
+        root: PathBuf,
+        hidden: Option<PathBuf>,
+        index: Vec<String>,
+        follow: FollowSymlinks,
+    ) -> io::Result<Resolver> {
         let root_dir = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -83,6 +90,8 @@ impl Resolver {
             hidden,
             hidden_rel,
             has_openat2: AtomicBool::new(true),
+            index,
+            follow,
         })
     }
 
@@ -90,9 +99,12 @@ impl Resolver {
         &self.root
     }
 
-    /// The file a request path names: the file itself, or `index.html` for
-    /// `/dir/`; `/dir` asks for a redirect.
+    /// The file a request path names: the file itself, or the first index
+    /// name that exists for `/dir/`; `/dir` asks for a redirect.
     pub fn resolve(&self, path: &SafePath) -> Result<Resolved, Error> {
+        if path.has_encoded_slash() {
+            return Err(Error::NotFound);
+        }
         let rel: PathBuf = path.segments.iter().collect();
         let found = self.open(&rel)?;
         if found.meta.is_file() {
@@ -107,14 +119,17 @@ impl Resolver {
         if !path.trailing_slash && !path.segments.is_empty() {
             return Ok(Resolved::AddSlash);
         }
-        match self.open(&rel.join(INDEX)) {
-            Ok(index) if index.meta.is_file() => Ok(Resolved::File(index)),
-            Ok(_) | Err(Error::NotFound) => Err(Error::Forbidden(format!(
-                "{}: no {INDEX} (listings are off)",
-                self.root.join(&rel).display()
-            ))),
-            Err(e) => Err(e),
+        for name in &self.index {
+            match self.open(&rel.join(name)) {
+                Ok(index) if index.meta.is_file() => return Ok(Resolved::File(index)),
+                Ok(_) | Err(Error::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
         }
+        Err(Error::NoIndex(format!(
+            "{}: no index file (listings are off)",
+            self.root.join(&rel).display()
+        )))
     }
 
     /// `FILE.ext` beside `of`, if it is a regular file under the same rules
@@ -158,8 +173,25 @@ impl Resolver {
         let joined = self.root.join(rel);
         let canonical = std::fs::canonicalize(&joined).map_err(|e| io_error(e, rel))?;
         let Ok(inside) = canonical.strip_prefix(&self.root) else {
-            tracing::info!("{}: leads out of the root", joined.display());
-            return Err(Error::NotFound);
+            let may_leave = match self.follow {
+                FollowSymlinks::No => false,
+                FollowSymlinks::Yes => true,
+                FollowSymlinks::Owner => crate::uri_path::owners_match(&self.root, &joined),
+            };
+            let hidden = self
+                .hidden
+                .as_ref()
+                .is_some_and(|h| canonical.starts_with(h));
+            if !may_leave || hidden {
+                tracing::info!("{}: leads out of the root", joined.display());
+                return Err(Error::NotFound);
+            }
+            // Allowed out by `follow_symlinks`: open what the link names.
+            return OpenOptions::new()
+                .read(true)
+                .custom_flags(OPEN_FLAGS)
+                .open(&canonical)
+                .map_err(|e| io_error(e, rel));
         };
         let dotted = inside
             .components()
@@ -319,7 +351,8 @@ mod tests {
         symlink("cgi-bin", root.join("cgi-link")).unwrap();
         symlink(".git", root.join("git-link")).unwrap();
         symlink("/etc", root.join("etc")).unwrap();
-        let r = Resolver::new(root.clone(), Some(cgi)).unwrap();
+        let index = vec!["index.html".to_string(), "index.php".to_string()];
+        let r = Resolver::new(root.clone(), Some(cgi), index, FollowSymlinks::No).unwrap();
         r.has_openat2.store(openat2, Ordering::Relaxed);
         let table: &[(&str, Result<&str, &str>)] = &[
             ("/a.txt", Ok("a")),

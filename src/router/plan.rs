@@ -1,0 +1,158 @@
+//! The rules stage of routing (SPEC.md "Routing", step 0, inside a site):
+//! `[[redirect]]`, then `[[rewrite]]` (routing restarts with the new
+//! path), then `[[access]]` and `[[auth]]`. Synchronous, so the static
+//! sendfile path and the hyper path share it; checking a password is
+//! left to the caller (it hashes: off the async workers).
+//!
+//! Access and auth rules are checked against the path the client sent
+//! and against the path a rewrite made of it: a rewrite can neither lead
+//! around a deny nor out of a password.
+
+use std::net::IpAddr;
+
+use http::{header, HeaderValue, Method, Response, StatusCode, Uri};
+
+use super::MAX_HOPS;
+use crate::body::{self, Body};
+use crate::config::EncodedSlashes;
+use crate::error::Error;
+use crate::rules::AuthCheck;
+use crate::site::Site;
+use crate::uri_path::SafePath;
+
+/// What the rules say about a request.
+pub enum Plan {
+    /// A redirect: answered without a handler.
+    Answer(Response<Body>, String),
+    /// Route this path.
+    Route(Planned),
+}
+
+/// A request that passed the rules.
+pub struct Planned {
+    pub path: SafePath,
+    /// The rewritten path-and-query, when a rewrite applied.
+    pub rewritten: Option<Uri>,
+    /// false: a script must not run for this path (`scripts = false`).
+    pub scripts: bool,
+    /// The password check this request must pass.
+    pub auth: Option<AuthCheck>,
+    /// The last rule that applied (`file:line (key)`), for the log.
+    pub rule: Option<String>,
+}
+
+/// Parse `uri`'s path under the site's `encoded_slashes`.
+pub fn parse_path(site: &Site, uri: &Uri) -> Result<SafePath, Error> {
+    let keep = site.settings.encoded_slashes == EncodedSlashes::Keep;
+    Ok(SafePath::parse_with(uri.path(), keep)?)
+}
+
+/// Apply the site's rules to a request for `uri`; `hops` counts rewrites
+/// and local redirects together (more than [`MAX_HOPS`] → 500).
+pub fn plan(
+    site: &Site,
+    method: &Method,
+    uri: &Uri,
+    peer: IpAddr,
+    hops: &mut usize,
+) -> Result<Plan, Error> {
+    let first = parse_path(site, uri)?;
+    let rules = &site.rules;
+    if rules.is_empty() {
+        return Ok(Plan::Route(Planned {
+            path: first,
+            rewritten: None,
+            scripts: true,
+            auth: None,
+            rule: None,
+        }));
+    }
+    let first_subject = first.to_rule_subject();
+    let mut path = first.clone();
+    let mut subject = first_subject.clone();
+    let mut rewritten: Option<Uri> = None;
+    let mut rule = None;
+    loop {
+        let query = rewritten.as_ref().unwrap_or(uri).query();
+        if let Some((status, location, origin)) = rules.redirect(&subject, query) {
+            return Ok(Plan::Answer(
+                redirect(status, &location)?,
+                origin.to_string(),
+            ));
+        }
+        let Some((to, origin)) = rules.rewrite(&subject, query) else {
+            break;
+        };
+        *hops += 1;
+        if *hops > MAX_HOPS {
+            return Err(Error::Internal(format!(
+                "more than {MAX_HOPS} rewrites and redirects; the last rule was {origin}"
+            )));
+        }
+        let new: Uri = to
+            .parse()
+            .map_err(|_| Error::Internal(format!("{origin}: rewrote to an invalid URI {to:?}")))?;
+        path = parse_path(site, &new)?;
+        subject = path.to_rule_subject();
+        rewritten = Some(new);
+        rule = Some(origin.to_string());
+    }
+    let mut scripts = true;
+    let mut auth = None;
+    let targets = [
+        Some((first_subject.as_str(), uri.query())),
+        rewritten
+            .as_ref()
+            .map(|new| (subject.as_str(), new.query())),
+    ];
+    for (subject_path, query) in targets.into_iter().flatten() {
+        let full = with_query(subject_path, query);
+        let verdict = rules.access(&full, subject_path, peer);
+        if let Some(denied) = verdict.denied_by {
+            return Err(Error::Forbidden(format!(
+                "access ({}): {peer} refused for {subject_path}",
+                denied.origin
+            )));
+        }
+        if auth.is_none() {
+            auth = rules.auth_rule(&full, subject_path, method);
+        }
+        // The path that runs decides whether a script may.
+        scripts = verdict.scripts;
+    }
+    Ok(Plan::Route(Planned {
+        path,
+        rewritten,
+        scripts,
+        auth,
+        rule,
+    }))
+}
+
+/// `path?query` (or `path`), what access and auth regexes see.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// A `[[redirect]]` answer: status, Location, a one-line body.
+fn redirect(status: u16, location: &str) -> Result<Response<Body>, Error> {
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| Error::Internal(format!("redirect status {status}")))?;
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| Error::Internal(format!("redirect to an invalid Location {location:?}")))?;
+    let mut resp = Response::new(body::full(format!(
+        "<!DOCTYPE html>\n<html><body><a href=\"{}\">moved</a></body></html>\n",
+        location.replace('"', "%22").replace('<', "%3C")
+    )));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, value);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Ok(resp)
+}

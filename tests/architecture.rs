@@ -20,7 +20,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "handler",
-        &["cgi", "fastcgi", "static_files", "upload", "status", "gateway"],
+        &[
+            "cgi",
+            "fastcgi",
+            "static_files",
+            "upload",
+            "status",
+            "gateway",
+        ],
     ),
     ("app", &["app", "router"]),
     ("server", &["server"]),
@@ -143,7 +150,10 @@ fn every_module_has_a_layer() {
         .map(|(p, _)| module_of(p))
         .filter(|m| m != "lib" && layer(m).is_none())
         .collect();
-    assert!(unknown.is_empty(), "modules missing from the layer table: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "modules missing from the layer table: {unknown:?}"
+    );
 }
 
 /// The checker itself can fail: the imports this layering removed, put
@@ -153,8 +163,14 @@ fn the_checker_reports_each_upward_import() {
     let cases = [
         ("cgi/mod.rs", "use crate::server::ConnInfo;"),
         ("fastcgi/exchange.rs", "use crate::router::ReqBody;"),
-        ("config.rs", "let lines = crate::fastcgi::FastCgi::route_lines(self);"),
-        ("log.rs", "use crate::{body::Body, server::{ConsumerWatch, InFlight}};"),
+        (
+            "config.rs",
+            "let lines = crate::fastcgi::FastCgi::route_lines(self);",
+        ),
+        (
+            "log.rs",
+            "use crate::{body::Body, server::{ConsumerWatch, InFlight}};",
+        ),
         ("status.rs", "use crate::router::App;"),
         ("server/connection.rs", "use crate::reload::Live;"),
         ("main.rs", "use cgihost::server::Listener;"),

@@ -476,3 +476,88 @@ async fn head_request_runs_script_without_body() {
     assert_eq!(resp.text(), "hello after-head\n");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_response_lets_the_script_finish_its_work_after_the_reply() {
+    // hyper drops a body once Content-Length bytes are out: that must end
+    // the response as complete and give the script its grace, not kill it.
+    let dir = script_dir(&[
+        (
+            "after_reply.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n'\n\
+             sleep 0.2\ntouch marker\n",
+        ),
+        (
+            "short.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 10\\r\\n\\r\\nok\\n'\n",
+        ),
+    ]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        dir.path(),
+        &[],
+    ));
+    let mut conn = Conn::open(srv.addr).await;
+    let resp = conn
+        .request(b"GET /cgi-bin/after_reply.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header_all("content-length"), vec!["3"]);
+    assert_eq!(resp.text(), "ok\n");
+    let marker = dir.path().join("marker");
+    assert!(
+        eventually(Duration::from_secs(5), || marker.exists()).await,
+        "the script was killed before its work after the reply"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let line = srv
+        .access_line("\"GET /cgi-bin/after_reply.sh HTTP/1.1\" 200 3 ")
+        .await;
+    assert!(!line.ends_with(" aborted"), "{line}");
+    // The connection goes on.
+    let resp = conn
+        .request(b"GET /cgi-bin/after_reply.sh?again HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.text(), "ok\n");
+    assert!(eventually(Duration::from_secs(5), || marker.exists()).await);
+    // The same over HTTP/2 (the stream ends with the last declared byte).
+    std::fs::remove_file(&marker).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/cgi-bin/after_reply.sh?h2",
+        srv.addr.port()
+    );
+    let out = curl(&["--http2-prior-knowledge", &url]).await;
+    assert_eq!(out.info, "2 200", "{}", out.stderr);
+    assert_eq!(out.body, b"ok\n");
+    assert!(
+        eventually(Duration::from_secs(5), || marker.exists()).await,
+        "over HTTP/2 the script was killed before its work after the reply"
+    );
+    let line = srv
+        .access_line("\"GET /cgi-bin/after_reply.sh?h2 HTTP/2.0\" 200 3 ")
+        .await;
+    assert!(!line.ends_with(" aborted"), "{line}");
+
+    // Output that ends short of its Content-Length is a truncated
+    // response: the client's connection closes, the log says so.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /cgi-bin/short.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the connection closes")
+        .unwrap();
+    // (hyper may or may not have flushed the head and the 3 bytes.)
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+    let line = srv
+        .access_line("\"GET /cgi-bin/short.sh HTTP/1.1\" 200 3 ")
+        .await;
+    assert!(line.ends_with(" aborted"), "{line}");
+}

@@ -41,6 +41,8 @@ pub struct CgiHead {
     pub status: Option<(StatusCode, Option<String>)>,
     pub location: Option<String>,
     pub has_content_type: bool,
+    /// From `Content-Length`: how long the body is.
+    pub content_length: Option<u64>,
     /// Every header to send to the client (Content-Type and Location included).
     pub headers: HeaderMap,
 }
@@ -108,6 +110,10 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, String> {
             "content-type" => {
                 head.has_content_type = true;
                 head.headers.insert(name, value);
+            }
+            "content-length" => {
+                head.content_length = value.to_str().ok().and_then(|v| v.parse().ok());
+                head.headers.append(name, value);
             }
             _ if is_hop_by_hop(&name) => {}
             _ => {
@@ -191,11 +197,12 @@ pub enum Classified {
     /// `Location: /path` with no Status: serve that path internally.
     LocalRedirect(String),
     /// A document or client redirect: status, reason phrase if the script
-    /// gave its own, headers.
+    /// gave its own, headers, and the body's length when it is declared.
     Respond {
         status: StatusCode,
         reason: Option<String>,
         headers: HeaderMap,
+        length: Option<u64>,
     },
 }
 
@@ -212,6 +219,7 @@ pub fn classify(block: &[u8]) -> Result<Classified, String> {
         status,
         reason,
         headers: head.headers,
+        length: head.content_length,
     })
 }
 

@@ -561,3 +561,105 @@ async fn content_length_response_lets_the_script_finish_its_work_after_the_reply
         .await;
     assert!(line.ends_with(" aborted"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_length_is_502_and_bodiless_statuses_drop_it() {
+    let head = |h: &str| format!("#!/bin/sh\nprintf '{h}\\r\\n\\r\\nok\\n'\n");
+    let dir = script_dir(&[
+        (
+            "length_word.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: abc"),
+        ),
+        (
+            "length_two.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: 3\\r\\nContent-Length: 4"),
+        ),
+        (
+            "length_twice.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: 3\\r\\nContent-Length: 3"),
+        ),
+        ("no_content.sh", &head("Status: 204\\r\\nContent-Length: 3")),
+        (
+            "not_modified.sh",
+            &head("Status: 304\\r\\nETag: \"v1\"\\r\\nContent-Length: 3"),
+        ),
+        (
+            "hello.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$QUERY_STRING\"\n",
+        ),
+    ]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        dir.path(),
+        &[],
+    ));
+    // One connection, every request pipelined: a bad response must not
+    // take the ones behind it down, a 204/304 must not leave bytes behind.
+    let paths = [
+        "length_word.sh",
+        "hello.sh?1",
+        "length_two.sh",
+        "length_twice.sh",
+        "no_content.sh",
+        "not_modified.sh",
+        "hello.sh?2",
+    ];
+    let mut conn = Conn::open(srv.addr).await;
+    let burst: String = paths
+        .iter()
+        .map(|p| format!("GET /cgi-bin/{p} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    conn.send(burst.as_bytes()).await;
+    let mut got = Vec::new();
+    for p in paths {
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response(false))
+            .await
+            .expect("a response in time");
+        got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
+    }
+    for i in [0, 2] {
+        assert_eq!(got[i].status, 502, "{}", paths[i]);
+        assert!(got[i].text().contains("502 Bad Gateway"), "{}", paths[i]);
+    }
+    assert_eq!(got[1].text(), "hello 1\n");
+    assert_eq!(got[3].status, 200);
+    assert_eq!(got[3].header_all("content-length"), vec!["3"]);
+    assert_eq!(got[3].text(), "ok\n");
+    assert_eq!(got[4].status, 204);
+    assert_eq!(got[4].header("content-length"), None);
+    assert_eq!(got[5].status, 304);
+    assert_eq!(got[5].header("content-length"), None);
+    assert_eq!(got[5].header("etag"), Some("\"v1\""));
+    assert_eq!(got[6].text(), "hello 2\n");
+    // A log line names the script and the problem; the access log has the 502.
+    for (script, why) in [
+        ("length_word.sh", "Content-Length \"abc\""),
+        ("length_two.sh", "conflicting Content-Length values 3 and 4"),
+    ] {
+        let logged = eventually(Duration::from_secs(3), || {
+            srv.stderr_text().lines().any(|l| {
+                l.contains(&format!("/cgi-bin/{script}: invalid CGI response")) && l.contains(why)
+            })
+        })
+        .await;
+        assert!(logged, "no log line for {script}:\n{}", srv.stderr_text());
+        srv.access_line(&format!("\"GET /cgi-bin/{script} HTTP/1.1\" 502 "))
+            .await;
+    }
+    // HTTP/2: the same 502, and the bad header never reaches the client.
+    let base = format!("http://127.0.0.1:{}/cgi-bin", srv.addr.port());
+    for script in ["length_word.sh", "length_two.sh"] {
+        let out = curl(&["--http2-prior-knowledge", &format!("{base}/{script}")]).await;
+        assert_eq!(out.info, "2 502", "{script}: {}", out.stderr);
+    }
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        &format!("{base}/no_content.sh"),
+    ])
+    .await;
+    assert_eq!(out.info, "2 204", "{}", out.stderr);
+    let text = String::from_utf8_lossy(&out.body).to_ascii_lowercase();
+    assert!(!text.contains("content-length"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "a body after a 204: {text:?}");
+}

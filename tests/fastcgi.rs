@@ -473,3 +473,56 @@ async fn content_length_response_is_complete_and_its_connection_is_reused() {
     assert_eq!(backend["requests"], 2, "{backend:#}");
     assert_eq!(backend["connects"], 1, "{backend:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_length_is_502_and_a_204_loses_it() {
+    let fpm = PhpFpm::start(2);
+    let srv = BinServer::start_in(
+        &fixtures().join("php"),
+        &["--fastcgi", &format!("*.php=unix:{}", fpm.sock.display())],
+    );
+    // Pipelined on one connection: the requests behind a bad response
+    // are answered, a 204 leaves no bytes behind.
+    let paths = [
+        "/bad_length.php",
+        "/hello.php",
+        "/bad_length.php?two",
+        "/no_content.php",
+        "/hello.php",
+    ];
+    let mut conn = Conn::open(srv.addr).await;
+    let burst: String = paths
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    conn.send(burst.as_bytes()).await;
+    let mut got = Vec::new();
+    for p in paths {
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response(false))
+            .await
+            .expect("a response in time");
+        got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
+    }
+    assert_eq!((got[0].status, got[2].status), (502, 502));
+    assert_eq!(got[1].text(), "hello from php\n");
+    assert_eq!(got[3].status, 204);
+    assert_eq!(got[3].header("content-length"), None);
+    assert_eq!(got[4].text(), "hello from php\n");
+    // A log line names the script (`/bad_length.php#<request>`).
+    for why in [
+        "Content-Length \"abc\"",
+        "conflicting Content-Length values 3 and 4",
+    ] {
+        let logged = eventually(Duration::from_secs(3), || {
+            srv.stderr_text().lines().any(|l| {
+                l.contains("/bad_length.php#")
+                    && l.contains("invalid response from FastCGI")
+                    && l.contains(why)
+            })
+        })
+        .await;
+        assert!(logged, "no log line for {why}:\n{}", srv.stderr_text());
+    }
+    srv.access_line("\"GET /bad_length.php?two HTTP/1.1\" 502 ")
+        .await;
+}

@@ -251,12 +251,38 @@ fn parse_nph(block: &[u8]) -> Result<Classified, String> {
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| format!("bad nph status line {line:?}"))?;
+    if status.is_informational() {
+        return Err(format!("nph status line {line:?} is not a final response"));
+    }
     let reason = parts.next().map(|r| r.to_string());
     let head = response::parse_head(block.get(line_end + 1..).unwrap_or(&[]))?;
-    Ok(Classified::Respond {
+    Ok(Classified::respond(
         status,
         reason,
-        headers: head.headers,
-        length: head.content_length,
-    })
+        head.headers,
+        head.content_length,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nph_statuses_follow_the_body_rules() {
+        assert!(parse_nph(b"HTTP/1.1 100 Continue\r\nX-A: 1").is_err());
+        assert!(parse_nph(b"HTTP/1.1 200 OK\r\nContent-Length: x").is_err());
+        let Ok(Classified::Respond {
+            status,
+            headers,
+            length,
+            ..
+        }) = parse_nph(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1")
+        else {
+            panic!("a 204 is a response");
+        };
+        assert_eq!((status, length), (StatusCode::NO_CONTENT, Some(0)));
+        assert!(headers.get("content-length").is_none());
+        assert_eq!(headers.get("x-a").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
 }

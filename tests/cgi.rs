@@ -663,3 +663,52 @@ async fn bad_content_length_is_502_and_bodiless_statuses_drop_it() {
     assert!(!text.contains("content-length"), "{text}");
     assert!(text.ends_with("\r\n\r\n"), "a body after a 204: {text:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_with_output_without_length_gets_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = script_dir(&[
+        (
+            "unsized.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nno length\\n'\n",
+        ),
+        (
+            "sized.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 6\\r\\n\\r\\nsized\\n'\n",
+        ),
+    ]);
+    let mut cfg = fixture_config();
+    cfg.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(cfg).await;
+    // No length: the body ends with the connection, and the head says so.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /cgi-bin/unsized.sh HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the server closes the connection after the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    let connection: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(connection, ["close"], "{head}");
+    assert_eq!(body, "no length\n");
+    // With a length the connection is kept, as asked.
+    let mut conn = Conn::open(srv.addr).await;
+    for _ in 0..2 {
+        let resp = conn
+            .request(b"GET /cgi-bin/sized.sh HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+        assert_eq!(resp.text(), "sized\n");
+    }
+    srv.stop().await;
+}

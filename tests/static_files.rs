@@ -874,6 +874,42 @@ async fn http10_keep_alive_gzip_on_the_hyper_path_gets_connection_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_redirect_location_is_the_normalised_path() {
+    // `Location: //dir/` would send a browser to the host `dir`.
+    let site = Site::new();
+    std::fs::create_dir(site.root.join("sp ace")).unwrap();
+    let srv = TestServer::start(site.config()).await;
+    let cases = [
+        ("//dir", "/dir/"),
+        ("//dir?x=1", "/dir/?x=1"),
+        ("///dir", "/dir/"),
+        ("/.//dir", "/dir/"),
+        ("//sp%20ace", "/sp%20ace/"),
+    ];
+    // The sendfile path (a fresh connection), then hyper (after a POST).
+    for hyper in [false, true] {
+        let mut c = Conn::open(srv.addr).await;
+        if hyper {
+            let r = c
+                .request(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+                .await;
+            assert_eq!(r.status, 405);
+        }
+        for (target, want) in cases {
+            let r = c
+                .request(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .await;
+            assert_eq!(
+                (r.status, r.header("location")),
+                (301, Some(want)),
+                "{target} (hyper: {hyper})"
+            );
+        }
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_a_file_is_dropped() {
     let site = Site::new();
     let size: u64 = 512 << 20;

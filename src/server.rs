@@ -344,10 +344,13 @@ async fn serve_request(
     let span = tracing::info_span!("req", id);
     let req = req.map(|b| b.boxed_unsync());
     let mut note = RequestNote::default();
-    let resp = router::dispatch(&app, req, &conn, id, &mut note)
+    let mut resp = router::dispatch(&app, req, &conn, id, &mut note)
         .instrument(span.clone())
         .await
         .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    if record.version == http::Version::HTTP_10 {
+        say_close_if_close_delimited(&mut resp, record.method == http::Method::HEAD);
+    }
     record.status = resp.status().as_u16();
     // HTTP/2 flow control can starve a response without any socket write
     // blocking; watch those that hold a CGI process or FastCGI connection.
@@ -357,6 +360,35 @@ async fn serve_request(
     }
     record.attach(note, Box::new((busy, app.clone())));
     resp.map(|body| LoggedBody::wrap(body, record))
+}
+
+/// An HTTP/1.0 response whose body has no length (CGI output without
+/// `Content-Length`, on-the-fly gzip) can only end with the connection,
+/// HTTP/1.0 having no chunked coding. Say so with `Connection: close`, as
+/// the static path does (`static_h1::write_head`), and make the response
+/// HTTP/1.0: hyper then neither keeps the connection nor, for a client
+/// that asked for keep-alive, adds a `Connection: keep-alive` it would
+/// break by closing after the body.
+fn say_close_if_close_delimited(resp: &mut Response<Body>, head_only: bool) {
+    use http::StatusCode;
+    use http_body::Body as _;
+    let status = resp.status();
+    let bodiless = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let body = resp.body();
+    let delimited = resp.headers().contains_key(http::header::CONTENT_LENGTH)
+        || body.is_end_stream()
+        || body.size_hint().exact().is_some();
+    if bodiless || delimited {
+        return;
+    }
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    *resp.version_mut() = http::Version::HTTP_10;
 }
 
 /// The access log's record of `req`, started now.

@@ -87,6 +87,33 @@ impl SafePath {
     pub fn has_encoded_slash(&self) -> bool {
         self.segments.iter().any(|s| s.contains('/'))
     }
+
+    /// The normalised path as a URL path again, percent-encoded (`/a%20b`;
+    /// empty for the root): what a `Location` built from a request path
+    /// must use — the raw path may start with `//`, which a browser reads
+    /// as a host (`//docs/` → `http://docs/`).
+    pub fn to_encoded_url_path(&self) -> String {
+        let mut s = String::new();
+        for seg in &self.segments {
+            s.push('/');
+            push_encoded_segment(&mut s, seg);
+        }
+        s
+    }
+}
+
+/// Append `seg` percent-encoded as a path segment: everything but RFC 3986
+/// `pchar` (unreserved, sub-delims, `:` and `@`) is escaped.
+fn push_encoded_segment(out: &mut String, seg: &str) {
+    use std::fmt::Write as _;
+    for &b in seg.as_bytes() {
+        let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        if plain {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
 }
 
 /// `["a","b"]` → `/a/b`; `[]` → `` (empty).
@@ -171,6 +198,25 @@ mod tests {
         assert_eq!(segs("/%252e%252e/x"), vec!["%2e%2e", "x"]);
         assert!(SafePath::parse("/dir/").unwrap().trailing_slash);
         assert!(!SafePath::parse("/").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn encodes_back_to_a_url_path() {
+        for (raw, want) in [
+            ("//docs", "/docs"),
+            ("///a//./b/", "/a/b"),
+            ("/caf%C3%A9/a%20b", "/caf%C3%A9/a%20b"),
+            ("/%252e%252e/q%3Fx%23y", "/%252e%252e/q%3Fx%23y"),
+            ("/a,b;c=d:e@f~g", "/a,b;c=d:e@f~g"),
+            ("/", ""),
+        ] {
+            let path = SafePath::parse(raw).unwrap();
+            assert_eq!(path.to_encoded_url_path(), want, "{raw}");
+            // What it encodes parses back to the same segments.
+            if !want.is_empty() {
+                assert_eq!(SafePath::parse(want).unwrap().segments, path.segments);
+            }
+        }
     }
 
     #[test]

@@ -476,3 +476,239 @@ async fn head_request_runs_script_without_body() {
     assert_eq!(resp.text(), "hello after-head\n");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_response_lets_the_script_finish_its_work_after_the_reply() {
+    // hyper drops a body once Content-Length bytes are out: that must end
+    // the response as complete and give the script its grace, not kill it.
+    let dir = script_dir(&[
+        (
+            "after_reply.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n'\n\
+             sleep 0.2\ntouch marker\n",
+        ),
+        (
+            "short.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 10\\r\\n\\r\\nok\\n'\n",
+        ),
+    ]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        dir.path(),
+        &[],
+    ));
+    let mut conn = Conn::open(srv.addr).await;
+    let resp = conn
+        .request(b"GET /cgi-bin/after_reply.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header_all("content-length"), vec!["3"]);
+    assert_eq!(resp.text(), "ok\n");
+    let marker = dir.path().join("marker");
+    assert!(
+        eventually(Duration::from_secs(5), || marker.exists()).await,
+        "the script was killed before its work after the reply"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let line = srv
+        .access_line("\"GET /cgi-bin/after_reply.sh HTTP/1.1\" 200 3 ")
+        .await;
+    assert!(!line.ends_with(" aborted"), "{line}");
+    // The connection goes on.
+    let resp = conn
+        .request(b"GET /cgi-bin/after_reply.sh?again HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.text(), "ok\n");
+    assert!(eventually(Duration::from_secs(5), || marker.exists()).await);
+    // The same over HTTP/2 (the stream ends with the last declared byte).
+    std::fs::remove_file(&marker).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/cgi-bin/after_reply.sh?h2",
+        srv.addr.port()
+    );
+    let out = curl(&["--http2-prior-knowledge", &url]).await;
+    assert_eq!(out.info, "2 200", "{}", out.stderr);
+    assert_eq!(out.body, b"ok\n");
+    assert!(
+        eventually(Duration::from_secs(5), || marker.exists()).await,
+        "over HTTP/2 the script was killed before its work after the reply"
+    );
+    let line = srv
+        .access_line("\"GET /cgi-bin/after_reply.sh?h2 HTTP/2.0\" 200 3 ")
+        .await;
+    assert!(!line.ends_with(" aborted"), "{line}");
+
+    // Output that ends short of its Content-Length is a truncated
+    // response: the client's connection closes, the log says so.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /cgi-bin/short.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the connection closes")
+        .unwrap();
+    // (hyper may or may not have flushed the head and the 3 bytes.)
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+    let line = srv
+        .access_line("\"GET /cgi-bin/short.sh HTTP/1.1\" 200 3 ")
+        .await;
+    assert!(line.ends_with(" aborted"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_length_is_502_and_bodiless_statuses_drop_it() {
+    let head = |h: &str| format!("#!/bin/sh\nprintf '{h}\\r\\n\\r\\nok\\n'\n");
+    let dir = script_dir(&[
+        (
+            "length_word.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: abc"),
+        ),
+        (
+            "length_two.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: 3\\r\\nContent-Length: 4"),
+        ),
+        (
+            "length_twice.sh",
+            &head("Content-Type: text/plain\\r\\nContent-Length: 3\\r\\nContent-Length: 3"),
+        ),
+        ("no_content.sh", &head("Status: 204\\r\\nContent-Length: 3")),
+        (
+            "not_modified.sh",
+            &head("Status: 304\\r\\nETag: \"v1\"\\r\\nContent-Length: 3"),
+        ),
+        (
+            "hello.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$QUERY_STRING\"\n",
+        ),
+    ]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        dir.path(),
+        &[],
+    ));
+    // One connection, every request pipelined: a bad response must not
+    // take the ones behind it down, a 204/304 must not leave bytes behind.
+    let paths = [
+        "length_word.sh",
+        "hello.sh?1",
+        "length_two.sh",
+        "length_twice.sh",
+        "no_content.sh",
+        "not_modified.sh",
+        "hello.sh?2",
+    ];
+    let mut conn = Conn::open(srv.addr).await;
+    let burst: String = paths
+        .iter()
+        .map(|p| format!("GET /cgi-bin/{p} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    conn.send(burst.as_bytes()).await;
+    let mut got = Vec::new();
+    for p in paths {
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response(false))
+            .await
+            .expect("a response in time");
+        got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
+    }
+    for i in [0, 2] {
+        assert_eq!(got[i].status, 502, "{}", paths[i]);
+        assert!(got[i].text().contains("502 Bad Gateway"), "{}", paths[i]);
+    }
+    assert_eq!(got[1].text(), "hello 1\n");
+    assert_eq!(got[3].status, 200);
+    assert_eq!(got[3].header_all("content-length"), vec!["3"]);
+    assert_eq!(got[3].text(), "ok\n");
+    assert_eq!(got[4].status, 204);
+    assert_eq!(got[4].header("content-length"), None);
+    assert_eq!(got[5].status, 304);
+    assert_eq!(got[5].header("content-length"), None);
+    assert_eq!(got[5].header("etag"), Some("\"v1\""));
+    assert_eq!(got[6].text(), "hello 2\n");
+    // A log line names the script and the problem; the access log has the 502.
+    for (script, why) in [
+        ("length_word.sh", "Content-Length \"abc\""),
+        ("length_two.sh", "conflicting Content-Length values 3 and 4"),
+    ] {
+        let logged = eventually(Duration::from_secs(3), || {
+            srv.stderr_text().lines().any(|l| {
+                l.contains(&format!("/cgi-bin/{script}: invalid CGI response")) && l.contains(why)
+            })
+        })
+        .await;
+        assert!(logged, "no log line for {script}:\n{}", srv.stderr_text());
+        srv.access_line(&format!("\"GET /cgi-bin/{script} HTTP/1.1\" 502 "))
+            .await;
+    }
+    // HTTP/2: the same 502, and the bad header never reaches the client.
+    let base = format!("http://127.0.0.1:{}/cgi-bin", srv.addr.port());
+    for script in ["length_word.sh", "length_two.sh"] {
+        let out = curl(&["--http2-prior-knowledge", &format!("{base}/{script}")]).await;
+        assert_eq!(out.info, "2 502", "{script}: {}", out.stderr);
+    }
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        &format!("{base}/no_content.sh"),
+    ])
+    .await;
+    assert_eq!(out.info, "2 204", "{}", out.stderr);
+    let text = String::from_utf8_lossy(&out.body).to_ascii_lowercase();
+    assert!(!text.contains("content-length"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "a body after a 204: {text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_with_output_without_length_gets_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = script_dir(&[
+        (
+            "unsized.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nno length\\n'\n",
+        ),
+        (
+            "sized.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 6\\r\\n\\r\\nsized\\n'\n",
+        ),
+    ]);
+    let mut cfg = fixture_config();
+    cfg.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(cfg).await;
+    // No length: the body ends with the connection, and the head says so.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /cgi-bin/unsized.sh HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the server closes the connection after the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    let connection: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(connection, ["close"], "{head}");
+    assert_eq!(body, "no length\n");
+    // With a length the connection is kept, as asked.
+    let mut conn = Conn::open(srv.addr).await;
+    for _ in 0..2 {
+        let resp = conn
+            .request(b"GET /cgi-bin/sized.sh HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+        assert_eq!(resp.text(), "sized\n");
+    }
+    srv.stop().await;
+}

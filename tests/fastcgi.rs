@@ -407,3 +407,122 @@ async fn a_route_has_its_own_timeout_and_body_limit() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     srv.stop().await;
 }
+
+async fn status_json(addr: std::net::SocketAddr) -> serde_json::Value {
+    let resp = get(addr, "/status?json").await;
+    assert_eq!(resp.status, 200);
+    serde_json::from_slice(&resp.body).expect("status JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_response_is_complete_and_its_connection_is_reused() {
+    // hyper drops a body once Content-Length bytes are out, before the
+    // backend's END_REQUEST: the response is complete all the same, and the
+    // connection goes back to the pool once END_REQUEST comes.
+    let fpm = PhpFpm::start(2);
+    let srv = BinServer::start_in(
+        &fixtures().join("php"),
+        &[
+            "--fastcgi",
+            &format!("*.php=unix:{}", fpm.sock.display()),
+            "--status-path",
+            "/status",
+        ],
+    );
+    let tok = token("after-reply");
+    let marker = format!("/tmp/cgihost-test-{tok}.done");
+    let mut conn = Conn::open(srv.addr).await;
+    let resp = conn
+        .request(
+            format!("GET /length_then_work.php?marker={tok} HTTP/1.1\r\nHost: t\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header_all("content-length"), vec!["3"]);
+    assert_eq!(resp.text(), "ok\n");
+    assert!(
+        eventually(Duration::from_secs(5), || std::path::Path::new(&marker)
+            .exists())
+        .await,
+        "PHP never did its work after the reply"
+    );
+    let _ = std::fs::remove_file(&marker);
+    let line = srv
+        .access_line(&format!(
+            "\"GET /length_then_work.php?marker={tok} HTTP/1.1\" 200 3 "
+        ))
+        .await;
+    assert!(!line.ends_with(" aborted"), "{line}");
+    // END_REQUEST has come: the connection is idle in the pool...
+    let mut backend = serde_json::Value::Null;
+    for _ in 0..100 {
+        backend = status_json(srv.addr).await["fastcgi_backends"][0].clone();
+        if backend["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend["in_flight"], 0, "{backend:#}");
+    // ...and the next request takes it, answered with its own response.
+    let resp = conn
+        .request(b"GET /hello.php HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(resp.text(), "hello from php\n");
+    let backend = &status_json(srv.addr).await["fastcgi_backends"][0];
+    assert_eq!(backend["requests"], 2, "{backend:#}");
+    assert_eq!(backend["connects"], 1, "{backend:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_length_is_502_and_a_204_loses_it() {
+    let fpm = PhpFpm::start(2);
+    let srv = BinServer::start_in(
+        &fixtures().join("php"),
+        &["--fastcgi", &format!("*.php=unix:{}", fpm.sock.display())],
+    );
+    // Pipelined on one connection: the requests behind a bad response
+    // are answered, a 204 leaves no bytes behind.
+    let paths = [
+        "/bad_length.php",
+        "/hello.php",
+        "/bad_length.php?two",
+        "/no_content.php",
+        "/hello.php",
+    ];
+    let mut conn = Conn::open(srv.addr).await;
+    let burst: String = paths
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    conn.send(burst.as_bytes()).await;
+    let mut got = Vec::new();
+    for p in paths {
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response(false))
+            .await
+            .expect("a response in time");
+        got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
+    }
+    assert_eq!((got[0].status, got[2].status), (502, 502));
+    assert_eq!(got[1].text(), "hello from php\n");
+    assert_eq!(got[3].status, 204);
+    assert_eq!(got[3].header("content-length"), None);
+    assert_eq!(got[4].text(), "hello from php\n");
+    // A log line names the script (`/bad_length.php#<request>`).
+    for why in [
+        "Content-Length \"abc\"",
+        "conflicting Content-Length values 3 and 4",
+    ] {
+        let logged = eventually(Duration::from_secs(3), || {
+            srv.stderr_text().lines().any(|l| {
+                l.contains("/bad_length.php#")
+                    && l.contains("invalid response from FastCGI")
+                    && l.contains(why)
+            })
+        })
+        .await;
+        assert!(logged, "no log line for {why}:\n{}", srv.stderr_text());
+    }
+    srv.access_line("\"GET /bad_length.php?two HTTP/1.1\" 502 ")
+        .await;
+}

@@ -55,10 +55,16 @@ impl Site {
         site.write("wiki/both/index.html", "wiki html index\n");
         site.write("wiki/both/index.php", &env_php);
         site.write("outside/o.txt", "outside\n");
-        site.write("cgi/env.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n");
+        site.write(
+            "cgi/env.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n",
+        );
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(site.path("cgi/env.sh"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            site.path("cgi/env.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(site.path("outside"), site.path("root/out")).unwrap();
         std::os::unix::fs::symlink(site.path("outside"), site.path("wiki/out")).unwrap();
         site
@@ -167,7 +173,12 @@ encoded_slashes = "keep"
     /// htpasswd with one user per hash kind, made by the real tools.
     fn htpasswd(&self) {
         let mut lines = String::new();
-        for (user, flag) in [("alice", "-B"), ("bob", "-m"), ("carol", "-s"), ("dave", "-5")] {
+        for (user, flag) in [
+            ("alice", "-B"),
+            ("bob", "-m"),
+            ("carol", "-s"),
+            ("dave", "-5"),
+        ] {
             let out = Command::new("htpasswd")
                 .args(["-nb", flag, user, "pw-of-the-user"])
                 .output()
@@ -194,15 +205,24 @@ async fn three_ways(
     headers: &[(&str, &str)],
     compare: &[&str],
 ) -> Resp {
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let origin = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     let a = Conn::open(addr).await.request(origin.as_bytes()).await;
-    let absolute =
-        format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    let absolute = format!(
+        "GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    );
     let b = Conn::open(addr).await.request(absolute.as_bytes()).await;
     let c = h2_get(addr, host, path, headers).await;
     for (name, other) in [("hyper HTTP/1.1", &b), ("HTTP/2", &c)] {
-        assert_eq!(a.status, other.status, "{path} via {name}: {}", other.text());
+        assert_eq!(
+            a.status,
+            other.status,
+            "{path} via {name}: {}",
+            other.text()
+        );
         for h in compare {
             assert_eq!(a.header(h), other.header(h), "{path} {h} via {name}");
         }
@@ -214,7 +234,12 @@ async fn three_ways(
     a
 }
 
-async fn h2_get(addr: std::net::SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+async fn h2_get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     let driver = tokio::spawn(connection);
@@ -272,7 +297,10 @@ async fn redirects_rewrites_and_their_hostile_cases() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/new/a%20b?q=1"));
     let r = three_ways(srv.addr, h, "/moved/x", &[], &["location"]).await;
-    assert_eq!((r.status, r.header("location")), (308, Some("https://elsewhere.example/")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (308, Some("https://elsewhere.example/"))
+    );
 
     // A rewrite: the script runs for the new path; REQUEST_URI is what the
     // client sent, the capture is encoded into one query value.
@@ -324,7 +352,10 @@ async fn access_rules_by_network_and_scripts_off() {
         if let Some(b) = body {
             assert_eq!(r.text(), *b, "{path}");
         }
-        assert!(!r.text().contains("<?php") && !r.text().contains("RAN"), "{path}");
+        assert!(
+            !r.text().contains("<?php") && !r.text().contains("RAN"),
+            "{path}"
+        );
     }
     srv.stop().await;
 }
@@ -338,10 +369,28 @@ async fn basic_auth_for_each_hash_kind_and_remote_user() {
     let h = "test.local";
     for user in ["alice", "bob", "carol", "dave", "erin"] {
         let good = basic(user, "pw-of-the-user");
-        let r = three_ways(srv.addr, h, "/secret/s.txt", &[("Authorization", &good)], &[]).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "secret file\n"), "{user}");
+        let r = three_ways(
+            srv.addr,
+            h,
+            "/secret/s.txt",
+            &[("Authorization", &good)],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "secret file\n"),
+            "{user}"
+        );
         let bad = basic(user, "pw-of-the-user!");
-        let r = three_ways(srv.addr, h, "/secret/s.txt", &[("Authorization", &bad)], &["www-authenticate"]).await;
+        let r = three_ways(
+            srv.addr,
+            h,
+            "/secret/s.txt",
+            &[("Authorization", &bad)],
+            &["www-authenticate"],
+        )
+        .await;
         assert_eq!(r.status, 401, "{user} wrong password");
     }
     let refused = [
@@ -352,8 +401,16 @@ async fn basic_auth_for_each_hash_kind_and_remote_user() {
         Some("Bearer abc".to_string()),
     ];
     for auth in refused {
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let r = three_ways(srv.addr, h, "/secret/s.txt", &headers, &["www-authenticate"]).await;
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let r = three_ways(
+            srv.addr,
+            h,
+            "/secret/s.txt",
+            &headers,
+            &["www-authenticate"],
+        )
+        .await;
         assert_eq!(r.status, 401, "{auth:?}");
         assert_eq!(
             r.header("www-authenticate"),
@@ -376,10 +433,20 @@ async fn basic_auth_for_each_hash_kind_and_remote_user() {
     let env = r.env();
     assert_eq!(env.get("REMOTE_USER").map(String::as_str), Some("alice"));
     assert_eq!(env.get("AUTH_TYPE").map(String::as_str), Some("Basic"));
-    assert_eq!(env.get("HTTP_REMOTE_USER").map(String::as_str), Some("mallory"));
+    assert_eq!(
+        env.get("HTTP_REMOTE_USER").map(String::as_str),
+        Some("mallory")
+    );
     assert_eq!(env.get("TZ").map(String::as_str), Some("UTC"), "[cgi] env");
     // `methods`: a POST needs no user here; nothing is authenticated then.
-    let r = request(srv.addr, "POST", "/cgi-bin/env.sh", "Remote-User: mallory\r\n", b"x").await;
+    let r = request(
+        srv.addr,
+        "POST",
+        "/cgi-bin/env.sh",
+        "Remote-User: mallory\r\n",
+        b"x",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(!r.env().contains_key("REMOTE_USER"));
     assert!(!r.env().contains_key("AUTH_TYPE"));
@@ -405,7 +472,10 @@ async fn fallback_alias_index_errors_and_sites() {
     assert_eq!(env["QUERY_STRING"], "p=1");
     assert_eq!(env.get("PATH_INFO").map(String::as_str).unwrap_or(""), "");
     let r = request(srv.addr, "POST", "/wp-json/wp/v2/posts", "", b"x=1").await;
-    assert_eq!((r.status, r.env()["SCRIPT_NAME"].as_str()), (200, "/index.php"));
+    assert_eq!(
+        (r.status, r.env()["SCRIPT_NAME"].as_str()),
+        (200, "/index.php")
+    );
     // A missing script stays a 404 (with the custom page); files win.
     let r = three_ways(srv.addr, h, "/missing.php", &[], &[]).await;
     assert_eq!((r.status, r.text().as_str()), (404, "custom not found\n"));
@@ -440,11 +510,21 @@ async fn fallback_alias_index_errors_and_sites() {
     let alias = std::fs::canonicalize(site.path("alias")).unwrap();
     assert_eq!(env["SCRIPT_NAME"], "/docs/app.php");
     assert_eq!(env["PATH_INFO"], "/x");
-    assert_eq!(env["SCRIPT_FILENAME"], alias.join("app.php").to_str().unwrap());
+    assert_eq!(
+        env["SCRIPT_FILENAME"],
+        alias.join("app.php").to_str().unwrap()
+    );
     // Encoded slashes: refused by default, kept on the wiki site.
     let r = three_ways(srv.addr, h, "/env.php/a%2Fb", &[], &[]).await;
     assert_eq!(r.status, 403);
-    let r = three_ways(srv.addr, "wiki.test", "/both/index.php/v1/page/A%2FB", &[], &[]).await;
+    let r = three_ways(
+        srv.addr,
+        "wiki.test",
+        "/both/index.php/v1/page/A%2FB",
+        &[],
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.env()["PATH_INFO"], "/v1/page/A%2FB");
     assert_eq!(r.env()["REQUEST_URI"], "/both/index.php/v1/page/A%2FB");
@@ -456,15 +536,34 @@ fn check_config_names_file_line_and_key() {
     let site = Site::new();
     site.htpasswd();
     let cases = [
-        ("[[rewrite]]\nmatch = \"~^/(unclosed\"\nto = \"/x\"\n", "rewrite[0].match: bad regex"),
-        ("[[access]]\nmatch = \"/a/\"\nallow = [\"10.0.0.0/33\"]\n", "access[0].allow"),
-        ("[[auth]]\nmatch = \"/a/\"\nrealm = \"r\"\nhtpasswd = \"/nonexistent/htpasswd\"\n", "auth[0]"),
-        ("[[redirect]]\nmatch = \"/a/\"\nto = \"/b\"\nstatus = 200\n", "redirect[0].status"),
-        ("[[rewrite]]\nmatch = \"/a/\"\nto = \"/b\"\nbogus = 1\n", "unknown field `bogus`"),
+        (
+            "[[rewrite]]\nmatch = \"~^/(unclosed\"\nto = \"/x\"\n",
+            "rewrite[0].match: bad regex",
+        ),
+        (
+            "[[access]]\nmatch = \"/a/\"\nallow = [\"10.0.0.0/33\"]\n",
+            "access[0].allow",
+        ),
+        (
+            "[[auth]]\nmatch = \"/a/\"\nrealm = \"r\"\nhtpasswd = \"/nonexistent/htpasswd\"\n",
+            "auth[0]",
+        ),
+        (
+            "[[redirect]]\nmatch = \"/a/\"\nto = \"/b\"\nstatus = 200\n",
+            "redirect[0].status",
+        ),
+        (
+            "[[rewrite]]\nmatch = \"/a/\"\nto = \"/b\"\nbogus = 1\n",
+            "unknown field `bogus`",
+        ),
     ];
     for (toml, want) in cases {
         let file = site.path("bad.toml");
-        std::fs::write(&file, format!("root = \"{}\"\n\n{toml}", site.path("root").display())).unwrap();
+        std::fs::write(
+            &file,
+            format!("root = \"{}\"\n\n{toml}", site.path("root").display()),
+        )
+        .unwrap();
         let out = Command::new(bin_path())
             .args(["--check-config", "--config"])
             .arg(&file)
@@ -473,6 +572,9 @@ fn check_config_names_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
         assert!(err.contains(want), "{toml}: {err}");
-        assert!(err.contains(&format!("{}:3", file.display())), "line of {toml}: {err}");
+        assert!(
+            err.contains(&format!("{}:3", file.display())),
+            "line of {toml}: {err}"
+        );
     }
 }

@@ -841,6 +841,75 @@ async fn keep_alive_and_close_follow_the_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_gzip_on_the_hyper_path_gets_connection_close() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let mut c = Conn::open(srv.addr).await;
+    // A POST hands the connection to hyper (its 405 has a length: kept).
+    let r = c
+        .request(
+            b"POST /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (405, Some("keep-alive"))
+    );
+    // On-the-fly gzip has no length: over HTTP/1.0 it ends with the close.
+    c.send(b"GET /big.txt HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n")
+        .await;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.stream.read_to_end(&mut all))
+        .await
+        .expect("the server closes the connection after the body")
+        .unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&all[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\ncontent-encoding: gzip\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert_eq!(gunzip(&all[split..]), site.bytes("big.txt"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_redirect_location_is_the_normalised_path() {
+    // `Location: //dir/` would send a browser to the host `dir`.
+    let site = Site::new();
+    std::fs::create_dir(site.root.join("sp ace")).unwrap();
+    let srv = TestServer::start(site.config()).await;
+    let cases = [
+        ("//dir", "/dir/"),
+        ("//dir?x=1", "/dir/?x=1"),
+        ("///dir", "/dir/"),
+        ("/.//dir", "/dir/"),
+        ("//sp%20ace", "/sp%20ace/"),
+    ];
+    // The sendfile path (a fresh connection), then hyper (after a POST).
+    for hyper in [false, true] {
+        let mut c = Conn::open(srv.addr).await;
+        if hyper {
+            let r = c
+                .request(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+                .await;
+            assert_eq!(r.status, 405);
+        }
+        for (target, want) in cases {
+            let r = c
+                .request(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .await;
+            assert_eq!(
+                (r.status, r.header("location")),
+                (301, Some(want)),
+                "{target} (hyper: {hyper})"
+            );
+        }
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_a_file_is_dropped() {
     let site = Site::new();
     let size: u64 = 512 << 20;

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
@@ -175,20 +175,22 @@ impl CgiEngine {
 
         // 6. Classify.
         let bad = |why: String| bad_output(&target.script_name, &why);
-        let (status, reason, headers) = if target.nph {
-            parse_nph(block).map_err(bad)?
+        let classified = if target.nph {
+            parse_nph(block)
         } else {
-            match response::classify(block).map_err(bad)? {
-                Classified::LocalRedirect(location) => {
-                    spawned.handle.finish(REDIRECT_EXIT_GRACE);
-                    return Ok(Outcome::LocalRedirect { location, parts });
-                }
-                Classified::Respond {
-                    status,
-                    reason,
-                    headers,
-                } => (status, reason, headers),
+            response::classify(block)
+        };
+        let (status, reason, headers, length) = match classified.map_err(bad)? {
+            Classified::LocalRedirect(location) => {
+                spawned.handle.finish(REDIRECT_EXIT_GRACE);
+                return Ok(Outcome::LocalRedirect { location, parts });
             }
+            Classified::Respond {
+                status,
+                reason,
+                headers,
+                length,
+            } => (status, reason, headers, length),
         };
 
         // 7. Stream the rest.
@@ -198,6 +200,8 @@ impl CgiEngine {
             self.limits.timeout,
             spawned.handle,
             self.limits.timeout,
+            length,
+            format!("{}#{request_id}", target.script_name),
         );
         let resp = response::build_response(status, reason, headers, body.boxed());
         Ok(Outcome::Response(resp))
@@ -227,7 +231,7 @@ fn head_error(e: HeadError, script: &str, idle: Duration) -> Error {
 }
 
 /// `HTTP/1.1 200 OK` + headers, passed through as they are.
-fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, HeaderMap), String> {
+fn parse_nph(block: &[u8]) -> Result<Classified, String> {
     let line_end = block
         .iter()
         .position(|&b| b == b'\n')
@@ -247,7 +251,38 @@ fn parse_nph(block: &[u8]) -> Result<(StatusCode, Option<String>, HeaderMap), St
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| format!("bad nph status line {line:?}"))?;
+    if status.is_informational() {
+        return Err(format!("nph status line {line:?} is not a final response"));
+    }
     let reason = parts.next().map(|r| r.to_string());
     let head = response::parse_head(block.get(line_end + 1..).unwrap_or(&[]))?;
-    Ok((status, reason, head.headers))
+    Ok(Classified::respond(
+        status,
+        reason,
+        head.headers,
+        head.content_length,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nph_statuses_follow_the_body_rules() {
+        assert!(parse_nph(b"HTTP/1.1 100 Continue\r\nX-A: 1").is_err());
+        assert!(parse_nph(b"HTTP/1.1 200 OK\r\nContent-Length: x").is_err());
+        let Ok(Classified::Respond {
+            status,
+            headers,
+            length,
+            ..
+        }) = parse_nph(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1")
+        else {
+            panic!("a 204 is a response");
+        };
+        assert_eq!((status, length), (StatusCode::NO_CONTENT, Some(0)));
+        assert!(headers.get("content-length").is_none());
+        assert_eq!(headers.get("x-a").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
 }

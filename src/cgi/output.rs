@@ -73,6 +73,15 @@ pub async fn read_head(
 }
 
 /// The script's stdout after the header block, as a response body.
+///
+/// With a `Content-Length` (or a status that has no body) the body is
+/// exactly that long: it ends — `is_end_stream`, and the script gets its
+/// exit grace as at EOF — once the last declared byte is handed out, not
+/// when stdout closes. hyper stops polling (and drops) a body at that
+/// point, and scripts such as Fossil or hgweb go on working after their
+/// reply; dropping an unfinished body kills the group instead. Output
+/// beyond the declared length is never read; output that ends short of
+/// it is an error (a truncated response, not a complete one).
 pub struct CgiBody {
     stdout: ChildStdout,
     /// Body bytes that arrived together with the header block.
@@ -80,21 +89,36 @@ pub struct CgiBody {
     buf: BytesMut,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
-    /// Present until EOF; dropping it (client gone) kills the group.
+    /// Present until the output is complete; dropping it (client gone)
+    /// kills the group.
     handle: Option<ProcessHandle>,
-    /// Wait this long for the script to exit after EOF.
+    /// Wait this long for the script to exit after its output is complete.
     exit_grace: Duration,
+    /// Bytes still to read after `first` when the length is declared.
+    remaining: Option<u64>,
+    /// All of the output was read: the body ends after `first`.
+    done: bool,
+    /// `SCRIPT_NAME#request`, for log lines.
+    tag: String,
 }
 
 impl CgiBody {
+    /// `length`: the declared body length (`Content-Length`, or 0 for a
+    /// status without a body), if any.
     pub fn new(
         stdout: ChildStdout,
-        first: Bytes,
+        mut first: Bytes,
         idle: Duration,
         handle: ProcessHandle,
         exit_grace: Duration,
+        length: Option<u64>,
+        tag: String,
     ) -> CgiBody {
-        CgiBody {
+        if let Some(n) = length {
+            first.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        let remaining = length.map(|n| n - first.len() as u64);
+        let mut body = CgiBody {
             stdout,
             first: Some(first).filter(|b| !b.is_empty()),
             buf: BytesMut::new(),
@@ -102,7 +126,33 @@ impl CgiBody {
             timer: Box::pin(tokio::time::sleep(idle)),
             handle: Some(handle),
             exit_grace,
+            remaining,
+            done: false,
+            tag,
+        };
+        if body.remaining == Some(0) {
+            body.complete();
         }
+        body
+    }
+
+    /// All of the output is out: the script may finish by itself.
+    fn complete(&mut self) {
+        self.done = true;
+        if let Some(h) = self.handle.take() {
+            h.finish(self.exit_grace);
+        }
+    }
+
+    /// `data` was read: count it against the declared length.
+    fn read(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(left) = self.remaining.as_mut() {
+            *left = left.saturating_sub(data.len() as u64);
+            if *left == 0 {
+                self.complete();
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 }
 
@@ -118,27 +168,44 @@ impl http_body::Body for CgiBody {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        if this.handle.is_none() {
+        if this.done || this.handle.is_none() {
             return Poll::Ready(None);
         }
         if this.buf.capacity() < READ_CHUNK {
             this.buf.reserve(READ_CHUNK);
         }
-        let mut read_buf = ReadBuf::uninit(this.buf.spare_capacity_mut());
+        // Never read past the declared length: the rest stays in the pipe.
+        let spare = this.buf.spare_capacity_mut();
+        let want = match this.remaining {
+            Some(left) => spare.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+            None => spare.len(),
+        };
+        let mut read_buf = ReadBuf::uninit(&mut spare[..want]);
         match Pin::new(&mut this.stdout).poll_read(cx, &mut read_buf) {
             Poll::Ready(Ok(())) => {
                 let n = read_buf.filled().len();
                 if n == 0 {
-                    if let Some(h) = this.handle.take() {
-                        h.finish(this.exit_grace);
+                    if let Some(left) = this.remaining {
+                        if let Some(h) = this.handle.take() {
+                            h.finish(this.exit_grace);
+                        }
+                        tracing::warn!(
+                            script = %this.tag,
+                            "CGI output ended {left} bytes short of its Content-Length: response truncated"
+                        );
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "CGI output shorter than its Content-Length",
+                        ))));
                     }
+                    this.complete();
                     return Poll::Ready(None);
                 }
                 // SAFETY: poll_read initialised the first n spare bytes.
                 unsafe { this.buf.set_len(n) };
                 let data = this.buf.split().freeze();
                 this.timer.as_mut().reset(Instant::now() + this.idle);
-                Poll::Ready(Some(Ok(Frame::data(data))))
+                this.read(data)
             }
             Poll::Ready(Err(e)) => {
                 this.handle = None; // kills the group
@@ -160,7 +227,7 @@ impl http_body::Body for CgiBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.handle.is_none()
+        self.first.is_none() && self.done
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -6,6 +6,13 @@
 //! last one. `Status: NNN reason`, `Location:` and `Content-Type:` are
 //! understood; other headers pass through, except hop-by-hop ones the server
 //! owns (`Connection`, `Transfer-Encoding`, …).
+//!
+//! `Content-Length` frames the body, so it is checked here: digits only;
+//! repeated (`3, 3` or two lines) it is merged into one when every value is
+//! the same (RFC 9110 §8.6), and anything else is an invalid response (502)
+//! — passed on, it would make hyper close the connection without a byte,
+//! or reach an HTTP/2 client as it is. A status that never has a body
+//! (1xx, 204, 304) loses its `Content-Length` and any body.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -41,6 +48,9 @@ pub struct CgiHead {
     pub status: Option<(StatusCode, Option<String>)>,
     pub location: Option<String>,
     pub has_content_type: bool,
+    /// From `Content-Length`: how long the body is (the header is in
+    /// `headers` once, as this number).
+    pub content_length: Option<u64>,
     /// Every header to send to the client (Content-Type and Location included).
     pub headers: HeaderMap,
 }
@@ -109,13 +119,49 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, String> {
                 head.has_content_type = true;
                 head.headers.insert(name, value);
             }
+            "content-length" => {
+                head.content_length = Some(parse_content_length(&value, head.content_length)?);
+            }
             _ if is_hop_by_hop(&name) => {}
             _ => {
                 head.headers.append(name, value);
             }
         }
     }
+    if let Some(n) = head.content_length {
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     Ok(head)
+}
+
+/// One `Content-Length` line (`42`, or a list `42, 42`) on top of the
+/// value of the lines before it: the length, or why the block is invalid.
+fn parse_content_length(value: &HeaderValue, before: Option<u64>) -> Result<u64, String> {
+    let shown = || String::from_utf8_lossy(value.as_bytes()).into_owned();
+    let mut length = before;
+    for member in value.as_bytes().split(|&b| b == b',') {
+        let member = trim(member);
+        let n = std::str::from_utf8(member)
+            .ok()
+            .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|m| m.parse::<u64>().ok())
+            .ok_or_else(|| format!("Content-Length {:?} is not a length", shown()))?;
+        match length {
+            Some(l) if l != n => {
+                return Err(format!("conflicting Content-Length values {l} and {n}"));
+            }
+            _ => length = Some(n),
+        }
+    }
+    length.ok_or_else(|| "empty Content-Length".to_string())
+}
+
+/// Statuses whose responses never have a body (RFC 9110 §6.4.1).
+pub fn never_has_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -191,11 +237,12 @@ pub enum Classified {
     /// `Location: /path` with no Status: serve that path internally.
     LocalRedirect(String),
     /// A document or client redirect: status, reason phrase if the script
-    /// gave its own, headers.
+    /// gave its own, headers, and the body's length when it is declared.
     Respond {
         status: StatusCode,
         reason: Option<String>,
         headers: HeaderMap,
+        length: Option<u64>,
     },
 }
 
@@ -208,11 +255,36 @@ pub fn classify(block: &[u8]) -> Result<Classified, String> {
     }
     let status = head.response_status(&disposition);
     let reason = head.status.and_then(|(_, r)| r);
-    Ok(Classified::Respond {
+    Ok(Classified::respond(
         status,
         reason,
-        headers: head.headers,
-    })
+        head.headers,
+        head.content_length,
+    ))
+}
+
+impl Classified {
+    /// A response to send: a status that never has a body gets none, and
+    /// no `Content-Length` (length 0: the body ends at once).
+    pub fn respond(
+        status: StatusCode,
+        reason: Option<String>,
+        mut headers: HeaderMap,
+        content_length: Option<u64>,
+    ) -> Classified {
+        let length = if never_has_body(status) {
+            headers.remove(http::header::CONTENT_LENGTH);
+            Some(0)
+        } else {
+            content_length
+        };
+        Classified::Respond {
+            status,
+            reason,
+            headers,
+            length,
+        }
+    }
 }
 
 /// The response for a classified head and a streaming body. A reason
@@ -270,6 +342,71 @@ mod tests {
             h.response_status(&Disposition::ClientRedirect),
             StatusCode::FOUND
         );
+    }
+
+    #[test]
+    fn content_length_is_digits_and_one_value() {
+        let ct = "Content-Type: text/plain\n";
+        for (block, want) in [
+            ("Content-Length: 42", Some(42)),
+            ("Content-Length: 042", Some(42)),
+            ("Content-Length: 3\nContent-Length: 3", Some(3)),
+            ("Content-Length: 3, 3", Some(3)),
+            ("X-A: 1", None),
+        ] {
+            let h = parse_head(format!("{ct}{block}").as_bytes()).unwrap();
+            assert_eq!(h.content_length, want, "{block}");
+            let values: Vec<_> = h.headers.get_all("content-length").iter().collect();
+            match want {
+                Some(n) => assert_eq!(values, [&HeaderValue::from(n)], "{block}"),
+                None => assert!(values.is_empty(), "{block}"),
+            }
+        }
+        for block in [
+            "Content-Length: abc",
+            "Content-Length: -1",
+            "Content-Length: +3",
+            "Content-Length: 3 4",
+            "Content-Length: 0x10",
+            "Content-Length: ",
+            "Content-Length: 3,",
+            "Content-Length: 99999999999999999999999",
+            "Content-Length: 3\nContent-Length: 4",
+            "Content-Length: 3, 4",
+        ] {
+            let err = parse_head(format!("{ct}{block}").as_bytes()).unwrap_err();
+            assert!(err.contains("Content-Length"), "{block}: {err}");
+        }
+    }
+
+    #[test]
+    fn statuses_without_a_body_lose_content_length() {
+        for (block, status, length) in [
+            ("Status: 204\nContent-Length: 5", 204, Some(0)),
+            ("Status: 304\nContent-Length: 5\nETag: \"x\"", 304, Some(0)),
+            (
+                "Status: 200\nContent-Type: a/b\nContent-Length: 5",
+                200,
+                Some(5),
+            ),
+            ("Status: 404\nContent-Type: a/b", 404, None),
+        ] {
+            let Classified::Respond {
+                status: s,
+                headers,
+                length: l,
+                ..
+            } = classify(block.as_bytes()).unwrap()
+            else {
+                panic!("{block}: not a response");
+            };
+            assert_eq!((s.as_u16(), l), (status, length), "{block}");
+            assert_eq!(
+                headers.contains_key("content-length"),
+                status == 200,
+                "{block}"
+            );
+        }
     }
 
     #[test]

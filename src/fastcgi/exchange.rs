@@ -285,6 +285,45 @@ impl Exchange {
     }
 }
 
+impl Exchange {
+    /// The client has the whole response (its declared length) but the
+    /// backend has not ended the request yet: read on to END_REQUEST,
+    /// logging STDERR and dropping STDOUT, then pool the connection. A
+    /// backend silent for `idle`, or sending more than [`DRAIN_MAX`] past
+    /// its length, loses the connection instead.
+    async fn drain(mut self, idle: Duration) {
+        let mut extra = 0usize;
+        loop {
+            let rec = match tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await {
+                Ok(Ok(Some(rec))) => rec,
+                Ok(Ok(None)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(script = %self.tag, "no END_REQUEST within {}s of a complete response: connection closed", idle.as_secs());
+                    return;
+                }
+            };
+            match rec.kind {
+                proto::STDOUT => {
+                    extra += rec.content.len();
+                    if extra > DRAIN_MAX {
+                        tracing::warn!(script = %self.tag, "FastCGI output goes on past its Content-Length: connection closed");
+                        return;
+                    }
+                }
+                proto::STDERR => self.log_stderr(&rec.content),
+                proto::END_REQUEST => {
+                    if extra > 0 {
+                        tracing::warn!(script = %self.tag, "FastCGI output {extra} bytes longer than its Content-Length: the excess was dropped");
+                    }
+                    self.finish(&mut Context::from_waker(std::task::Waker::noop()));
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
 fn rbuf_or_new(mut b: BytesMut) -> BytesMut {
     b.clear();
     b
@@ -352,31 +391,100 @@ async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<(
 }
 
 /// The backend's STDOUT after the header block, as a response body.
+///
+/// With a `Content-Length` (or a status that has no body) the body is
+/// exactly that long and ends — `is_end_stream` — once the last declared
+/// byte is handed out: hyper stops polling (and drops) a body at that
+/// point. If END_REQUEST has not come by then, dropping the body hands the
+/// exchange to a task that reads on to END_REQUEST (discarding anything
+/// beyond the declared length) and only then pools the connection; an
+/// application that works after its reply keeps its connection, and no
+/// later request reads this one's records. Output beyond the declared
+/// length never reaches the client; END_REQUEST short of it is an error.
 pub struct FcgiBody {
     exchange: Option<Exchange>,
     first: Option<Bytes>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// Bytes still due after `first` when the length is declared.
+    remaining: Option<u64>,
+    /// END_REQUEST came (the exchange is finished); the body ends once
+    /// `first` is out, short of its declared length if `remaining` says so.
+    ended: bool,
 }
 
+/// Most STDOUT a backend may send past its declared length before its
+/// connection is closed instead of drained to END_REQUEST.
+const DRAIN_MAX: usize = 64 * 1024;
+
 impl FcgiBody {
-    pub fn new(exchange: Exchange, first: Bytes, idle: Duration) -> FcgiBody {
+    /// `length`: the declared body length (`Content-Length`, or 0 for a
+    /// status without a body), if any.
+    pub fn new(
+        exchange: Exchange,
+        mut first: Bytes,
+        idle: Duration,
+        length: Option<u64>,
+    ) -> FcgiBody {
+        if let Some(n) = length {
+            first.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        let remaining = length.map(|n| n - first.len() as u64);
         let mut body = FcgiBody {
             exchange: Some(exchange),
             first: Some(first).filter(|b| !b.is_empty()),
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            remaining,
+            ended: false,
         };
         body.settle(&mut Context::from_waker(std::task::Waker::noop()));
         body
     }
 
+    /// Every declared byte has been handed out.
+    fn delivered(&self) -> bool {
+        self.first.is_none() && self.remaining == Some(0)
+    }
+
+    /// The declared length was not reached.
+    fn short(&self) -> bool {
+        self.remaining.is_some_and(|left| left > 0)
+    }
+
+    /// END_REQUEST: finish the exchange (pooling the connection).
+    fn end_request(&mut self, cx: &mut Context<'_>) {
+        let Some(ex) = self.exchange.take() else {
+            return;
+        };
+        if let Some(left) = self.remaining.filter(|&left| left > 0) {
+            tracing::warn!(
+                script = %ex.tag,
+                "FastCGI response ended {left} bytes short of its Content-Length: response truncated"
+            );
+        }
+        ex.finish(cx);
+        self.ended = true;
+    }
+
+    /// STDOUT `data` came: count it against the declared length (and cut
+    /// what lies beyond it).
+    fn hand_out(
+        &mut self,
+        mut data: Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(left) = self.remaining.as_mut() {
+            data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= data.len() as u64;
+        }
+        self.settle(cx);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
     /// Handle the records already buffered behind the data handed out so
     /// far, up to the next data: an END_REQUEST among them ends the
-    /// exchange now and pools the connection. hyper stops polling a body
-    /// once it has sent Content-Length bytes, so without this a response
-    /// that declares its length would never see END_REQUEST and its
-    /// connection would be closed (one new connection per request).
+    /// exchange now and pools the connection.
     fn settle(&mut self, cx: &mut Context<'_>) {
         while let Some(ex) = self.exchange.as_mut() {
             let Some(rec) = ex.take_buffered_control() else {
@@ -384,13 +492,26 @@ impl FcgiBody {
             };
             match rec.kind {
                 proto::STDERR => ex.log_stderr(&rec.content),
-                proto::END_REQUEST => {
-                    if let Some(ex) = self.exchange.take() {
-                        ex.finish(cx);
-                    }
-                }
+                proto::END_REQUEST => self.end_request(cx),
                 _ => {} // an empty STDOUT
             }
+        }
+    }
+}
+
+impl Drop for FcgiBody {
+    fn drop(&mut self) {
+        // Complete but END_REQUEST still to come: read on to it. Else
+        // (client gone mid-response) the connection closes with the
+        // exchange, which is how php-fpm learns to abort.
+        if !self.delivered() {
+            return;
+        }
+        let Some(ex) = self.exchange.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(ex.drain(self.idle));
         }
     }
 }
@@ -408,24 +529,28 @@ impl http_body::Body for FcgiBody {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         loop {
+            if this.delivered() {
+                return Poll::Ready(None);
+            }
             let Some(ex) = this.exchange.as_mut() else {
+                if this.ended && this.short() {
+                    this.ended = false; // reported once
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "FastCGI response shorter than its Content-Length",
+                    ))));
+                }
                 return Poll::Ready(None);
             };
             match ex.poll_record(cx) {
                 Poll::Ready(Ok(Some(rec))) => match rec.kind {
                     proto::STDOUT if !rec.content.is_empty() => {
                         this.timer.as_mut().reset(Instant::now() + this.idle);
-                        this.settle(cx);
-                        return Poll::Ready(Some(Ok(Frame::data(rec.content))));
+                        return this.hand_out(rec.content, cx);
                     }
                     proto::STDOUT => {}
                     proto::STDERR => ex.log_stderr(&rec.content),
-                    proto::END_REQUEST => {
-                        if let Some(ex) = this.exchange.take() {
-                            ex.finish(cx);
-                        }
-                        return Poll::Ready(None);
-                    }
+                    proto::END_REQUEST => this.end_request(cx),
                     other => {
                         this.exchange = None;
                         let e = io::Error::new(
@@ -467,7 +592,7 @@ impl http_body::Body for FcgiBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.exchange.is_none()
+        self.first.is_none() && (self.delivered() || (self.ended && !self.short()))
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -391,8 +391,9 @@ impl FastCgi {
                             status,
                             reason,
                             headers,
+                            length,
                         } => {
-                            let mut body = FcgiBody::new(ex, first, route.idle).boxed();
+                            let mut body = FcgiBody::new(ex, first, route.idle, length).boxed();
                             if let Some(at) = deadline {
                                 body = crate::body::with_deadline(body, at);
                             }

@@ -144,7 +144,7 @@ impl StaticFiles {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
         let found = match self.resolver.resolve(path)? {
-            Resolved::AddSlash => return Ok((redirect_with_slash(uri), None)),
+            Resolved::AddSlash => return Ok((redirect_with_slash(path, uri), None)),
             Resolved::File(f) => f,
         };
         let (content_type, text) = content_type(&found.rel);
@@ -331,8 +331,12 @@ fn file_body(found: Found, offset: u64, len: u64, chunk: usize) -> Result<Body, 
     Ok(FileBody::new(found.file, offset, len, chunk).boxed())
 }
 
-fn redirect_with_slash(uri: &Uri) -> Response<Body> {
-    let mut location = format!("{}/", uri.path());
+/// 301 to the directory `path` with a slash, built from the normalised
+/// path, never the raw one: `GET //docs` must not answer `Location:
+/// //docs/`, which a browser follows to the host `docs`.
+fn redirect_with_slash(path: &SafePath, uri: &Uri) -> Response<Body> {
+    let mut location = path.to_encoded_url_path();
+    location.push('/');
     if let Some(q) = uri.query() {
         location.push('?');
         location.push_str(q);

@@ -121,14 +121,34 @@ impl BinServer {
     /// The command `start_in` runs: loopback, ephemeral port, `root`, the
     /// fixture CGI programs, then `args`.
     pub fn command_in(root: &Path, args: &[&str]) -> Command {
+        Self::command_with(root, &fixtures().join("cgi-bin"), args)
+    }
+
+    /// Loopback, ephemeral port, `root`, the CGI programs in `cgi_dir`,
+    /// then `args`.
+    pub fn command_with(root: &Path, cgi_dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin_path());
         cmd.arg("--bind").arg("127.0.0.1").arg("--port").arg("0");
-        cmd.arg("--root")
-            .arg(root)
-            .arg("--cgi-dir")
-            .arg(fixtures().join("cgi-bin"));
+        cmd.arg("--root").arg(root).arg("--cgi-dir").arg(cgi_dir);
         cmd.args(args);
         cmd
+    }
+
+    /// The access log line (stdout) that contains `needle`, once written:
+    /// lines are written when the response body is done.
+    pub async fn access_line(&self, needle: &str) -> String {
+        let found = eventually(Duration::from_secs(5), || {
+            self.stdout_text().lines().any(|l| l.contains(needle))
+        })
+        .await;
+        assert!(
+            found,
+            "no access log line with {needle:?}:\n{}",
+            self.stdout_text()
+        );
+        let text = self.stdout_text();
+        let line = text.lines().find(|l| l.contains(needle)).unwrap_or("");
+        line.to_string()
     }
 
     pub fn start_cmd(mut cmd: Command) -> BinServer {
@@ -262,6 +282,19 @@ pub fn token(name: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{name}-{}-{n}", std::process::id())
+}
+
+/// A temporary CGI directory holding `scripts` (name, text), executable.
+pub fn script_dir(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in scripts {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+    }
+    dir
 }
 
 /// Wait for `/tmp/cgihost-test-TOKEN.pids` and return its pids.

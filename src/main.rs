@@ -94,6 +94,12 @@ fn outside_files(config: &Config) -> Result<(Option<TlsAcceptor>, Option<User>),
         .as_deref()
         .map(privileges::lookup_user)
         .transpose()?;
+    // Every site's rules: the regexes again, and the htpasswd files.
+    let site_rules = std::iter::once(("", &config.rules))
+        .chain(config.sites.iter().map(|s| ("[[site]] ", &s.rules)));
+    for (which, rules) in site_rules {
+        cgihost::rules::Rules::new(rules).map_err(|e| format!("{which}{e}"))?;
+    }
     Ok((tls, user))
 }
 

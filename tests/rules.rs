@@ -57,6 +57,14 @@ impl Site {
         site.write("wiki/both/index.php", &env_php);
         site.write("outside/o.txt", "outside\n");
         site.write(
+            "root/dl.php",
+            "<?php header('Content-Disposition: attachment; filename=\"r.txt\"');\n\
+             header(($_GET['h'] ?? 'X-Sendfile') . ': ' . $_GET['f']);\necho 'script body';\n",
+        );
+        let report: String = (0..20_000).map(|i| format!("{i:05}")).collect();
+        site.write("private-files/report.txt", &report);
+        site.write("private-files/.hidden", "dot file\n");
+        site.write(
             "cgi/env.sh",
             "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n",
         );
@@ -89,6 +97,7 @@ match = "*.php"
 addr = "unix:{sock}"
 fallback = "/index.php"
 params = {{ APP_ENV = "production" }}
+x_sendfile = ["{d}/private-files"]
 
 [[alias]]
 prefix = "/docs"
@@ -586,4 +595,60 @@ fn check_config_names_file_line_and_key() {
             "line of {toml}: {err}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_sendfile_serves_files_the_script_names_and_nothing_else() {
+    let site = Site::new();
+    site.htpasswd();
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(site.config(&fpm.sock, "")).await;
+    let dir = std::fs::canonicalize(site.path("private-files")).unwrap();
+    let report = std::fs::read(dir.join("report.txt")).unwrap();
+    let file = dir.join("report.txt");
+    let file = file.to_str().unwrap();
+    for header in ["X-Sendfile", "X-Accel-Redirect"] {
+        let r = request(
+            srv.addr,
+            "GET",
+            &format!("/dl.php?h={header}&f={file}"),
+            "",
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{header}: {}", r.text());
+        assert_eq!(r.body, report, "{header}: the file, not the script's body");
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment; filename=\"r.txt\"")
+        );
+        assert!(r.header("etag").is_some() && r.header("last-modified").is_some());
+        assert_eq!(r.header("x-sendfile"), None);
+        assert_eq!(r.header("x-accel-redirect"), None);
+    }
+    let r = request(
+        srv.addr,
+        "GET",
+        &format!("/dl.php?f={file}"),
+        "Range: bytes=10-19\r\n",
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, &r.body[..]), (206, &report[10..20]));
+    let outside = [
+        "/etc/passwd".to_string(),
+        format!("{}/../root/hello.txt", dir.display()),
+        format!("{}/.hidden", dir.display()),
+        "relative/report.txt".to_string(),
+        dir.display().to_string(),
+    ];
+    for target in outside {
+        let r = request(srv.addr, "GET", &format!("/dl.php?f={target}"), "", b"").await;
+        assert_eq!(r.status, 502, "{target}");
+        assert!(
+            !r.text().contains("root:") && !r.text().contains("dot file"),
+            "{target}"
+        );
+    }
+    srv.stop().await;
 }

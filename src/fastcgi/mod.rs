@@ -28,6 +28,7 @@
 pub mod exchange;
 pub mod pool;
 pub mod proto;
+pub mod sendfile;
 pub mod supervisor;
 pub mod target;
 pub mod worker;
@@ -72,9 +73,9 @@ pub struct Route {
     pub fallback: Option<String>,
     /// Extra params (`params`), after the meta-variables.
     pub params: crate::meta::ExtraVars,
-    /// Directories `X-Sendfile` may name (empty: the header passes
-    /// through untouched... never: see `x_sendfile`).
-    pub x_sendfile: Vec<PathBuf>,
+    /// `x_sendfile`: the directories an `X-Sendfile` may name; without
+    /// them the header passes through as any other.
+    pub x_sendfile: Option<sendfile::SendFileDirs>,
 }
 
 /// Where a route's requests go.
@@ -165,7 +166,7 @@ impl FastCgi {
         let mut backends = Backends::default();
         let mut groups = vec![RouteGroup::default()];
         for r in &config.fastcgi {
-            let route = fixed_route(config, r, &mut backends, stats, "");
+            let route = fixed_route(config, r, &mut backends, stats, "")?;
             groups[0].push(&r.matcher, Arc::new(route));
         }
         let mut site_groups = Vec::new();
@@ -181,7 +182,7 @@ impl FastCgi {
                 .map(|h| format!("{h:?} "))
                 .unwrap_or_default();
             for r in routes {
-                let route = fixed_route(config, r, &mut backends, stats, &name);
+                let route = fixed_route(config, r, &mut backends, stats, &name)?;
                 group.push(&r.matcher, Arc::new(route));
             }
             site_groups.push(groups.len());
@@ -390,9 +391,20 @@ impl FastCgi {
                         Classified::Respond {
                             status,
                             reason,
-                            headers,
+                            mut headers,
                             length,
                         } => {
+                            let target = route.x_sendfile.as_ref().and_then(|dirs| {
+                                Some((dirs, sendfile::SendFileDirs::take_target(&mut headers)?))
+                            });
+                            if let Some((dirs, target)) = target {
+                                // The script's own body is not wanted.
+                                drop(ex);
+                                return dirs
+                                    .serve(&target?, &parts, headers, &tag)
+                                    .await
+                                    .map(Outcome::Response);
+                            }
                             let mut body = FcgiBody::new(ex, first, route.idle, length).boxed();
                             if let Some(at) = deadline {
                                 body = crate::body::with_deadline(body, at);
@@ -509,7 +521,7 @@ fn spawn_route(
         max_body: r.max_body.or(config.max_body),
         fallback: None,
         params: Default::default(),
-        x_sendfile: Vec::new(),
+        x_sendfile: None,
     }
 }
 
@@ -547,8 +559,8 @@ fn fixed_route(
     backends: &mut Backends,
     stats: &Stats,
     site: &str,
-) -> Route {
-    Route {
+) -> Result<Route, ConfigError> {
+    Ok(Route {
         label: r.matcher.to_string(),
         tag: stats.route(&format!("{site}fastcgi {}", r.matcher)),
         upstream: Upstream::Fixed(backends.balancer(&r.addrs, config.fastcgi_max_conns)),
@@ -557,8 +569,15 @@ fn fixed_route(
         max_body: r.max_body.or(config.max_body),
         fallback: r.fallback.clone(),
         params: crate::meta::ExtraVars(r.params.clone().into()),
-        x_sendfile: r.x_sendfile.clone(),
-    }
+        x_sendfile: if r.x_sendfile.is_empty() {
+            None
+        } else {
+            Some(sendfile::SendFileDirs::new(
+                &r.x_sendfile,
+                config.cache_control.as_deref(),
+            )?)
+        },
+    })
 }
 
 /// The private runtime directory of the spawned pools' sockets: the

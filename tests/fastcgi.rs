@@ -526,3 +526,121 @@ async fn bad_content_length_is_502_and_a_204_loses_it() {
     srv.access_line("\"GET /bad_length.php?two HTTP/1.1\" 502 ")
         .await;
 }
+
+/// One FastCGI record as a backend writes it.
+fn fcgi_record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
+    let mut r = vec![1, kind];
+    r.extend_from_slice(&id.to_be_bytes());
+    r.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    r.extend_from_slice(&[0, 0]);
+    r.extend_from_slice(content);
+    r
+}
+
+/// A hand-written FastCGI backend on 127.0.0.1: for the Nth request it
+/// receives (on any connection) it writes `answers[N]` verbatim, then keeps
+/// the connection for more.
+async fn scripted_backend(answers: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answers = Arc::new(answers);
+    let next = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (answers, next) = (answers.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read records until the empty STDIN that ends a request.
+                    let mut ended = false;
+                    while !ended {
+                        while buf.len() >= 8 {
+                            let len =
+                                u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
+                            if buf.len() < 8 + len {
+                                break;
+                            }
+                            ended |= buf[1] == 5 && len == 0;
+                            buf.drain(..8 + len);
+                        }
+                        if !ended {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(answer) = answers.get(i) else { return };
+                    if conn.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_for_another_request_id_is_a_protocol_error_never_the_next_answer() {
+    let end = |id| fcgi_record(3, id, &[0; 8]);
+    let head = |text: &str| format!("Content-Type: text/plain\r\n\r\n{text}").into_bytes();
+    let answers = vec![
+        // 1: the answer comes under another id → 502.
+        [fcgi_record(6, 2, &head("wrong id")), end(2)].concat(),
+        // 2: an END_REQUEST for another id mid-response, then more output
+        // meant to end up in front of the next client.
+        [
+            fcgi_record(6, 1, &head("for A")),
+            end(2),
+            fcgi_record(6, 1, &head("STALE for A")),
+            end(1),
+        ]
+        .concat(),
+        // 3: a short END_REQUEST body before the head ends → 502.
+        [
+            fcgi_record(6, 1, b"Content-Type: text/plain\r\n"),
+            fcgi_record(3, 1, &[0; 3]),
+        ]
+        .concat(),
+        // 4, 5: honest answers.
+        [
+            fcgi_record(6, 1, &head("for C")),
+            fcgi_record(6, 1, b""),
+            end(1),
+        ]
+        .concat(),
+        [
+            fcgi_record(6, 1, &head("for D")),
+            fcgi_record(6, 1, b""),
+            end(1),
+        ]
+        .concat(),
+    ];
+    let backend = scripted_backend(answers).await;
+    let mut config = fixture_config();
+    config.fastcgi =
+        vec![cgihost::config::parse_fastcgi("--fastcgi", &format!("/raw={backend}")).unwrap()];
+    let srv = TestServer::start(config).await;
+    let first = get(srv.addr, "/raw/1").await;
+    assert_eq!(first.status, 502, "{}", first.text());
+    // The client gets an aborted or short answer, never "STALE".
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(b"GET /raw/2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    if let Some(second) = conn.read_response(false).await {
+        assert!(!second.text().contains("STALE"), "{}", second.text());
+    }
+    let third = get(srv.addr, "/raw/3").await;
+    assert_eq!(third.status, 502, "{}", third.text());
+    for want in ["for C", "for D"] {
+        let r = get(srv.addr, "/raw/x").await;
+        assert_eq!((r.status, r.text().as_str()), (200, want));
+    }
+    srv.stop().await;
+}

@@ -240,8 +240,7 @@ impl Exchange {
                 }
                 proto::STDERR => self.log_stderr(&rec.content),
                 proto::END_REQUEST => {
-                    let (_, protocol_status) =
-                        proto::end_request_status(&rec.content).unwrap_or((0, 0));
+                    let (_, protocol_status) = proto::end_request_status(&rec.content);
                     return Err(HeadError::Ended {
                         protocol_status,
                         stdout_bytes: head.len(),

@@ -92,6 +92,11 @@ pub struct Record {
 }
 
 /// Take one complete record off the front of `buf`, if there is one.
+///
+/// A record for another request id, or an END_REQUEST whose body is not
+/// the 8 bytes the protocol says, is a protocol error: the connection is
+/// not to be trusted (or pooled) any more — taking it as ours would hand
+/// one client's answer to the next.
 pub fn take_record(buf: &mut BytesMut) -> Result<Option<Record>, String> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
@@ -109,19 +114,29 @@ pub fn take_record(buf: &mut BytesMut) -> Result<Option<Record>, String> {
     }
     let kind = buf[1];
     let id = u16::from_be_bytes([buf[2], buf[3]]);
+    if id != REQUEST_ID {
+        return Err(format!(
+            "FastCGI record (type {kind}) for request id {id}; ours is {REQUEST_ID}"
+        ));
+    }
+    if kind == END_REQUEST && content_len != 8 {
+        return Err(format!(
+            "FastCGI END_REQUEST with a {content_len}-byte body (expected 8)"
+        ));
+    }
     buf.advance(HEADER_LEN);
     let content = buf.split_to(content_len).freeze();
     buf.advance(padding);
     Ok(Some(Record { kind, id, content }))
 }
 
-/// END_REQUEST body: (appStatus, protocolStatus).
-pub fn end_request_status(content: &[u8]) -> Option<(u32, u8)> {
-    if content.len() < 5 {
-        return None;
+/// END_REQUEST body (8 bytes, checked by [`take_record`]):
+/// (appStatus, protocolStatus).
+pub fn end_request_status(content: &[u8]) -> (u32, u8) {
+    match content {
+        [a, b, c, d, protocol, ..] => (u32::from_be_bytes([*a, *b, *c, *d]), *protocol),
+        _ => (0, u8::MAX),
     }
-    let app = u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
-    Some((app, content[4]))
 }
 
 pub const REQUEST_COMPLETE: u8 = 0;
@@ -175,7 +190,22 @@ mod tests {
         assert!(take_record(&mut bad).is_err());
         assert_eq!(
             end_request_status(&[0, 0, 0, 5, OVERLOADED, 0, 0, 0]),
-            Some((5, OVERLOADED))
+            (5, OVERLOADED)
         );
+    }
+
+    #[test]
+    fn another_request_id_or_a_short_end_request_is_refused() {
+        let mut other = BytesMut::from(&[1, STDOUT, 0, 2, 0, 2, 0, 0, b'h', b'i'][..]);
+        let err = take_record(&mut other).unwrap_err();
+        assert!(err.contains("request id 2"), "{err}");
+        let mut management =
+            BytesMut::from(&[1, END_REQUEST, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert!(take_record(&mut management).is_err());
+        let mut short = BytesMut::from(&[1, END_REQUEST, 0, 1, 0, 3, 0, 0, 0, 0, 0][..]);
+        assert!(take_record(&mut short).unwrap_err().contains("3-byte"));
+        let mut good =
+            BytesMut::from(&[1, END_REQUEST, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(take_record(&mut good).unwrap().unwrap().kind, END_REQUEST);
     }
 }

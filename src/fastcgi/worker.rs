@@ -72,7 +72,9 @@ impl Worker {
                 }
                 // cgihost died between fork and prctl: do not outlive it.
                 if libc::getppid() != parent {
-                    return Err(io::Error::other("parent exited"));
+                    // No allocation after fork (another thread may hold the
+                    // malloc lock): a plain errno.
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

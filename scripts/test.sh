@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # openssl: test certificates and password hashes; chromium (+ a font): the status
-# page test; apache2-utils: htpasswd, for password hashes of every kind.
-need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi openssl chromium fonts-dejavu-core apache2-utils)
+# page test; apache2-utils: htpasswd, for password hashes of every kind; git:
+# git-http-backend and the client, for the git-over-HTTP deploy test.
+need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi openssl chromium fonts-dejavu-core apache2-utils git)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use cgihost::cli::Cli;
 use cgihost::config::Config;
@@ -651,4 +652,71 @@ async fn x_sendfile_serves_files_the_script_names_and_nothing_else() {
         );
     }
     srv.stop().await;
+}
+
+/// A SIGHUP with a broken htpasswd file (or regex) is refused with a log
+/// line; the old rules keep serving. A good file then takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_broken_rule_keeps_the_old_rules() {
+    let site = Site::new();
+    site.htpasswd();
+    let conf = site.path("reload.toml");
+    let rules = |extra: &str| {
+        format!(
+            "[[auth]]\nmatch = \"/secret/\"\nrealm = \"r\"\nhtpasswd = \"{}\"\n{extra}",
+            site.path("htpasswd").display()
+        )
+    };
+    std::fs::write(&conf, rules("")).unwrap();
+    let srv = BinServer::start_in(&site.path("root"), &["--config", conf.to_str().unwrap()]);
+    let alice = basic("alice", "pw-of-the-user");
+    let with_alice = format!("Authorization: {alice}\r\n");
+    let secret = |headers: String| async move {
+        request(srv.addr, "GET", "/secret/s.txt", &headers, b"")
+            .await
+            .status
+    };
+    assert_eq!(secret(with_alice.clone()).await, 200);
+    assert_eq!(secret(String::new()).await, 401);
+
+    let reloads = |n: usize| {
+        let srv = &srv;
+        async move {
+            eventually(Duration::from_secs(10), || {
+                srv.stderr_text().matches("reload failed").count() >= n
+            })
+            .await
+        }
+    };
+    // A malformed htpasswd file: refused, the old one (and rules) stay.
+    std::fs::write(site.path("htpasswd"), "alice:plaintext-password\n").unwrap();
+    srv.signal(libc::SIGHUP);
+    assert!(reloads(1).await, "{}", srv.stderr_text());
+    assert_eq!(secret(with_alice.clone()).await, 200);
+    // A bad regex, named by line.
+    site.htpasswd();
+    std::fs::write(&conf, rules("[[rewrite]]\nmatch = \"~(\"\nto = \"/x\"\n")).unwrap();
+    srv.signal(libc::SIGHUP);
+    assert!(reloads(2).await, "{}", srv.stderr_text());
+    let log = srv.stderr_text();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("reload failed"))
+        .last()
+        .unwrap();
+    assert!(
+        line.contains(":5") && line.contains("rewrite[0].match"),
+        "{line}"
+    );
+    assert_eq!(secret(with_alice.clone()).await, 200);
+    // A good file: the auth rule is gone.
+    std::fs::write(&conf, "access_log = false\n").unwrap();
+    srv.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .stderr_text()
+            .contains("configuration reloaded"))
+        .await
+    );
+    assert_eq!(secret(String::new()).await, 200);
 }

@@ -699,11 +699,7 @@ async fn a_reload_with_a_broken_rule_keeps_the_old_rules() {
     srv.signal(libc::SIGHUP);
     assert!(reloads(2).await, "{}", srv.stderr_text());
     let log = srv.stderr_text();
-    let line = log
-        .lines()
-        .filter(|l| l.contains("reload failed"))
-        .last()
-        .unwrap();
+    let line = log.lines().rfind(|l| l.contains("reload failed")).unwrap();
     assert!(
         line.contains(":5") && line.contains("rewrite[0].match"),
         "{line}"

@@ -47,6 +47,8 @@
 //! (On the static sendfile path: `router::static_path` → `serve_static` →
 //! the response written by `static_h1.rs`, which ends the access record.)
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod app;
 pub mod body;
 pub mod cgi;

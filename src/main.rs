@@ -3,6 +3,8 @@
 //! `server::serve` (SIGINT/SIGTERM: drain and stop; SIGHUP: reload the
 //! configuration); print one error line and exit 0, 1 or 2.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -21,7 +21,6 @@ mod static_h1;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -103,22 +102,7 @@ fn unbound_socket(addr: SocketAddr, all: &[Listen]) -> io::Result<TcpSocket> {
 }
 
 fn set_v6_only(socket: &TcpSocket) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the fd is the socket's own; the option value is a c_int that
-    // lives across the call, and its size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    socket2::SockRef::from(socket).set_only_v6(true)
 }
 
 /// Serve one listener (TLS when `app.config.tls` is set) until `shutdown`
@@ -432,21 +416,10 @@ fn answer_static(
 mod tests {
     use super::*;
 
-    fn v6_only(fd: std::os::fd::RawFd) -> libc::c_int {
-        let mut on: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a c_int out-parameter and its size, on an open socket.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_V6ONLY,
-                (&mut on as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        on
+    fn v6_only(socket: &TcpSocket) -> libc::c_int {
+        socket2::SockRef::from(socket)
+            .only_v6()
+            .map_or(-1, libc::c_int::from)
     }
 
     fn listen(addr: &str, tls: bool) -> Listen {
@@ -480,11 +453,7 @@ mod tests {
         for (all, want) in table {
             let v6 = all.last().unwrap().addr;
             let socket = unbound_socket(v6, all).unwrap();
-            assert_eq!(
-                v6_only(socket.as_raw_fd()).to_string(),
-                want,
-                "{v6} in {all:?}"
-            );
+            assert_eq!(v6_only(&socket).to_string(), want, "{v6} in {all:?}");
         }
     }
 

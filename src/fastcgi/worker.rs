@@ -63,8 +63,10 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: the hook only makes async-signal-safe syscalls.
-        let parent = unsafe { libc::getpid() };
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the hook runs between fork and exec in a threaded
+        // process, so it only makes async-signal-safe syscalls (prctl,
+        // getppid) and allocates nothing (its errors are plain errnos).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -521,13 +521,23 @@ fn php_fpm_binary() -> PathBuf {
 
 impl PhpFpm {
     /// Start a pool of `children` (static) listening on a unix socket.
+    /// PHP runs bare (`-n`: no php.ini, so no shared extensions).
     pub fn start(children: u32) -> PhpFpm {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("php.sock");
-        Self::start_at(dir, sock, children)
+        Self::start_at(dir, sock, children, false)
     }
 
-    fn start_at(dir: tempfile::TempDir, sock: PathBuf, children: u32) -> PhpFpm {
+    /// Like `start`, but PHP loads the system's php.ini and its conf.d
+    /// scan dir, as a packaged deployment runs it: the extensions Debian's
+    /// php-* packages enable (php-mysql's mysqli, php-gd, ...) are there.
+    pub fn start_with_system_ini(children: u32) -> PhpFpm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("php.sock");
+        Self::start_at(dir, sock, children, true)
+    }
+
+    fn start_at(dir: tempfile::TempDir, sock: PathBuf, children: u32, system_ini: bool) -> PhpFpm {
         let conf = dir.path().join("fpm.conf");
         let d = dir.path().display();
         std::fs::write(
@@ -545,7 +555,9 @@ impl PhpFpm {
         )
         .expect("write fpm.conf");
         let child = Command::new(php_fpm_binary())
-            .args(["-F", "-R", "-n", "-y"])
+            .args(["-F", "-R"])
+            .args(if system_ini { None } else { Some("-n") })
+            .arg("-y")
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -574,7 +586,7 @@ impl PhpFpm {
     /// Start again on the same socket path.
     pub fn restart(dir: tempfile::TempDir, sock: PathBuf, children: u32) -> PhpFpm {
         let _ = std::fs::remove_file(&sock);
-        Self::start_at(dir, sock, children)
+        Self::start_at(dir, sock, children, false)
     }
 
     pub fn log(&self) -> String {

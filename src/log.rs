@@ -367,9 +367,32 @@ fn write_access_lines() {
 pub fn flush_access_log() {
     let _order = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let batch = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner()));
-    if !batch.is_empty() {
-        let _ = std::io::stdout().lock().write_all(&batch);
+    if batch.is_empty() {
+        return;
     }
+    let written = std::io::stdout()
+        .lock()
+        .write_all(&batch)
+        .and_then(|()| std::io::stdout().lock().flush());
+    if let Err(e) = written {
+        note_write_error(&e, batch.len());
+    }
+}
+
+/// Lines lost to a failed write; said once in the log (a full disk or a
+/// closed pipe would otherwise repeat it for every request), then counted.
+static LOST_LINES_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn note_write_error(e: &std::io::Error, bytes: usize) {
+    let before = LOST_LINES_BYTES.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    if before == 0 {
+        tracing::error!("access log: writing to stdout failed ({e}); lines are being lost");
+    }
+}
+
+/// Bytes of access-log lines lost to write errors so far.
+pub fn access_log_bytes_lost() -> u64 {
+    LOST_LINES_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Append `clf_time(t)`, formatting each second once per thread.

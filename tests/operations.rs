@@ -584,3 +584,31 @@ async fn the_connection_cap_spans_every_listener() {
         .expect("a response");
     assert_eq!(resp.status, 200);
 }
+
+/// An access log that cannot be written (stdout is /dev/full) is said
+/// once on stderr, not dropped in silence, and serving goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_write_errors_are_logged_once() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let cmd = BinServer::command_in(&fixtures().join("static"), &[]);
+    let srv = BinServer::start_cmd_stdout(cmd, full.into());
+    for _ in 0..5 {
+        assert_eq!(get(srv.addr, "/hello.txt").await.status, 200);
+    }
+    let said = eventually(Duration::from_secs(10), || {
+        srv.stderr_text()
+            .contains("access log: writing to stdout failed")
+    })
+    .await;
+    assert!(said, "{}", srv.stderr_text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(srv.addr, "/hello.txt").await.status, 200);
+    let count = srv
+        .stderr_text()
+        .matches("access log: writing to stdout failed")
+        .count();
+    assert_eq!(count, 1, "{}", srv.stderr_text());
+}

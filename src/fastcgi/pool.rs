@@ -149,7 +149,6 @@ pub struct Backend {
     idle: Mutex<Vec<(Conn, OwnedSemaphorePermit, Instant)>>,
     slots: Arc<Semaphore>,
     released: Notify,
-    pub max_conns: AtomicUsize,
     /// When each fresh connection (sent a request, not yet answered) sent it.
     fresh_waiting: Mutex<Vec<Instant>>,
     pub in_flight: AtomicUsize,
@@ -233,7 +232,6 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(max_conns)),
             released: Notify::new(),
-            max_conns: AtomicUsize::new(max_conns),
             fresh_waiting: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             health: Mutex::new(Health {

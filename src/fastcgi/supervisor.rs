@@ -249,7 +249,19 @@ impl PoolHandle {
 
     /// Start a fresh generation (SIGHUP).
     pub fn reload(&self, why: &'static str) {
-        let _ = self.control.try_send(Control::Reload(why));
+        use mpsc::error::TrySendError;
+        let label = &self.shared.label;
+        match self.control.try_send(Control::Reload(why)) {
+            Ok(()) => {}
+            // The supervisor takes the queued reloads as one: a full queue
+            // means one is already due, which this one joins.
+            Err(TrySendError::Full(_)) => {
+                tracing::info!("{label}: a reload is already queued; {why} joins it")
+            }
+            Err(TrySendError::Closed(_)) => {
+                tracing::warn!("{label}: the pool's supervisor has stopped; not reloading ({why})")
+            }
+        }
     }
 
     /// SIGTERM every worker, SIGKILL after `grace`, reap; bounded.

@@ -151,16 +151,23 @@ impl BinServer {
         line.to_string()
     }
 
-    pub fn start_cmd(mut cmd: Command) -> BinServer {
+    pub fn start_cmd(cmd: Command) -> BinServer {
+        Self::start_cmd_stdout(cmd, Stdio::piped())
+    }
+
+    /// As `start_cmd`, with the access log (stdout) going to `stdout`.
+    pub fn start_cmd_stdout(mut cmd: Command, stdout: Stdio) -> BinServer {
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn cgihost");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         collect_lines(child.stderr.take().unwrap(), stderr.clone(), Some(tx));
-        collect_lines(child.stdout.take().unwrap(), stdout.clone(), None);
+        if let Some(out) = child.stdout.take() {
+            collect_lines(out, stdout.clone(), None);
+        }
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {

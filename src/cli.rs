@@ -254,7 +254,11 @@ mod tests {
             "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 0\n",
             Cli::default(),
         );
-        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout"));
+        let why = bad.unwrap_err().0;
+        assert!(
+            why.contains(":4:") && why.contains("timeout: must be at least 1 second"),
+            "{why}"
+        );
         let c = load("[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 90\nmax_body = \"1M\"\n", Cli::default()).unwrap();
         assert_eq!(c.fastcgi[0].timeout, Some(Duration::from_secs(90)));
         assert_eq!(c.fastcgi[0].max_body, Some(1 << 20));
@@ -264,6 +268,10 @@ mod tests {
             "[[fastcgi]]\nmatch = \"*.php\"\naddr = \"127.0.0.1:9000\"\ntimeout = 9223372036854775807\n",
             Cli::default(),
         );
-        assert!(bad.unwrap_err().0.contains("fastcgi[0].timeout: at most"));
+        let why = bad.unwrap_err().0;
+        assert!(
+            why.contains(":4:") && why.contains("timeout: at most"),
+            "{why}"
+        );
     }
 }

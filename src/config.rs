@@ -7,22 +7,35 @@
 //! Unknown keys in the file are an error that names the key and its line.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod file;
+mod parse;
 mod site;
+mod site_file;
 mod spawn;
-pub(crate) use file::SizeValue;
-use file::{read_file, FileConfig, FileRoute};
+mod units;
+mod validate;
+use file::{read_file, FileConfig};
+use parse::{file_routes, parse_socket_addr};
+pub use parse::{parse_fastcgi, parse_size};
+pub(crate) use parse::{parse_ip, parse_log_format, parse_match, parse_pair, set, status_path};
 pub use site::{
     parse_network, Access, Alias, Auth, EncodedSlashes, FollowSymlinks, HostPattern, PathMatch,
     Redirect, Rewrite, SiteConfig, SiteRules,
 };
-use site::{FileSite, Source};
-use spawn::seconds;
+use site_file::{FileSite, Source};
 pub use spawn::{parse_spawn, SpawnRoute};
+
+/// `overlay!(dst <- src: a, b)`: each field `src` sets (`Some`) replaces
+/// `dst`'s, converted (`Seconds` → `Duration`, `Size` → bytes).
+macro_rules! overlay {
+    ($dst:expr => $src:expr; $($field:ident),+ $(,)?) => {
+        $( if let Some(v) = $src.$field { $dst.$field = v.into(); } )+
+    };
+}
 
 /// The longest timeout the configuration accepts.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -273,7 +286,7 @@ impl Config {
 
     /// Validate the merged settings into their final form.
     pub fn finish(mut self) -> Result<Config, ConfigError> {
-        self.validate()?;
+        validate::check(&self)?;
         let default_workers = self.workers;
         for s in &mut self.spawn {
             s.resolve(default_workers)?;
@@ -326,58 +339,21 @@ impl Config {
                 local_only: self.status_local_only,
             });
         }
-        set(
-            &mut self.keepalive_timeout,
-            f.keepalive_timeout.map(Duration::from_secs),
-        );
-        set(&mut self.max_connections, f.max_connections);
-        set(
-            &mut self.send_timeout,
-            f.send_timeout.map(Duration::from_secs),
-        );
-        set(&mut self.root, f.root);
-        set(&mut self.cgi_dir, f.cgi_dir);
-        set(&mut self.cgi_prefix, f.cgi_prefix);
-        set(
-            &mut self.cgi.timeout,
-            f.cgi_timeout.map(Duration::from_secs),
-        );
-        if let Some(v) = f.max_body {
-            self.max_body = Some(v.bytes("max_body")?);
-        }
-        set(
-            &mut self.shutdown_grace,
-            f.shutdown_grace.map(Duration::from_secs),
-        );
-        set(
-            &mut self.header_read_timeout,
-            f.header_read_timeout.map(Duration::from_secs),
-        );
-        if let Some(v) = f.max_header_size {
-            self.max_header_size = v.bytes("max_header_size")? as usize;
-        }
+        // Plain values: the file's, where it sets them.
+        overlay!(self => f;
+            keepalive_timeout, send_timeout, shutdown_grace, header_read_timeout,
+            fastcgi_connect_timeout, max_connections, root, cgi_dir, cgi_prefix,
+            fastcgi_max_conns, access_log, max_header_size, workers);
+        overlay!(self.cgi => f.cgi;
+            max_processes, queue_timeout, pass_authorization, max_response_header);
+        set(&mut self.cgi.timeout, f.cgi_timeout.map(Into::into));
+        self.max_body = f.max_body.map(Into::into).or(self.max_body);
         self.spool_dir = f.spool_dir.or(self.spool_dir.take());
-        set(&mut self.fastcgi_max_conns, f.fastcgi_max_conns);
-        set(
-            &mut self.fastcgi_connect_timeout,
-            f.fastcgi_connect_timeout.map(Duration::from_secs),
-        );
         if let Some(fmt) = f.log_format {
             self.log_format = parse_log_format("log_format", &fmt)?;
         }
-        set(&mut self.access_log, f.access_log);
-        set(&mut self.cgi.max_processes, f.cgi.max_processes);
-        set(
-            &mut self.cgi.queue_timeout,
-            f.cgi.queue_timeout.map(Duration::from_secs),
-        );
-        set(&mut self.cgi.pass_authorization, f.cgi.pass_authorization);
-        if let Some(v) = f.cgi.max_response_header {
-            self.cgi.max_response_header = v.bytes("cgi.max_response_header")? as usize;
-        }
-        set(&mut self.workers, f.workers);
         self.fastcgi = file_routes("", f.fastcgi)?;
-        self.rules.cgi_env = site::env_pairs("cgi.env", cgi_env)?;
+        self.rules.cgi_env = site_file::env_pairs("cgi.env", cgi_env)?;
         self.rules.apply("", &mut default_site, src)?;
         for (i, mut fs) in file_sites.into_iter().enumerate() {
             let site = self.site(&format!("site[{i}]."), &mut fs, src)?;
@@ -388,10 +364,9 @@ impl Config {
         }
         self.cache_control = f.cache_control.or(self.cache_control.take());
         for u in f.upload {
-            let size = |v: Option<SizeValue>, key: &str| v.map(|v| v.bytes(key)).transpose();
             self.uploads.push(UploadConfig {
-                max_file: size(u.max_file_size, "upload.max_file_size")?,
-                max_request: size(u.max_request_size, "upload.max_request_size")?,
+                max_file: u.max_file_size.map(Into::into),
+                max_request: u.max_request_size.map(Into::into),
                 max_parts: u.max_parts.unwrap_or(DEFAULT_MAX_PARTS),
                 keep: u.keep,
                 prefix: u.prefix,
@@ -433,77 +408,6 @@ impl Config {
         })
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        check_prefix("cgi_prefix", &self.cgi_prefix)?;
-        for u in &self.uploads {
-            check_prefix("upload prefix", &u.prefix)?;
-            dir_exists("upload dir", &u.dir)?;
-            if u.max_parts == 0 {
-                return err("upload.max_parts: must be at least 1");
-            }
-        }
-        if self.cgi.max_processes == 0 {
-            return err("cgi.max_processes: must be at least 1");
-        }
-        if self.cgi.timeout.is_zero() {
-            return err("cgi_timeout: must be at least 1 second");
-        }
-        // Deadlines are `now + timeout`: keep them far from overflow (the
-        // per-route ones are checked by `spawn::seconds`).
-        let connection_timeouts = [
-            ("header_read_timeout", self.header_read_timeout),
-            ("keepalive_timeout", self.keepalive_timeout),
-            ("send_timeout", self.send_timeout),
-            ("shutdown_grace", self.shutdown_grace),
-            ("cgi_timeout", self.cgi.timeout),
-            ("cgi.queue_timeout", self.cgi.queue_timeout),
-            ("fastcgi_connect_timeout", self.fastcgi_connect_timeout),
-        ];
-        for (key, value) in connection_timeouts {
-            if value > MAX_TIMEOUT {
-                return err(format!(
-                    "{key}: at most {} seconds (a year)",
-                    MAX_TIMEOUT.as_secs()
-                ));
-            }
-        }
-        dir_exists("root", &self.root)?;
-        // A missing cgi-bin is not fatal: a static-only site is fine.
-        if self.cgi_dir.exists() && !self.cgi_dir.is_dir() {
-            return err(format!(
-                "cgi_dir: {} is not a directory",
-                self.cgi_dir.display()
-            ));
-        }
-        if self.fastcgi_max_conns == 0 {
-            return err("fastcgi_max_conns: must be at least 1");
-        }
-        check_header_value("cache_control", self.cache_control.as_deref())?;
-        if self.workers == 0 {
-            return err("--workers: must be at least 1");
-        }
-        if self.max_connections == 0 {
-            return err("max_connections: must be at least 1");
-        }
-        if self.keepalive_timeout.is_zero()
-            || self.header_read_timeout.is_zero()
-            || self.send_timeout.is_zero()
-        {
-            return err(
-                "keepalive_timeout, header_read_timeout, send_timeout: must be at least 1 second",
-            );
-        }
-        if self.listen.iter().any(|l| l.tls) && self.tls.is_none() {
-            return err("listen: a TLS listener needs tls_cert and tls_key");
-        }
-        if let Some(user) = &self.user {
-            if user.is_empty() {
-                return err("user: must name a user");
-            }
-        }
-        Ok(())
-    }
-
     /// One human line per route, for the startup log and `--check-config`.
     pub fn route_lines(&self) -> Vec<String> {
         let spawned = self.spawn.iter().map(|r| {
@@ -539,227 +443,5 @@ impl Config {
             format!("static   /* -> files in {}", self.root.display()),
         ]);
         lines
-    }
-}
-
-pub(crate) fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
-    }
-}
-
-fn parse_socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| {
-        ConfigError(format!(
-            "{key}: '{s}' is not an address like 127.0.0.1:8080 or [::1]:8080"
-        ))
-    })
-}
-
-/// `/status` (a clean absolute path, trailing slash dropped).
-pub(crate) fn status_path(key: &str, p: &str) -> Result<String, ConfigError> {
-    check_prefix(key, p)?;
-    let p = p.trim_end_matches('/');
-    if p.is_empty() {
-        return err(format!("{key}: the status page cannot take over /"));
-    }
-    Ok(p.to_string())
-}
-
-pub(crate) fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
-    s.trim_matches(|c| c == '[' || c == ']')
-        .parse()
-        .map_err(|_| ConfigError(format!("{key}: '{s}' is not an IP address")))
-}
-
-pub(crate) fn parse_log_format(key: &str, s: &str) -> Result<LogFormat, ConfigError> {
-    match s {
-        "combined" => Ok(LogFormat::Combined),
-        "json" => Ok(LogFormat::Json),
-        _ => err(format!("{key}: '{s}' is not one of combined, json")),
-    }
-}
-
-fn dir_exists(key: &str, p: &Path) -> Result<(), ConfigError> {
-    if !p.is_dir() {
-        return err(format!("{key}: {} is not a directory", p.display()));
-    }
-    Ok(())
-}
-
-fn check_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
-    if !p.starts_with('/') || p.contains("..") || p.contains("//") {
-        return err(format!(
-            "{key}: '{p}' must be an absolute URL path like /cgi-bin"
-        ));
-    }
-    Ok(())
-}
-
-fn check_header_value(key: &str, v: Option<&str>) -> Result<(), ConfigError> {
-    match v {
-        Some(v) if v.trim().is_empty() || http::HeaderValue::from_str(v).is_err() => err(format!(
-            "{key}: '{}' is not a valid header value",
-            v.escape_debug()
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// `10G`, `512M`, `64K` or plain bytes; powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("'{s}': unknown size suffix (use K, M or G)")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 512K, 10M, 2G)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
-pub(crate) fn parse_pair<'a>(key: &str, v: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
-    match v.split_once('=') {
-        Some((a, b)) if !a.is_empty() && !b.trim().is_empty() => Ok((a, b.trim())),
-        _ => err(format!("{key}: '{v}' must look like MATCH=VALUE")),
-    }
-}
-
-pub(crate) fn parse_match(key: &str, m: &str) -> Result<RouteMatch, ConfigError> {
-    if let Some(ext) = m.strip_prefix("*.") {
-        if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return err(format!(
-                "{key}: '{m}' is not a valid extension match like *.php"
-            ));
-        }
-        return Ok(RouteMatch::Extension(ext.to_string()));
-    }
-    check_prefix(key, m)?;
-    let trimmed = m.trim_end_matches('/');
-    Ok(RouteMatch::Prefix(if trimmed.is_empty() {
-        "/".into()
-    } else {
-        trimmed.into()
-    }))
-}
-
-fn parse_addr(key: &str, a: &str) -> Result<BackendAddr, ConfigError> {
-    let a = a.trim();
-    if let Some(path) = a.strip_prefix("unix:") {
-        if path.is_empty() {
-            return err(format!("{key}: '{a}' needs a socket path after unix:"));
-        }
-        return Ok(BackendAddr::Unix(PathBuf::from(path)));
-    }
-    match a.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(BackendAddr::Tcp(a.to_string()))
-        }
-        _ => err(format!("{key}: '{a}' is not HOST:PORT or unix:/path")),
-    }
-}
-
-/// `[[fastcgi]]` tables (`key`: the site's key prefix, or empty).
-fn file_routes(key: &str, routes: Vec<FileRoute>) -> Result<Vec<FastCgiRoute>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, r) in routes.into_iter().enumerate() {
-        let key = format!("{key}fastcgi[{i}]");
-        let mut route = parse_fastcgi(&key, &format!("{}={}", r.matcher, r.addr))?;
-        route.timeout = seconds(&key, "timeout", r.timeout)?;
-        route.max_body = r
-            .max_body
-            .map(|v| v.bytes(&format!("{key}.max_body")))
-            .transpose()?;
-        if let Some(fallback) = r.fallback {
-            let RouteMatch::Extension(ext) = &route.matcher else {
-                return err(format!(
-                    "{key}.fallback: only a *.EXT route has a fallback script"
-                ));
-            };
-            let clean = fallback.starts_with('/')
-                && !fallback.contains("//")
-                && !fallback
-                    .split('/')
-                    .any(|s| s == ".." || s.starts_with('.') && !s.is_empty());
-            if !clean || !fallback.ends_with(&format!(".{ext}")) {
-                return err(format!(
-                    "{key}.fallback: '{fallback}' must be a clean URL path of a *.{ext} script"
-                ));
-            }
-            route.fallback = Some(fallback);
-        }
-        route.params = site::env_pairs(&format!("{key}.params"), r.params)?;
-        for dir in r.x_sendfile {
-            let canonical = std::fs::canonicalize(&dir)
-                .map_err(|e| ConfigError(format!("{key}.x_sendfile: {}: {e}", dir.display())))?;
-            if !canonical.is_dir() {
-                return err(format!(
-                    "{key}.x_sendfile: {} is not a directory",
-                    dir.display()
-                ));
-            }
-            route.x_sendfile.push(canonical);
-        }
-        out.push(route);
-    }
-    Ok(out)
-}
-
-/// `--fastcgi MATCH=ADDR[,ADDR…]`
-pub fn parse_fastcgi(key: &str, v: &str) -> Result<FastCgiRoute, ConfigError> {
-    let (m, addrs) = parse_pair(key, v)?;
-    let addrs = addrs
-        .split(',')
-        .map(|a| parse_addr(key, a))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(FastCgiRoute {
-        matcher: parse_match(key, m)?,
-        addrs,
-        timeout: None,
-        max_body: None,
-        fallback: None,
-        params: Vec::new(),
-        x_sendfile: Vec::new(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_use_powers_of_1024() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
-        assert_eq!(parse_size("7").unwrap(), 7);
-        assert!(parse_size("10X").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
-
-    #[test]
-    fn routes_parse_into_structs() {
-        let r = parse_fastcgi("--fastcgi", "*.php=unix:/run/php.sock,127.0.0.1:9000").unwrap();
-        assert_eq!(r.matcher, RouteMatch::Extension("php".into()));
-        assert_eq!(r.addrs[0], BackendAddr::Unix("/run/php.sock".into()));
-        assert_eq!(r.addrs[1], BackendAddr::Tcp("127.0.0.1:9000".into()));
-        let s = parse_spawn("--spawn", "/app/=perl 'cgi-bin/my app.fcgi'").unwrap();
-        assert_eq!(s.matcher, RouteMatch::Prefix("/app".into()));
-        assert_eq!(s.argv, vec!["perl", "cgi-bin/my app.fcgi"]);
-        assert!(parse_fastcgi("--fastcgi", "*.php").is_err());
-        assert!(parse_fastcgi("--fastcgi", "app=1.2.3.4:9").is_err());
-        assert!(parse_fastcgi("--fastcgi", "/app=nohost").is_err());
     }
 }

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::site::{
+use super::site_file::{
     FileAccess, FileAlias, FileAuth, FileFollow, FileRedirect, FileRewrite, FileSite,
 };
 use super::spawn::FileSpawn;
-use super::{parse_size, ConfigError};
+use super::units::{Seconds, Size};
+use super::ConfigError;
 
 /// The TOML file, as written by a person. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -27,8 +28,8 @@ pub(super) struct FileConfig {
     pub(super) root: Option<PathBuf>,
     pub(super) cgi_dir: Option<PathBuf>,
     pub(super) cgi_prefix: Option<String>,
-    pub(super) cgi_timeout: Option<u64>,
-    pub(super) max_body: Option<SizeValue>,
+    pub(super) cgi_timeout: Option<Seconds>,
+    pub(super) max_body: Option<Size>,
     pub(super) workers: Option<u32>,
     pub(super) log_format: Option<String>,
     /// `false`: no access log lines (like nginx `access_log off`).
@@ -37,17 +38,17 @@ pub(super) struct FileConfig {
     pub(super) user: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
-    pub(super) shutdown_grace: Option<u64>,
-    pub(super) header_read_timeout: Option<u64>,
-    pub(super) keepalive_timeout: Option<u64>,
-    pub(super) send_timeout: Option<u64>,
+    pub(super) shutdown_grace: Option<Seconds>,
+    pub(super) header_read_timeout: Option<Seconds>,
+    pub(super) keepalive_timeout: Option<Seconds>,
+    pub(super) send_timeout: Option<Seconds>,
     pub(super) max_connections: Option<usize>,
     /// Serve the status page to loopback clients only (default true).
     pub(super) status_local_only: Option<bool>,
-    pub(super) max_header_size: Option<SizeValue>,
+    pub(super) max_header_size: Option<Size>,
     pub(super) spool_dir: Option<PathBuf>,
     pub(super) fastcgi_max_conns: Option<usize>,
-    pub(super) fastcgi_connect_timeout: Option<u64>,
+    pub(super) fastcgi_connect_timeout: Option<Seconds>,
     pub(super) cgi: FileCgi,
     pub(super) fastcgi: Vec<FileRoute>,
     pub(super) spawn: Vec<FileSpawn>,
@@ -104,8 +105,8 @@ pub(super) struct FileListen {
 pub(super) struct FileUpload {
     pub(super) prefix: String,
     pub(super) dir: PathBuf,
-    pub(super) max_file_size: Option<SizeValue>,
-    pub(super) max_request_size: Option<SizeValue>,
+    pub(super) max_file_size: Option<Size>,
+    pub(super) max_request_size: Option<Size>,
     pub(super) max_parts: Option<usize>,
     #[serde(default)]
     pub(super) keep: bool,
@@ -115,8 +116,8 @@ pub(super) struct FileUpload {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct FileCgi {
     pub(super) max_processes: Option<usize>,
-    pub(super) queue_timeout: Option<u64>,
-    pub(super) max_response_header: Option<SizeValue>,
+    pub(super) queue_timeout: Option<Seconds>,
+    pub(super) max_response_header: Option<Size>,
     pub(super) pass_authorization: Option<bool>,
     /// Extra CGI variables (Apache `SetEnv`).
     pub(super) env: BTreeMap<String, String>,
@@ -129,9 +130,9 @@ pub(super) struct FileRoute {
     pub(super) matcher: String,
     pub(super) addr: String,
     /// Per-route idle timeout (default: `cgi_timeout`).
-    pub(super) timeout: Option<u64>,
+    pub(super) timeout: Option<Seconds>,
     /// Per-route body limit (default: `max_body`).
-    pub(super) max_body: Option<SizeValue>,
+    pub(super) max_body: Option<Size>,
     /// Front controller: run this script when nothing matched a file.
     pub(super) fallback: Option<String>,
     /// Extra params (nginx `fastcgi_param`).
@@ -142,33 +143,36 @@ pub(super) struct FileRoute {
     pub(super) x_sendfile: Vec<PathBuf>,
 }
 
-/// A size written either as a number of bytes or as a string with K/M/G.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-impl SizeValue {
-    pub(crate) fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
-        match self {
-            SizeValue::Bytes(n) => Ok(*n),
-            SizeValue::Text(s) => parse_size(s).map_err(|e| ConfigError(format!("{key}: {e}"))),
-        }
-    }
-}
-
-/// The parsed file and its text (rules name their line in errors).
 pub(super) fn read_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
     let parsed = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
+        let at = e.span().map_or(0, |s| s.start);
+        let (line, col) = line_col(&text, at);
         let msg = e.message().replace('\n', " ");
-        ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
+        let key = key_on_line(&text, at)
+            .filter(|k| !msg.contains(&format!("`{k}`")))
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        ConfigError(format!("{}:{line}:{col}: {key}{msg}", path.display()))
     })?;
     Ok((parsed, text))
+}
+
+/// The key of a `key = value` line at `offset`, to name it in an error
+/// about its value.
+fn key_on_line(text: &str, offset: usize) -> Option<&str> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    plain.then_some(key)
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

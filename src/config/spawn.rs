@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{err, parse_match, parse_pair, ConfigError, RouteMatch, SizeValue};
+use super::units::{Seconds, Size};
+use super::{err, parse_match, parse_pair, ConfigError, RouteMatch};
 
 /// Most workers one pool may have (each is a process and a connection).
 const MAX_WORKERS: u32 = 256;
@@ -37,9 +38,9 @@ pub(super) struct FileSpawn {
     dir: Option<PathBuf>,
     #[serde(default)]
     reload: bool,
-    idle_timeout: Option<u64>,
-    request_timeout: Option<u64>,
-    max_body: Option<SizeValue>,
+    idle_timeout: Option<Seconds>,
+    request_timeout: Option<Seconds>,
+    max_body: Option<Size>,
 }
 
 impl FileSpawn {
@@ -53,28 +54,11 @@ impl FileSpawn {
         route.env_spec = self.env;
         route.dir = self.dir;
         route.reload = self.reload;
-        route.idle_timeout = seconds(key, "idle_timeout", self.idle_timeout)?;
-        route.request_timeout = seconds(key, "request_timeout", self.request_timeout)?;
-        route.max_body = self
-            .max_body
-            .map(|v| v.bytes(&format!("{key}.max_body")))
-            .transpose()?;
+        route.idle_timeout = self.idle_timeout.map(Into::into);
+        route.request_timeout = self.request_timeout.map(Into::into);
+        route.max_body = self.max_body.map(Into::into);
         route.key = key.to_string();
         Ok(route)
-    }
-}
-
-/// `key.name` in whole seconds, at least 1 and at most a year.
-pub(super) fn seconds(
-    key: &str,
-    name: &str,
-    v: Option<u64>,
-) -> Result<Option<Duration>, ConfigError> {
-    let max = super::MAX_TIMEOUT.as_secs();
-    match v {
-        Some(0) => err(format!("{key}.{name}: must be at least 1 second")),
-        Some(s) if s > max => err(format!("{key}.{name}: at most {max} seconds (a year)")),
-        v => Ok(v.map(Duration::from_secs)),
     }
 }
 

@@ -241,6 +241,7 @@ async fn serve_route(
     let path = &planned.path;
     let route = route(app, site, path);
     if !planned.scripts && (route.runs_a_script() || is_script_file(app, site, path)) {
+        note.rule = planned.scripts_rule.clone();
         return Err(Error::Forbidden(format!(
             "{}: scripts are off here (scripts = false)",
             req.uri().path()
@@ -294,6 +295,10 @@ async fn serve_route(
         Route::Static(dir, rel) => {
             if let Some(fallback) = fallback_for(app, site, path, &rel, dir) {
                 note.route = Some(fallback.0.tag.clone());
+                note.rule = Some(format!(
+                    "fallback {} ({})",
+                    fallback.1.script_name, fallback.0.label
+                ));
                 let (route, target) = fallback;
                 let script = fastcgi::Script {
                     name: &target.script_name,

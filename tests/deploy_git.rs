@@ -216,7 +216,7 @@ match = "~^/git/(.*)$"
 to = "/cgi-bin/git-http-backend/$1"
 
 [[auth]]
-match = '~/git-receive-pack$|service=git-receive-pack'
+match = '~/git-receive-pack(\?|$)|[?&]service=git-receive-pack'
 realm = "git push"
 htpasswd = "{d}/htpasswd"
 "#
@@ -306,6 +306,28 @@ async fn git_push_over_http_with_a_password() {
     ))
     .await;
     assert_eq!(r.status, 401, "a receive-pack POST without credentials");
+    // Neither a query behind the path nor an encoded service name dodges
+    // the rule (git-http-backend decodes the query; cgihost matches the
+    // decoded form too).
+    for target in [
+        "/git/repo.git/git-receive-pack?x",
+        "/git/repo.git/info/refs?service=git-receive-pac%6B",
+        "/git/repo.git/info/refs?x=1&service=%67it-receive-pack",
+    ] {
+        let r = bounded(request(
+            srv.addr,
+            if target.contains("info/refs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+            "Content-Type: application/x-git-receive-pack-request\r\n",
+            b"0000",
+        ))
+        .await;
+        assert_eq!(r.status, 401, "{target}: {}", r.text());
+    }
 
     // Anonymous clone of the seeded repository.
     let c1 = work.join("c1");

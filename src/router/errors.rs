@@ -99,6 +99,7 @@ pub async fn page(
         path,
         rewritten: None,
         scripts: true,
+        scripts_rule: None,
         auth: None,
         rule: None,
     };

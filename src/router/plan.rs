@@ -35,6 +35,8 @@ pub struct Planned {
     pub rewritten: Option<Uri>,
     /// false: a script must not run for this path (`scripts = false`).
     pub scripts: bool,
+    /// The `[[access]]` rule that turned scripts off, for the log.
+    pub scripts_rule: Option<String>,
     /// The password check this request must pass.
     pub auth: Option<AuthCheck>,
     /// The last rule that applied (`file:line (key)`), for the log.
@@ -63,6 +65,7 @@ pub fn plan(
             path: first,
             rewritten: None,
             scripts: true,
+            scripts_rule: None,
             auth: None,
             rule: None,
         }));
@@ -97,7 +100,7 @@ pub fn plan(
         rewritten = Some(new);
         rule = Some(origin.to_string());
     }
-    let mut scripts = true;
+    let mut scripts = (true, None);
     let mut auth = None;
     let targets = [
         Some((first_subject.as_str(), uri.query())),
@@ -106,35 +109,72 @@ pub fn plan(
             .map(|new| (subject.as_str(), new.query())),
     ];
     for (subject_path, query) in targets.into_iter().flatten() {
-        let full = with_query(subject_path, query);
-        let verdict = rules.access(&full, subject_path, peer);
-        if let Some(denied) = verdict.denied_by {
-            return Err(Error::Forbidden(format!(
-                "access ({}): {peer} refused for {subject_path}",
-                denied.origin
-            )));
+        // The path that runs (the last target) decides whether a script
+        // may; any of its subjects can turn scripts off.
+        scripts = (true, None);
+        // The raw query, and its decoded form when that differs: a rule
+        // that names `service=x` must not be dodged by `service=%78`.
+        for full in subjects(subject_path, query) {
+            let verdict = rules.access(&full, subject_path, peer);
+            if let Some(denied) = verdict.denied_by {
+                return Err(Error::Forbidden(format!(
+                    "access ({}): {peer} refused for {subject_path}",
+                    denied.origin
+                )));
+            }
+            if auth.is_none() {
+                auth = rules.auth_rule(&full, subject_path, method);
+            }
+            if !verdict.scripts && scripts.0 {
+                scripts = (false, verdict.rule.map(|r| r.origin.clone()));
+            }
         }
-        if auth.is_none() {
-            auth = rules.auth_rule(&full, subject_path, method);
-        }
-        // The path that runs decides whether a script may.
-        scripts = verdict.scripts;
     }
     Ok(Plan::Route(Planned {
         path,
         rewritten,
-        scripts,
+        scripts: scripts.0,
+        scripts_rule: scripts.1,
         auth,
         rule,
     }))
 }
 
-/// `path?query` (or `path`), what access and auth regexes see.
-fn with_query(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+/// What access and auth regexes see: `path?query` (or `path`), and
+/// `path?decoded-query` too when decoding changes the query.
+fn subjects(path: &str, query: Option<&str>) -> Vec<String> {
+    let Some(q) = query else {
+        return vec![path.to_string()];
+    };
+    let mut out = vec![format!("{path}?{q}")];
+    if let Some(decoded) = decode_query(q) {
+        out.push(format!("{path}?{decoded}"));
     }
+    out
+}
+
+/// `q` percent-decoded (as a CGI program reads it), if that changes it.
+fn decode_query(q: &str) -> Option<String> {
+    if !q.contains('%') {
+        return None;
+    }
+    let bytes = q.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A `[[redirect]]` answer: status, Location, a one-line body.

@@ -114,6 +114,8 @@ impl<T> RuleList<T> {
 
 /// What `[[access]]` says about a request.
 pub struct AccessVerdict<'a> {
+    /// The rule that matched, if any.
+    pub rule: Option<&'a Access>,
     /// The rule that refuses the client, if any.
     pub denied_by: Option<&'a Access>,
     /// false: a script under the matched prefix must not run.
@@ -188,6 +190,7 @@ impl Rules {
     pub fn access(&self, subject: &str, path: &str, peer: IpAddr) -> AccessVerdict<'_> {
         let Some((_, rule)) = self.access.first(subject, path) else {
             return AccessVerdict {
+                rule: None,
                 denied_by: None,
                 scripts: true,
             };
@@ -195,6 +198,7 @@ impl Rules {
         let peer = peer.to_canonical();
         let allowed = rule.allow.iter().any(|net| net.contains(&peer));
         AccessVerdict {
+            rule: Some(rule),
             denied_by: (rule.deny && !allowed).then_some(rule),
             scripts: rule.scripts,
         }

@@ -195,6 +195,8 @@ pub struct Config {
     /// backend's process count (php-fpm `pm.max_children`).
     pub fastcgi_max_conns: usize,
     pub fastcgi_connect_timeout: Duration,
+    /// A kept-alive FastCGI connection idle this long is closed.
+    pub fastcgi_idle_timeout: Duration,
     /// `Cache-Control` on static file responses (default: none).
     pub cache_control: Option<String>,
     /// Upload offloading rules.
@@ -257,6 +259,7 @@ impl Default for Config {
             spool_dir: None,
             fastcgi_max_conns: 8,
             fastcgi_connect_timeout: Duration::from_secs(5),
+            fastcgi_idle_timeout: Duration::from_secs(60),
             cache_control: None,
             uploads: Vec::new(),
             rules: SiteRules::default(),
@@ -342,7 +345,7 @@ impl Config {
         // Plain values: the file's, where it sets them.
         overlay!(self => f;
             keepalive_timeout, send_timeout, shutdown_grace, header_read_timeout,
-            fastcgi_connect_timeout, max_connections, root, cgi_dir, cgi_prefix,
+            fastcgi_connect_timeout, fastcgi_idle_timeout, max_connections, root, cgi_dir, cgi_prefix,
             fastcgi_max_conns, access_log, max_header_size, workers);
         overlay!(self.cgi => f.cgi;
             max_processes, queue_timeout, pass_authorization, max_response_header);

@@ -644,3 +644,133 @@ async fn a_record_for_another_request_id_is_a_protocol_error_never_the_next_answ
     }
     srv.stop().await;
 }
+
+/// A FastCGI backend on 127.0.0.1 that answers every request after
+/// `delay` and counts the connections open to it.
+async fn counting_backend(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counted = open.clone();
+    let answer = [
+        fcgi_record(6, 1, b"Content-Type: text/plain\r\n\r\nok"),
+        fcgi_record(6, 1, b""),
+        fcgi_record(3, 1, &[0; 8]),
+    ]
+    .concat();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (open, answer) = (counted.clone(), answer.clone());
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'conn: loop {
+                    let mut ended = false;
+                    while !ended {
+                        while buf.len() >= 8 {
+                            let len =
+                                u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
+                            if buf.len() < 8 + len {
+                                break;
+                            }
+                            ended |= buf[1] == 5 && len == 0;
+                            buf.drain(..8 + len);
+                        }
+                        if !ended {
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break 'conn,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    if conn.write_all(&answer).await.is_err() {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// After a burst, kept-alive connections left idle are closed once
+/// `fastcgi_idle_timeout` passes, not kept until the next request (each
+/// one pins a backend process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_connections_close_after_the_idle_timeout() {
+    use std::sync::atomic::Ordering;
+    let (backend, open) = counting_backend(Duration::from_millis(20)).await;
+    let mut config = fixture_config();
+    config.fastcgi_idle_timeout = Duration::from_secs(1);
+    config.fastcgi =
+        vec![cgihost::config::parse_fastcgi("--fastcgi", &format!("/app={backend}")).unwrap()];
+    let srv = TestServer::start(config).await;
+    let started = Instant::now();
+    let burst: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(get(srv.addr, format!("/app/{i}"))))
+        .collect();
+    for r in burst {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    }
+    // Four at once took several connections; at least one stays idle
+    // (the stall valve may close some that finished while others waited).
+    let kept = open.load(Ordering::SeqCst);
+    assert!(
+        kept >= 1,
+        "{kept} connection(s) kept after {:?}",
+        started.elapsed()
+    );
+    let closed = eventually(Duration::from_secs(10), || open.load(Ordering::SeqCst) == 0).await;
+    assert!(
+        closed,
+        "{} connection(s) still open",
+        open.load(Ordering::SeqCst)
+    );
+    // A new request is served on a new connection.
+    let r = get(srv.addr, "/app/again").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    srv.stop().await;
+}
+
+/// Two cgihost instances share one php-fpm pool of four children: after
+/// the first one's burst its idle connections go, so the second is
+/// served instead of waiting behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_a_small_php_fpm_pool_without_starving() {
+    let fpm = PhpFpm::start(4);
+    let config = || {
+        let mut c = php_config(&fpm.sock);
+        c.fastcgi_max_conns = 4;
+        c.fastcgi_idle_timeout = Duration::from_secs(1);
+        c
+    };
+    let a = TestServer::start(config()).await;
+    let b = TestServer::start(config()).await;
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(get(a.addr, "/usleep.php")))
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    // A holds four idle connections: every child waits on one of them.
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(15), get(b.addr, "/hello.php"))
+        .await
+        .expect("the second server is answered");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from php\n"));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    a.stop().await;
+    b.stop().await;
+}

@@ -49,6 +49,7 @@ pub(super) struct FileConfig {
     pub(super) spool_dir: Option<PathBuf>,
     pub(super) fastcgi_max_conns: Option<usize>,
     pub(super) fastcgi_connect_timeout: Option<Seconds>,
+    pub(super) fastcgi_idle_timeout: Option<Seconds>,
     pub(super) cgi: FileCgi,
     pub(super) fastcgi: Vec<FileRoute>,
     pub(super) spawn: Vec<FileSpawn>,

@@ -534,14 +534,14 @@ struct Backends {
 }
 
 impl Backends {
-    fn balancer(&mut self, addrs: &[BackendAddr], max_conns: usize) -> Balancer {
+    fn balancer(&mut self, addrs: &[BackendAddr], max_conns: usize, idle: Duration) -> Balancer {
         let list = addrs
             .iter()
             .map(|a| {
                 self.by_addr
                     .entry(a.clone())
                     .or_insert_with(|| {
-                        let b = Backend::new(a.clone(), max_conns);
+                        let b = Backend::new(a.clone(), max_conns, idle);
                         self.list.push(b.clone());
                         b
                     })
@@ -563,7 +563,11 @@ fn fixed_route(
     Ok(Route {
         label: r.matcher.to_string(),
         tag: stats.route(&format!("{site}fastcgi {}", r.matcher)),
-        upstream: Upstream::Fixed(backends.balancer(&r.addrs, config.fastcgi_max_conns)),
+        upstream: Upstream::Fixed(backends.balancer(
+            &r.addrs,
+            config.fastcgi_max_conns,
+            config.fastcgi_idle_timeout,
+        )),
         idle: r.timeout.unwrap_or(config.cgi.timeout),
         request_timeout: None,
         max_body: r.max_body.or(config.max_body),

@@ -37,8 +37,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BackendAddr;
 
-/// Idle connections older than this are closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections are closed after this long unless configured
+/// (`fastcgi_idle_timeout`; nginx's upstream `keepalive_timeout` is 60 s).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A fresh connection unanswered for this long is presumed stuck in the
 /// backend's accept queue.
@@ -156,6 +157,12 @@ pub struct Backend {
     pub stats: BackendStats,
     /// `max_conns` is exactly the backend's process count: no valve.
     exact_cap: bool,
+    /// An idle connection is closed after this long: each one pins a
+    /// backend process that other clients of the pool (another server,
+    /// cron, php-fpm's `ondemand` reaping) could use.
+    idle_timeout: Duration,
+    /// A task is closing idle connections as they expire.
+    reaping: std::sync::atomic::AtomicBool,
 }
 
 /// A connection checked out of a backend, with its slot.
@@ -177,6 +184,8 @@ impl Lease {
         if let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) {
             let mut idle = self.backend.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push((conn, permit, Instant::now()));
+            drop(idle);
+            Backend::reap_idle(&self.backend);
         }
     }
 }
@@ -216,17 +225,22 @@ impl Drop for Lease {
 }
 
 impl Backend {
-    pub fn new(addr: BackendAddr, max_conns: usize) -> Arc<Backend> {
-        Self::build(addr, max_conns, false)
+    pub fn new(addr: BackendAddr, max_conns: usize, idle_timeout: Duration) -> Arc<Backend> {
+        Self::build(addr, max_conns, false, idle_timeout)
     }
 
     /// A backend known to run exactly `max_conns` processes, each serving
     /// one connection at a time (a spawned pool).
     pub fn exact(addr: BackendAddr, max_conns: usize) -> Arc<Backend> {
-        Self::build(addr, max_conns, true)
+        Self::build(addr, max_conns, true, DEFAULT_IDLE_TIMEOUT)
     }
 
-    fn build(addr: BackendAddr, max_conns: usize, exact_cap: bool) -> Arc<Backend> {
+    fn build(
+        addr: BackendAddr,
+        max_conns: usize,
+        exact_cap: bool,
+        idle_timeout: Duration,
+    ) -> Arc<Backend> {
         Arc::new(Backend {
             addr,
             idle: Mutex::new(Vec::new()),
@@ -241,7 +255,61 @@ impl Backend {
             }),
             stats: BackendStats::default(),
             exact_cap,
+            idle_timeout,
+            reaping: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Make sure a task closes idle connections as they expire (one per
+    /// backend, while it has idle connections; it holds no strong
+    /// reference, so a backend a reload dropped goes away).
+    fn reap_idle(backend: &Arc<Backend>) {
+        if backend.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(backend);
+        tokio::spawn(async move {
+            loop {
+                let Some(backend) = weak.upgrade() else {
+                    return;
+                };
+                let next = backend.close_expired();
+                let Some(at) = next else {
+                    backend.reaping.store(false, Ordering::Release);
+                    // A connection parked since the last look starts us again.
+                    if backend.idle_count() == 0 || backend.reaping.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    continue;
+                };
+                drop(backend);
+                tokio::time::sleep_until(at.into()).await;
+            }
+        });
+    }
+
+    /// Close idle connections past the idle timeout; when the next one
+    /// expires (None: none is idle).
+    fn close_expired(&self) -> Option<Instant> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = idle.len();
+        idle.retain(|(_, _, since)| since.elapsed() < self.idle_timeout);
+        let closed = before - idle.len();
+        let next = idle.iter().map(|(_, _, since)| *since).min();
+        drop(idle);
+        if closed > 0 {
+            tracing::debug!(
+                "FastCGI {}: closed {closed} connection(s) idle for {}s",
+                self.addr,
+                self.idle_timeout.as_secs()
+            );
+            self.released.notify_waiters();
+        }
+        next.map(|since| since + self.idle_timeout)
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn name(&self) -> String {
@@ -317,7 +385,7 @@ impl Backend {
     fn take_idle(&self) -> Option<(Conn, OwnedSemaphorePermit)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((mut conn, permit, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && !conn.io.is_dead() {
+            if since.elapsed() < self.idle_timeout && !conn.io.is_dead() {
                 conn.reused = true;
                 return Some((conn, permit));
             }

@@ -16,7 +16,8 @@
 //! - [`app`]: the [`app::App`] one configuration builds (handlers,
 //!   counters, the status snapshot) and [`app::Live`], the swap cell
 //!   holding the one serving new requests.
-//! - [`reload`]: SIGHUP's procedure (re-read, rebuild, swap).
+//! - [`reload`]: SIGHUP's procedure (re-read, rebuild, swap);
+//!   [`notify`]: systemd's READY/RELOADING/STOPPING/WATCHDOG messages.
 //! - [`privileges`]: `--user` (drop root after binding) and systemd
 //!   socket activation (`LISTEN_FDS`).
 //! - [`stats`], [`status`]: counters and the status page (HTML, JSON,
@@ -59,6 +60,7 @@ pub mod error;
 pub mod fastcgi;
 pub mod log;
 pub mod meta;
+pub mod notify;
 pub mod privileges;
 pub mod reload;
 pub mod router;

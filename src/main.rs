@@ -13,6 +13,7 @@ use clap::Parser;
 use cgihost::app::{App, Live};
 use cgihost::cli::Cli;
 use cgihost::config::Config;
+use cgihost::notify;
 use cgihost::privileges::{self, User};
 use cgihost::server::Listener;
 use tokio_rustls::TlsAcceptor;
@@ -156,7 +157,13 @@ async fn serve(
         tracing::info!("listening on {scheme}://{addr}");
     }
     tokio::spawn(reload_on_sighup(live.clone(), hup, cli));
-    cgihost::server::serve(listeners, live, shutdown_signal(term, int))
+    notify::ready();
+    notify::spawn_watchdog();
+    let shutdown = async {
+        shutdown_signal(term, int).await;
+        notify::stopping();
+    };
+    cgihost::server::serve(listeners, live, shutdown)
         .await
         .map_err(|e| runtime(e.to_string()))
 }
@@ -193,9 +200,12 @@ fn bind_all(
 async fn reload_on_sighup(live: Arc<Live>, mut hup: tokio::signal::unix::Signal, cli: Cli) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
+        notify::reloading();
         if let Err(e) = cgihost::reload::reload(&live, &cli) {
             tracing::error!("reload failed, keeping the running configuration: {e}");
         }
+        // Done either way: the old or the new configuration serves.
+        notify::ready();
     }
 }
 

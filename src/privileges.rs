@@ -14,9 +14,6 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::unistd::{Gid, Uid};
 
-/// First fd systemd passes (`SD_LISTEN_FDS_START`).
-const LISTEN_FDS_START: RawFd = 3;
-
 /// A user to run as, looked up in the passwd database.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -76,34 +73,29 @@ pub fn drop_to(user: &User) -> Result<(), String> {
 /// Listening sockets passed by systemd, if `LISTEN_PID` is us. The
 /// variables are removed so nothing we start inherits them.
 pub fn systemd_listeners() -> Result<Option<Vec<TcpListener>>, String> {
-    let Some(count) = std::env::var("LISTEN_FDS").ok() else {
-        return Ok(None);
-    };
-    let for_us = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
+    // sd-notify reads LISTEN_PID/LISTEN_FDS (only when LISTEN_PID is us)
+    // and marks the fds close-on-exec.
+    let fds = sd_notify::listen_fds().map_err(|e| format!("LISTEN_FDS: {e}"));
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDNAMES");
-    if !for_us {
-        return Ok(None);
+    let fds = fds?;
+    match fds.len() {
+        0 => Ok(None),
+        1..=64 => fds
+            .map(inherited_listener)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        n => Err(format!(
+            "LISTEN_FDS: {n} sockets is more than cgihost takes (64)"
+        )),
     }
-    let count: RawFd = count
-        .parse()
-        .ok()
-        .filter(|n| (1..=64).contains(n))
-        .ok_or_else(|| format!("LISTEN_FDS: '{count}' is not a socket count"))?;
-    (LISTEN_FDS_START..LISTEN_FDS_START + count)
-        .map(inherited_listener)
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
 }
 
 /// Take fd `fd`, handed over by systemd, as a listening TCP socket.
 fn inherited_listener(fd: RawFd) -> Result<TcpListener, String> {
-    // SAFETY: by the socket-activation protocol (checked above: LISTEN_PID
-    // is us, and `fd` is below 3 + LISTEN_FDS), systemd passed `fd` open
+    // SAFETY: by the socket-activation protocol (checked by sd-notify:
+    // LISTEN_PID is us, and `fd` is below 3 + LISTEN_FDS), systemd passed `fd` open
     // to this process, and nothing else here has taken it; it is only
     // borrowed for the checks, owned once they pass.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -123,8 +115,6 @@ fn inherited_listener(fd: RawFd) -> Result<TcpListener, String> {
     }
     // SAFETY: as above; from here the listener owns (and closes) the fd.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| format!("LISTEN_FDS: fd {fd}: {e}"))?;
     let listener = TcpListener::from(owned);
     listener
         .local_addr()

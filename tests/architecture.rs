@@ -7,7 +7,7 @@
 //! - handler: cgi, fastcgi, static_files, upload, status, gateway, rules
 //! - app: app, router, site
 //! - server: server and server/*
-//! - entry: main, reload, privileges, cli
+//! - entry: main, reload, privileges, cli, notify
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("app", &["app", "router", "site"]),
     ("server", &["server"]),
-    ("entry", &["main", "reload", "privileges", "cli"]),
+    ("entry", &["main", "reload", "privileges", "cli", "notify"]),
 ];
 
 /// The layer index of a top-level module, if the table names it.

@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -611,4 +611,64 @@ async fn access_log_write_errors_are_logged_once() {
         .matches("access log: writing to stdout failed")
         .count();
     assert_eq!(count, 1, "{}", srv.stderr_text());
+}
+
+/// systemd's notify protocol, with a unix datagram socket standing in for
+/// systemd: READY=1 once listening, RELOADING=1 (+ MONOTONIC_USEC) then
+/// READY=1 around a SIGHUP, WATCHDOG=1 pings, STOPPING=1 at SIGTERM, in
+/// that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_messages_arrive_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut cmd = BinServer::command_in(&fixtures().join("static"), &[]);
+    cmd.env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut srv = BinServer::start_cmd(cmd);
+    let next = move |socket: &std::os::unix::net::UnixDatagram, watchdogs: &mut usize| loop {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notify message within 10 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.trim() == "WATCHDOG=1" {
+            *watchdogs += 1;
+            continue;
+        }
+        return text;
+    };
+    let mut watchdogs = 0;
+    let first = next(&socket, &mut watchdogs);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    // The server answers once it said it is ready.
+    assert_eq!(get(srv.addr, "/hello.txt").await.status, 200);
+    srv.signal(libc::SIGHUP);
+    let reloading = next(&socket, &mut watchdogs);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1"),
+        "{reloading:?}"
+    );
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let again = next(&socket, &mut watchdogs);
+    assert!(again.lines().any(|l| l == "READY=1"), "{again:?}");
+    // A few watchdog periods pass.
+    let wait_for_pings = Instant::now();
+    while watchdogs < 3 && wait_for_pings.elapsed() < Duration::from_secs(10) {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).trim() == "WATCHDOG=1" {
+                watchdogs += 1;
+            }
+        }
+    }
+    assert!(watchdogs >= 3, "{watchdogs} watchdog pings");
+    srv.signal(libc::SIGTERM);
+    let stopping = next(&socket, &mut watchdogs);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
 }

@@ -202,11 +202,35 @@ pub struct UploadConfig {
     /// Whole request; default: `max_body`, else unlimited.
     pub max_request: Option<u64>,
     pub max_parts: usize,
+    /// Bytes before the first boundary (400 beyond).
+    pub max_preamble: u64,
+    /// Bytes of one part's header block (400 beyond).
+    pub max_part_header: u64,
     pub keep: bool,
 }
 
 /// Parts per offloaded multipart request unless configured.
 pub const DEFAULT_MAX_PARTS: usize = 100;
+/// Preamble of an offloaded multipart body unless configured.
+pub const DEFAULT_MAX_PREAMBLE: u64 = 4 * 1024;
+/// One part's header block unless configured.
+pub const DEFAULT_MAX_PART_HEADER: u64 = 8 * 1024;
+
+impl UploadConfig {
+    /// A rule with the default limits.
+    pub fn new(prefix: impl Into<String>, dir: impl Into<PathBuf>) -> UploadConfig {
+        UploadConfig {
+            prefix: prefix.into(),
+            dir: dir.into(),
+            max_file: None,
+            max_request: None,
+            max_parts: DEFAULT_MAX_PARTS,
+            max_preamble: DEFAULT_MAX_PREAMBLE,
+            max_part_header: DEFAULT_MAX_PART_HEADER,
+            keep: false,
+        }
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -393,6 +417,10 @@ impl Config {
                 max_file: size(u.max_file_size, "upload.max_file_size")?,
                 max_request: size(u.max_request_size, "upload.max_request_size")?,
                 max_parts: u.max_parts.unwrap_or(DEFAULT_MAX_PARTS),
+                max_preamble: size(u.max_preamble, "upload.max_preamble")?
+                    .unwrap_or(DEFAULT_MAX_PREAMBLE),
+                max_part_header: size(u.max_part_header, "upload.max_part_header")?
+                    .unwrap_or(DEFAULT_MAX_PART_HEADER),
                 keep: u.keep,
                 prefix: u.prefix,
                 dir: u.dir,
@@ -440,6 +468,9 @@ impl Config {
             dir_exists("upload dir", &u.dir)?;
             if u.max_parts == 0 {
                 return err("upload.max_parts: must be at least 1");
+            }
+            if u.max_part_header < 64 {
+                return err("upload.max_part_header: must be at least 64 bytes");
             }
         }
         if self.cgi.max_processes == 0 {

@@ -8,7 +8,9 @@
 //!
 //! 1. files are created with O_EXCL, mode 0600, under unique names;
 //! 2. limits: per file and per request (413), number of parts (413), size
-//!    of the ordinary fields kept in memory (413); a malformed body is 400;
+//!    of the ordinary fields kept in memory (413); a malformed body is 400,
+//!    and so are a preamble or a part header block over its cap
+//!    (`framing`: multer would buffer those whole);
 //! 3. an [`UploadGuard`] owns every file created: on any failure, a client
 //!    that goes away, or after the response (unless `keep`), what the handler
 //!    did not move away is removed.
@@ -28,6 +30,10 @@ use crate::body::ReqBody;
 use crate::error::Error;
 use crate::uri_path::SafePath;
 
+mod framing;
+
+pub use framing::Limits as FramingLimits;
+
 /// One offloading rule.
 #[derive(Debug, Clone)]
 pub struct UploadRule {
@@ -37,6 +43,8 @@ pub struct UploadRule {
     pub max_file: u64,
     pub max_request: u64,
     pub max_parts: usize,
+    /// Caps on the preamble and on each part's header block.
+    pub framing: FramingLimits,
     /// Leave files in place after the response.
     pub keep: bool,
 }
@@ -119,6 +127,9 @@ pub async fn offload(
             .whole_stream(rule.max_request)
             .per_field(rule.max_file),
     );
+    // multer buffers the preamble and each part's header block whole:
+    // cap them before it sees the bytes.
+    let body = framing::Capped::new(body, framing::Framing::new(&boundary, rule.framing));
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut guard = UploadGuard::default();
@@ -246,6 +257,10 @@ fn multer_error(e: multer::Error) -> Error {
         multer::Error::StreamSizeExceeded { limit } => {
             too_large(format!("upload over the request cap of {limit} bytes"))
         }
+        multer::Error::StreamReadFailed(e) => match e.downcast_ref::<framing::FramingError>() {
+            Some(capped) => Error::BadRequest(capped.0.clone()),
+            None => Error::BadRequest(format!("malformed multipart upload: {e}")),
+        },
         other => Error::BadRequest(format!("malformed multipart upload: {other}")),
     }
 }

@@ -107,6 +107,10 @@ pub(super) struct FileUpload {
     pub(super) max_file_size: Option<SizeValue>,
     pub(super) max_request_size: Option<SizeValue>,
     pub(super) max_parts: Option<usize>,
+    /// Bytes before the first boundary.
+    pub(super) max_preamble: Option<SizeValue>,
+    /// Bytes of one part's header block.
+    pub(super) max_part_header: Option<SizeValue>,
     #[serde(default)]
     pub(super) keep: bool,
 }

@@ -542,3 +542,53 @@ async fn endless_preamble_or_part_header_is_400_in_bounded_memory() {
     );
     assert_empties(dir.path(), 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_upload_metadata_fields_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(upload_config(dir.path(), |_| {})).await;
+    let file = Part::File {
+        name: "doc",
+        filename: "d.txt",
+        content_type: "text/plain",
+        data: b"payload",
+    };
+    // A real file part, and a client field that would shadow its path.
+    for forged in ["doc.path", "doc_path", "doc path", "doc[path", "DOC.SIZE"] {
+        let body = multipart(&[
+            Part::Field(forged, "/etc/passwd"),
+            Part::File {
+                name: "doc",
+                filename: "d.txt",
+                content_type: "text/plain",
+                data: b"payload",
+            },
+        ]);
+        let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh", &body).await;
+        assert_eq!(resp.status, 400, "{forged}: {}", resp.text());
+    }
+    // No file part at all: the handler would still read doc.path.
+    for forged in ["doc.path", "doc_sha256", "x.content_type", "x_name"] {
+        let body = multipart(&[
+            Part::Field("note", "hi"),
+            Part::Field(forged, "/etc/passwd"),
+        ]);
+        let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh", &body).await;
+        assert_eq!(resp.status, 400, "{forged}: {}", resp.text());
+    }
+    // Nor through the query string, which many handlers merge into the form.
+    let body = multipart(&[file]);
+    let resp = post_multipart(
+        srv.addr,
+        "/cgi-bin/offload.sh?doc%2Epath=/etc/passwd",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    // Ordinary names still pass, and the generated ones are there.
+    let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh?x=1", &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.env()["doc.size"], "7");
+    assert_empties(dir.path(), 2).await;
+    srv.stop().await;
+}

@@ -39,6 +39,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::app::Live;
 use crate::body::Body;
+use crate::cgi::process::GroupRegistry;
 use crate::config::Listen;
 use crate::conn::ConnInfo;
 use crate::error::Error;
@@ -324,12 +325,45 @@ async fn drain(live: Arc<Live>, front: &FrontEnd) {
         let n = app.cgi.groups.kill_all();
         tracing::warn!("grace period over: killed {n} CGI process group(s) still running");
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !app.cgi.groups.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_cgi_groups(&app.cgi.groups).await;
     live.stop_all().await;
     tracing::info!("stopped");
+}
+
+/// How long CGI groups left at shutdown get between SIGTERM and SIGKILL.
+const CGI_TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// No connection is left, but CGI groups may be: scripts that answered and
+/// closed stdout but have not exited, or are inside their post-response
+/// grace. None may outlive cgihost: SIGTERM, then SIGKILL, and wait for
+/// their supervisors to reap them.
+async fn stop_cgi_groups(groups: &GroupRegistry) {
+    async fn gone_within(groups: &GroupRegistry, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !groups.is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+    let n = groups.signal_all(libc::SIGTERM);
+    if n == 0 {
+        return;
+    }
+    tracing::info!("stopping {n} CGI process group(s) that outlived their response (SIGTERM)");
+    if gone_within(groups, CGI_TERM_GRACE).await {
+        return;
+    }
+    let n = groups.kill_all();
+    tracing::warn!(
+        "killed {n} CGI process group(s) still running {}s after SIGTERM",
+        CGI_TERM_GRACE.as_secs()
+    );
+    if !gone_within(groups, Duration::from_secs(3)).await {
+        tracing::warn!("{} CGI process group(s) not reaped at exit", groups.len());
+    }
 }
 
 /// One request: id, span, routing, error page, access log.

@@ -67,18 +67,27 @@ impl GroupRegistry {
     /// SIGKILL every live group (shutdown grace expired). Holding the lock
     /// while signalling means no group is reaped in between.
     pub fn kill_all(&self) -> usize {
+        self.signal_all(libc::SIGKILL)
+    }
+
+    /// Send `sig` to every live group; returns how many there are.
+    pub fn signal_all(&self, sig: libc::c_int) -> usize {
         let pids = self.pids.lock().unwrap_or_else(|p| p.into_inner());
         for &pid in pids.iter() {
-            kill_group(pid);
+            signal_group(pid, sig);
         }
         pids.len()
     }
 }
 
 fn kill_group(pid: u32) {
+    signal_group(pid, libc::SIGKILL);
+}
+
+fn signal_group(pid: u32, sig: libc::c_int) {
     // SAFETY: plain syscall; the pid is a group leader we have not reaped.
     unsafe {
-        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        libc::kill(-(pid as libc::pid_t), sig);
     }
 }
 

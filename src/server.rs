@@ -378,10 +378,20 @@ async fn serve_request(
     let span = tracing::info_span!("req", id);
     let req = req.map(|b| b.boxed_unsync());
     let mut note = RequestNote::default();
-    let mut resp = router::dispatch(&app, req, &conn, id, &mut note)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    let mut resp = match host_problem(req.version(), req.headers()) {
+        Some(why) => span.in_scope(|| {
+            let mut resp = Error::BadRequest(why.into()).into_response();
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            resp
+        }),
+        None => router::dispatch(&app, req, &conn, id, &mut note)
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|e| span.in_scope(|| e.into_response())),
+    };
     if record.version == http::Version::HTTP_10 {
         say_close_if_close_delimited(&mut resp, record.method == http::Method::HEAD);
     }
@@ -394,6 +404,29 @@ async fn serve_request(
     }
     record.attach(note, Box::new((busy, app.clone())));
     resp.map(|body| LoggedBody::wrap(body, record))
+}
+
+/// RFC 9112 §3.2: any request with more than one `Host` header or an
+/// invalid one, and an HTTP/1.1 request without one, is a 400. (Both
+/// paths: the static one hands such a request to hyper, which lands here.)
+pub(crate) fn host_problem(
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Option<&'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request without a Host header")
+        }
+        (Some(host), None) if !valid_host(host.as_bytes()) => Some("an invalid Host header"),
+        _ => None,
+    }
+}
+
+/// `uri-host [ ":" port ]`, or empty (RFC 9110 §7.2).
+fn valid_host(value: &[u8]) -> bool {
+    value.is_empty() || (!value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok())
 }
 
 /// An HTTP/1.0 response whose body has no length (CGI output without

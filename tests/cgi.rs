@@ -782,3 +782,28 @@ async fn http10_keep_alive_with_output_without_length_gets_connection_close() {
     }
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_decides_server_name_and_http_host() {
+    let srv = TestServer::start(fixture_config()).await;
+    let raw = "GET http://a.example:8080/cgi-bin/env.pl?q HTTP/1.1\r\n\
+               Host: b.example\r\nConnection: close\r\n\r\n";
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    assert_eq!(env["SERVER_NAME"], "a.example");
+    assert_eq!(env["HTTP_HOST"], "a.example:8080");
+    assert_eq!(env["QUERY_STRING"], "q");
+    // Origin-form: Host decides, as ever.
+    let raw = "GET /cgi-bin/env.pl HTTP/1.1\r\nHost: b.example:81\r\nConnection: close\r\n\r\n";
+    let env = Conn::open(srv.addr)
+        .await
+        .request(raw.as_bytes())
+        .await
+        .env();
+    assert_eq!(
+        (&env["SERVER_NAME"][..], &env["HTTP_HOST"][..]),
+        ("b.example", "b.example:81")
+    );
+    srv.stop().await;
+}

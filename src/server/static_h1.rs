@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::connection::{stopped, Activity, InFlight};
 use super::send_file::{send_file, write_all};
-use super::{answer_static, FrontEnd};
+use super::{answer_static, host_problem, FrontEnd};
 use crate::app::Live;
 use crate::body::Body;
 use crate::conn::ConnInfo;
@@ -285,6 +285,10 @@ fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
     if has_body || headers.contains_key(header::EXPECT) || headers.contains_key(header::UPGRADE) {
         return None;
     }
+    // No Host, two, or a bad one: hyper's side answers 400.
+    if host_problem(version, &headers).is_some() {
+        return None;
+    }
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -511,7 +515,7 @@ mod tests {
         let ours = [
             "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
             "HEAD /a.txt HTTP/1.0\r\n\r\n",
-            "GET /a?x=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET /a?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         ];
         for raw in ours {
             assert!(parsed(raw).is_some(), "{raw:?}");
@@ -526,6 +530,11 @@ mod tests {
             "OPTIONS * HTTP/1.1\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
         ];
         for raw in theirs {
             assert!(parsed(raw).is_none(), "{raw:?}");
@@ -537,15 +546,21 @@ mod tests {
         let many: String = (0..MAX_HEADERS + 1)
             .map(|i| format!("X-{i}: v\r\n"))
             .collect();
-        assert!(parsed(&format!("GET / HTTP/1.1\r\n{many}\r\n")).is_none());
+        assert!(parsed(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).is_none());
     }
 
     #[test]
     fn keep_alive_follows_the_version_and_connection_header() {
         let table = [
-            ("GET / HTTP/1.1\r\n\r\n", true),
-            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
-            ("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, Close\r\n\r\n",
+                false,
+            ),
             ("GET / HTTP/1.0\r\n\r\n", false),
             ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
         ];

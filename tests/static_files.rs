@@ -1104,3 +1104,46 @@ async fn host_missing_repeated_or_invalid_is_400_on_both_paths() {
     assert_eq!((fresh, hyper), (vec![400], vec![400]));
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_between_pipelined_requests_are_judged_alike_on_both_paths() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let first = "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let last = "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    // Only CRLF and LF make empty lines (RFC 9112 §2.2); anything else
+    // where a request line should start is a bad request.
+    let table: &[(&str, bool)] = &[
+        ("", true),
+        ("\r\n", true),
+        ("\n", true),
+        ("\r\n\r\n\n\n\r\n", true),
+        ("\r", false),
+        ("\r\r\n", false),
+        ("\n\r", false),
+        ("\r\n\r", false),
+        ("\r \n", false),
+        (" ", false),
+        ("\t", false),
+        ("\r\n ", false),
+        ("\0", false),
+        ("\x0b", false),
+    ];
+    for &(between, ok) in table {
+        for (raw, want) in [
+            (
+                format!("{first}{between}{last}"),
+                if ok { vec![200, 200] } else { vec![200, 400] },
+            ),
+            (
+                format!("{between}{last}"),
+                if ok { vec![200] } else { vec![400] },
+            ),
+        ] {
+            let [fresh, hyper] = statuses_on_both_paths(srv.addr, raw.as_bytes()).await;
+            assert_eq!(fresh, hyper, "the two paths differ on {raw:?}");
+            assert_eq!(fresh, want, "{raw:?}");
+        }
+    }
+    srv.stop().await;
+}

@@ -180,11 +180,7 @@ pub(super) async fn serve(
         }
         // Blank lines between requests are allowed (RFC 9112 §2.2) and
         // are not the start of a head.
-        let blank = input
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .count();
-        input.advance(blank);
+        input.advance(blank_lines(&input));
         // An idle connection keeps small buffers, whatever it needed before.
         if input.is_empty() && input.capacity() > 2 * GATHER {
             input = BytesMut::with_capacity(4096);
@@ -201,6 +197,21 @@ pub(super) async fn serve(
             };
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// The length of the empty lines (CRLF or LF) `input` starts with. A CR
+/// not followed by LF is not one: it stays, and makes the next head the
+/// 400 it is on the hyper path (httparse skips the same empty lines).
+/// A CR at the very end may be the start of a CRLF: it stays too.
+fn blank_lines(input: &[u8]) -> usize {
+    let mut n = 0;
+    loop {
+        match input.get(n..) {
+            Some([b'\r', b'\n', ..]) => n += 2,
+            Some([b'\n', ..]) => n += 1,
+            _ => return n,
         }
     }
 }
@@ -547,6 +558,22 @@ mod tests {
             .map(|i| format!("X-{i}: v\r\n"))
             .collect();
         assert!(parsed(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).is_none());
+    }
+
+    #[test]
+    fn only_crlf_and_lf_are_empty_lines() {
+        for (input, n) in [
+            (&b"\r\n\nGET"[..], 3),
+            (b"\n\r\n\r\n", 5),
+            (b"\rGET", 0),
+            (b"\r\n\rGET", 2),
+            (b"\r\r\n", 0),
+            (b"\r\n\r", 2),
+            (b" \r\n", 0),
+            (b"", 0),
+        ] {
+            assert_eq!(blank_lines(input), n, "{input:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::fastcgi::FastCgi;
 use crate::site::Sites;
 use crate::stats::{RouteCounters, Stats};
 use crate::status;
-use crate::upload::UploadRule;
+use crate::upload::{FramingLimits, UploadRule};
 use crate::uri_path::SafePath;
 
 /// Everything one configuration serves with: the settings and the handlers
@@ -115,6 +115,10 @@ fn upload_rules(config: &Config) -> Result<Vec<UploadRule>, ConfigError> {
                 max_file: limit(u.max_file),
                 max_request: limit(u.max_request),
                 max_parts: u.max_parts,
+                framing: FramingLimits {
+                    preamble: u.max_preamble,
+                    part_header: u.max_part_header,
+                },
                 keep: u.keep,
             })
         })

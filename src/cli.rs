@@ -13,7 +13,6 @@ use clap::Parser;
 use crate::config::{
     err, parse_fastcgi, parse_ip, parse_log_format, parse_pair, parse_size, parse_spawn, set,
     status_path, Config, ConfigError, Listen, StatusConfig, TlsFiles, UploadConfig,
-    DEFAULT_MAX_PARTS,
 };
 
 /// cgihost: static files, CGI/1.1 programs and FastCGI pools from one binary.
@@ -176,14 +175,7 @@ impl Cli {
         }
         for v in &cli.upload_dir {
             let (prefix, dir) = parse_pair("--upload-dir", v)?;
-            config.uploads.push(UploadConfig {
-                prefix: prefix.to_string(),
-                dir: PathBuf::from(dir),
-                max_file: None,
-                max_request: None,
-                max_parts: DEFAULT_MAX_PARTS,
-                keep: false,
-            });
+            config.uploads.push(UploadConfig::new(prefix, dir));
         }
         Ok(())
     }

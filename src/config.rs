@@ -217,11 +217,35 @@ pub struct UploadConfig {
     /// Whole request; default: `max_body`, else unlimited.
     pub max_request: Option<u64>,
     pub max_parts: usize,
+    /// Bytes before the first boundary (400 beyond).
+    pub max_preamble: u64,
+    /// Bytes of one part's header block (400 beyond).
+    pub max_part_header: u64,
     pub keep: bool,
 }
 
 /// Parts per offloaded multipart request unless configured.
 pub const DEFAULT_MAX_PARTS: usize = 100;
+/// Preamble of an offloaded multipart body unless configured.
+pub const DEFAULT_MAX_PREAMBLE: u64 = 4 * 1024;
+/// One part's header block unless configured.
+pub const DEFAULT_MAX_PART_HEADER: u64 = 8 * 1024;
+
+impl UploadConfig {
+    /// A rule with the default limits.
+    pub fn new(prefix: impl Into<String>, dir: impl Into<PathBuf>) -> UploadConfig {
+        UploadConfig {
+            prefix: prefix.into(),
+            dir: dir.into(),
+            max_file: None,
+            max_request: None,
+            max_parts: DEFAULT_MAX_PARTS,
+            max_preamble: DEFAULT_MAX_PREAMBLE,
+            max_part_header: DEFAULT_MAX_PART_HEADER,
+            keep: false,
+        }
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -371,6 +395,10 @@ impl Config {
                 max_file: u.max_file_size.map(Into::into),
                 max_request: u.max_request_size.map(Into::into),
                 max_parts: u.max_parts.unwrap_or(DEFAULT_MAX_PARTS),
+                max_preamble: u.max_preamble.map_or(DEFAULT_MAX_PREAMBLE, Into::into),
+                max_part_header: u
+                    .max_part_header
+                    .map_or(DEFAULT_MAX_PART_HEADER, Into::into),
                 keep: u.keep,
                 prefix: u.prefix,
                 dir: u.dir,

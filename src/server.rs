@@ -38,6 +38,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::app::Live;
 use crate::body::Body;
+use crate::cgi::process::GroupRegistry;
 use crate::config::Listen;
 use crate::conn::ConnInfo;
 use crate::error::Error;
@@ -308,12 +309,45 @@ async fn drain(live: Arc<Live>, front: &FrontEnd) {
         let n = app.cgi.groups.kill_all();
         tracing::warn!("grace period over: killed {n} CGI process group(s) still running");
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !app.cgi.groups.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_cgi_groups(&app.cgi.groups).await;
     live.stop_all().await;
     tracing::info!("stopped");
+}
+
+/// How long CGI groups left at shutdown get between SIGTERM and SIGKILL.
+const CGI_TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// No connection is left, but CGI groups may be: scripts that answered and
+/// closed stdout but have not exited, or are inside their post-response
+/// grace. None may outlive cgihost: SIGTERM, then SIGKILL, and wait for
+/// their supervisors to reap them.
+async fn stop_cgi_groups(groups: &GroupRegistry) {
+    async fn gone_within(groups: &GroupRegistry, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !groups.is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+    let n = groups.signal_all(libc::SIGTERM);
+    if n == 0 {
+        return;
+    }
+    tracing::info!("stopping {n} CGI process group(s) that outlived their response (SIGTERM)");
+    if gone_within(groups, CGI_TERM_GRACE).await {
+        return;
+    }
+    let n = groups.kill_all();
+    tracing::warn!(
+        "killed {n} CGI process group(s) still running {}s after SIGTERM",
+        CGI_TERM_GRACE.as_secs()
+    );
+    if !gone_within(groups, Duration::from_secs(3)).await {
+        tracing::warn!("{} CGI process group(s) not reaped at exit", groups.len());
+    }
 }
 
 /// One request: id, span, routing, error page, access log.
@@ -328,10 +362,20 @@ async fn serve_request(
     let span = tracing::info_span!("req", id);
     let req = req.map(|b| b.boxed_unsync());
     let mut note = RequestNote::default();
-    let mut resp = router::dispatch(&app, req, &conn, id, &mut note)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|e| span.in_scope(|| e.into_response()));
+    let mut resp = match host_problem(req.version(), req.headers()) {
+        Some(why) => span.in_scope(|| {
+            let mut resp = Error::BadRequest(why.into()).into_response();
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            resp
+        }),
+        None => router::dispatch(&app, req, &conn, id, &mut note)
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|e| span.in_scope(|| e.into_response())),
+    };
     if record.version == http::Version::HTTP_10 {
         say_close_if_close_delimited(&mut resp, record.method == http::Method::HEAD);
     }
@@ -344,6 +388,29 @@ async fn serve_request(
     }
     record.attach(note, Box::new((busy, app.clone())));
     resp.map(|body| LoggedBody::wrap(body, record))
+}
+
+/// RFC 9112 §3.2: any request with more than one `Host` header or an
+/// invalid one, and an HTTP/1.1 request without one, is a 400. (Both
+/// paths: the static one hands such a request to hyper, which lands here.)
+pub(crate) fn host_problem(
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Option<&'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request without a Host header")
+        }
+        (Some(host), None) if !valid_host(host.as_bytes()) => Some("an invalid Host header"),
+        _ => None,
+    }
+}
+
+/// `uri-host [ ":" port ]`, or empty (RFC 9110 §7.2).
+fn valid_host(value: &[u8]) -> bool {
+    value.is_empty() || (!value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok())
 }
 
 /// An HTTP/1.0 response whose body has no length (CGI output without

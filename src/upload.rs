@@ -8,8 +8,12 @@
 //!
 //! 1. files are created with O_EXCL, mode 0600, under unique names;
 //! 2. limits: per file and per request (413), number of parts (413), size
-//!    of the ordinary fields kept in memory (413); a malformed body is 400;
-//! 3. an [`UploadGuard`] owns every file created: on any failure, a client
+//!    of the ordinary fields kept in memory (413); a malformed body is 400,
+//!    and so are a preamble or a part header block over its cap
+//!    (`framing`: multer would buffer those whole);
+//! 3. generated names cannot be forged: a client field (or query
+//!    parameter) whose name ends like one (`.path`, `_path`, …) is a 400;
+//! 4. an [`UploadGuard`] owns every file created: on any failure, a client
 //!    that goes away, or after the response (unless `keep`), what the handler
 //!    did not move away is removed.
 
@@ -28,6 +32,10 @@ use crate::body::ReqBody;
 use crate::error::Error;
 use crate::uri_path::SafePath;
 
+mod framing;
+
+pub use framing::Limits as FramingLimits;
+
 /// One offloading rule.
 #[derive(Debug, Clone)]
 pub struct UploadRule {
@@ -37,6 +45,8 @@ pub struct UploadRule {
     pub max_file: u64,
     pub max_request: u64,
     pub max_parts: usize,
+    /// Caps on the preamble and on each part's header block.
+    pub framing: FramingLimits,
     /// Leave files in place after the response.
     pub keep: bool,
 }
@@ -113,12 +123,18 @@ pub async fn offload(
             )));
         }
     }
+    if let Some(name) = req.uri().query().and_then(forged_query_name) {
+        return Err(forged(&name, "query parameter"));
+    }
     let (mut parts, body) = req.into_parts();
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(rule.max_request)
             .per_field(rule.max_file),
     );
+    // multer buffers the preamble and each part's header block whole:
+    // cap them before it sees the bytes.
+    let body = framing::Capped::new(body, framing::Framing::new(&boundary, rule.framing));
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut guard = UploadGuard::default();
@@ -143,17 +159,21 @@ pub async fn offload(
                 let (path, file) = create_unique(&rule.dir)?;
                 guard.files.push(path.clone());
                 let (size, hash) = store_field(&mut field, file, &path).await?;
-                for (suffix, value) in [
-                    ("name", client_name.as_str()),
-                    ("path", &path.to_string_lossy()),
-                    ("size", &size.to_string()),
-                    ("content_type", content_type.as_str()),
-                    ("sha256", hash.as_str()),
-                ] {
+                let values = [
+                    client_name.as_str(),
+                    &path.to_string_lossy(),
+                    &size.to_string(),
+                    content_type.as_str(),
+                    hash.as_str(),
+                ];
+                for (suffix, value) in GENERATED.into_iter().zip(values) {
                     append_pair(&mut out, &format!("{name}.{suffix}"), value);
                 }
             }
             None => {
+                if looks_generated(&name) {
+                    return Err(forged(&name, "form field"));
+                }
                 let mut value = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                     fields_bytes += chunk.len();
@@ -181,6 +201,69 @@ pub async fn offload(
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok((Request::from_parts(parts, body), guard))
+}
+
+/// What each file field `F` becomes: `F.name`, `F.path`, … in this order.
+const GENERATED: [&str; 5] = ["name", "path", "size", "content_type", "sha256"];
+
+/// Could a handler take this client-chosen name for one cgihost generates?
+/// Any name that ends in a generated suffix after `.` (as sent), or after
+/// what PHP turns into `_` in variable names (`_` itself, `.`, a space, an
+/// unmatched `[`), for any `F`, whether or not the request has a file
+/// field `F`: a handler expecting a file field reads `F.path` either way.
+/// Case is ignored.
+fn looks_generated(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    GENERATED.iter().any(|suffix| {
+        lower
+            .strip_suffix(suffix)
+            .and_then(|rest| rest.chars().next_back())
+            .is_some_and(|sep| matches!(sep, '.' | '_' | ' ' | '['))
+    })
+}
+
+fn forged(name: &str, what: &str) -> Error {
+    Error::BadRequest(format!(
+        "offloaded upload: {what} {name:?} could pass for the upload metadata cgihost \
+         generates (F.name, F.path, F.size, F.content_type, F.sha256, or PHP's F_path …): refused"
+    ))
+}
+
+/// The first query parameter whose (decoded) name looks generated: many
+/// handlers (Python's `cgi.FieldStorage`, PHP's `$_REQUEST`) mix the query
+/// into the form.
+fn forged_query_name(query: &str) -> Option<String> {
+    query
+        .split(['&', ';'])
+        .map(|pair| form_decode(pair.split('=').next().unwrap_or("")))
+        .find(|name| looks_generated(name))
+}
+
+/// application/x-www-form-urlencoded decoding (`+` is a space), lossy.
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    clean_text(&String::from_utf8_lossy(&out))
 }
 
 /// Chunks in flight between the parser and the file writer (bounds memory).
@@ -246,6 +329,10 @@ fn multer_error(e: multer::Error) -> Error {
         multer::Error::StreamSizeExceeded { limit } => {
             too_large(format!("upload over the request cap of {limit} bytes"))
         }
+        multer::Error::StreamReadFailed(e) => match e.downcast_ref::<framing::FramingError>() {
+            Some(capped) => Error::BadRequest(capped.0.clone()),
+            None => Error::BadRequest(format!("malformed multipart upload: {e}")),
+        },
         other => Error::BadRequest(format!("malformed multipart upload: {other}")),
     }
 }
@@ -329,6 +416,41 @@ mod tests {
         assert_eq!(clean_filename("a\0b\nc.txt"), "abc.txt");
         assert_eq!(clean_filename(".."), "");
         assert_eq!(clean_filename(&"x".repeat(1000)).len(), 255);
+    }
+
+    #[test]
+    fn generated_looking_names_are_caught() {
+        for name in [
+            "doc.path",
+            "doc_path",
+            "doc path",
+            "doc[path",
+            "a.b.sha256",
+            "x_content_type",
+            "X.Size",
+            ".name",
+            "_name",
+            "first_name",
+        ] {
+            assert!(looks_generated(name), "{name}");
+        }
+        for name in [
+            "path",
+            "name",
+            "docpath",
+            "doc.paths",
+            "content_type",
+            "doc.mime",
+            "",
+        ] {
+            assert!(!looks_generated(name), "{name}");
+        }
+        assert_eq!(
+            forged_query_name("a=1&doc%2Epath=/etc/passwd"),
+            Some("doc.path".into())
+        );
+        assert_eq!(forged_query_name("doc+path=x"), Some("doc path".into()));
+        assert_eq!(forged_query_name("a=1&b=doc.path&c%"), None);
     }
 
     #[test]

@@ -275,3 +275,78 @@ async fn slow_reader_applies_backpressure_to_the_script() {
     let hwm = srv.status_kib("VmHWM");
     assert!(hwm < 64 * 1024, "peak {hwm} KiB");
 }
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        // state, ppid, pgrp
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_kills_cgi_groups_that_answered_but_never_exited() {
+    // One answers and closes stdout, then sleeps; one answers with a
+    // Content-Length and sleeps inside its post-response grace; one does
+    // the first and ignores SIGTERM (SIGKILL follows).
+    let cgi = script_dir(&[
+        (
+            "ignores_term.sh",
+            "#!/bin/sh\ntrap '' TERM\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec >&-\nsleep 30\n",
+        ),
+        (
+            "closes_stdout.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec >&-\nsleep 30\n",
+        ),
+        (
+            "lingers.sh",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 8\\r\\n\\r\\n%-7s\\n' $$\nsleep 30\n",
+        ),
+    ]);
+    let static_root = fixtures().join("static");
+    let mut srv = BinServer::start_cmd(BinServer::command_with(&static_root, cgi.path(), &[]));
+    let mut groups = Vec::new();
+    for script in ["closes_stdout.sh", "lingers.sh", "ignores_term.sh"] {
+        let resp = get(srv.addr, format!("/cgi-bin/{script}")).await;
+        assert_eq!(resp.status, 200, "{script}: {}", resp.text());
+        let pgid: u32 = resp.text().trim().parse().expect("the script's pid");
+        assert!(
+            !group_members(pgid).is_empty(),
+            "{script}: its group should still be running"
+        );
+        groups.push(pgid);
+    }
+    // Nothing is in flight: the connections are closed.
+    srv.signal(libc::SIGTERM);
+    let code = tokio::task::spawn_blocking(move || {
+        let c = srv.wait_exit(Duration::from_secs(15));
+        (c, srv)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "{}", code.1.stderr_text());
+    for pgid in groups {
+        assert!(
+            eventually(Duration::from_secs(2), || group_members(pgid).is_empty()).await,
+            "group {pgid} outlived cgihost: {:?}\n{}",
+            group_members(pgid),
+            code.1.stderr_text()
+        );
+    }
+}

@@ -370,6 +370,76 @@ async fn background_child_neither_hangs_the_response_nor_survives() {
     srv.stop().await;
 }
 
+/// Kills the escaped daemon when the test ends, pass or fail.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setsid_daemon_holding_stdout_does_not_hold_the_response() {
+    // The daemon leaves the script's process group and keeps stdout open
+    // after the script exits: only a short grace later, the response ends
+    // complete (final chunk, not an abort at --cgi-timeout).
+    let cgi = script_dir(&[(
+        "daemon.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         t=$(mktemp)\n\
+         setsid sh -c \"echo \\$\\$ > $t; exec sleep 60\" &\n\
+         while [ ! -s $t ]; do sleep 0.05; done\n\
+         echo \"daemon $(cat $t)\"\nrm -f $t\n",
+    )]);
+    let static_root = fixtures().join("static");
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &static_root,
+        cgi.path(),
+        &["--cgi-timeout", "10"],
+    ));
+    let started = Instant::now();
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(b"GET /cgi-bin/daemon.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let resp = tokio::time::timeout(Duration::from_secs(20), conn.read_response(false))
+        .await
+        .expect("no response");
+    let took = started.elapsed();
+    let resp = resp.expect("the response was aborted, not ended");
+    let daemon = resp
+        .text()
+        .strip_prefix("daemon ")
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    let _cleanup = KillOnDrop(daemon);
+    assert_eq!(resp.status, 200);
+    assert!(
+        daemon.is_some_and(alive),
+        "{:?}: no escaped daemon",
+        resp.text()
+    );
+    assert!(took < Duration::from_secs(6), "response took {took:?}");
+    let line = srv.access_line("/cgi-bin/daemon.sh").await;
+    assert!(
+        line.contains("\" 200 ") && !line.contains("aborted"),
+        "{line}"
+    );
+    assert!(
+        srv.stderr_text().contains("escaped its group"),
+        "{}",
+        srv.stderr_text()
+    );
+    // The connection is still good for the next request.
+    let next = conn
+        .request(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(next.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_requests() {
     let srv = TestServer::start(fixture_config()).await;
@@ -710,5 +780,30 @@ async fn http10_keep_alive_with_output_without_length_gets_connection_close() {
         assert_eq!(resp.header("connection"), Some("keep-alive"));
         assert_eq!(resp.text(), "sized\n");
     }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_decides_server_name_and_http_host() {
+    let srv = TestServer::start(fixture_config()).await;
+    let raw = "GET http://a.example:8080/cgi-bin/env.pl?q HTTP/1.1\r\n\
+               Host: b.example\r\nConnection: close\r\n\r\n";
+    let resp = Conn::open(srv.addr).await.request(raw.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    assert_eq!(env["SERVER_NAME"], "a.example");
+    assert_eq!(env["HTTP_HOST"], "a.example:8080");
+    assert_eq!(env["QUERY_STRING"], "q");
+    // Origin-form: Host decides, as ever.
+    let raw = "GET /cgi-bin/env.pl HTTP/1.1\r\nHost: b.example:81\r\nConnection: close\r\n\r\n";
+    let env = Conn::open(srv.addr)
+        .await
+        .request(raw.as_bytes())
+        .await
+        .env();
+    assert_eq!(
+        (&env["SERVER_NAME"][..], &env["HTTP_HOST"][..]),
+        ("b.example", "b.example:81")
+    );
     srv.stop().await;
 }

@@ -1022,3 +1022,128 @@ async fn a_closing_response_is_not_cut_by_a_reset() {
     }
     srv.stop().await;
 }
+
+/// A request hyper serves (405), after which a connection stays on hyper.
+const TO_HYPER: &[u8] = b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+
+/// The statuses of the responses to `raw`: sent on a fresh connection
+/// (where the sendfile path reads it first), and on one forced onto hyper
+/// by a first request that is not static. Responses are read until the
+/// connection closes (or goes quiet for 3 s), so `raw` should end with a
+/// request that closes it, or be one that gets an error; all HEAD if it
+/// starts with one.
+async fn statuses_on_both_paths(addr: std::net::SocketAddr, raw: &[u8]) -> [Vec<u16>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for (i, statuses) in out.iter_mut().enumerate() {
+        let mut c = Conn::open(addr).await;
+        if i == 1 {
+            assert_eq!(c.request(TO_HYPER).await.status, 405);
+        }
+        c.send(raw).await;
+        let head = raw.starts_with(b"HEAD ");
+        while let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_secs(3), c.read_response(head)).await
+        {
+            statuses.push(r.status);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_missing_repeated_or_invalid_is_400_on_both_paths() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let close = "Connection: close\r\n";
+    let table = [
+        (format!("GET /hello.txt HTTP/1.1\r\n{close}\r\n"), 400),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nHost: t\r\n{close}\r\n"),
+            400,
+        ),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: a\r\nhost: b\r\n{close}\r\n"),
+            400,
+        ),
+        (
+            "GET /hello.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_string(),
+            400,
+        ),
+        (format!("HEAD /hello.txt HTTP/1.1\r\n{close}\r\n"), 400),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: a b\r\n{close}\r\n"),
+            400,
+        ),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: u@t\r\n{close}\r\n"),
+            400,
+        ),
+        // One Host (empty is allowed), or HTTP/1.0 without one: served.
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\n{close}\r\n"),
+            200,
+        ),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost:\r\n{close}\r\n"),
+            200,
+        ),
+        (
+            format!("GET /hello.txt HTTP/1.1\r\nHost: [::1]:80\r\n{close}\r\n"),
+            200,
+        ),
+        ("GET /hello.txt HTTP/1.0\r\n\r\n".to_string(), 200),
+    ];
+    for (raw, want) in table {
+        let [fresh, hyper] = statuses_on_both_paths(srv.addr, raw.as_bytes()).await;
+        assert_eq!(fresh, [want], "sendfile path: {raw:?}");
+        assert_eq!(hyper, [want], "hyper path: {raw:?}");
+    }
+    // A bad Host ends the connection: nothing pipelined behind it is served.
+    let raw = "GET /hello.txt HTTP/1.1\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let [fresh, hyper] = statuses_on_both_paths(srv.addr, raw.as_bytes()).await;
+    assert_eq!((fresh, hyper), (vec![400], vec![400]));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_between_pipelined_requests_are_judged_alike_on_both_paths() {
+    let site = Site::new();
+    let srv = TestServer::start(site.config()).await;
+    let first = "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let last = "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    // Only CRLF and LF make empty lines (RFC 9112 §2.2); anything else
+    // where a request line should start is a bad request.
+    let table: &[(&str, bool)] = &[
+        ("", true),
+        ("\r\n", true),
+        ("\n", true),
+        ("\r\n\r\n\n\n\r\n", true),
+        ("\r", false),
+        ("\r\r\n", false),
+        ("\n\r", false),
+        ("\r\n\r", false),
+        ("\r \n", false),
+        (" ", false),
+        ("\t", false),
+        ("\r\n ", false),
+        ("\0", false),
+        ("\x0b", false),
+    ];
+    for &(between, ok) in table {
+        for (raw, want) in [
+            (
+                format!("{first}{between}{last}"),
+                if ok { vec![200, 200] } else { vec![200, 400] },
+            ),
+            (
+                format!("{between}{last}"),
+                if ok { vec![200] } else { vec![400] },
+            ),
+        ] {
+            let [fresh, hyper] = statuses_on_both_paths(srv.addr, raw.as_bytes()).await;
+            assert_eq!(fresh, hyper, "the two paths differ on {raw:?}");
+            assert_eq!(fresh, want, "{raw:?}");
+        }
+    }
+    srv.stop().await;
+}

@@ -7,21 +7,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use cgihost::config::{Config, UploadConfig, DEFAULT_MAX_PARTS};
+use cgihost::config::{Config, UploadConfig};
 use common::*;
 
 const BOUNDARY: &str = "----cgihostTestBoundary7MA4YWxk";
 
 fn upload_config(dir: &Path, tweak: impl FnOnce(&mut UploadConfig)) -> Config {
     let mut c = fixture_config();
-    let mut rule = UploadConfig {
-        prefix: "/cgi-bin/offload.sh".into(),
-        dir: dir.to_path_buf(),
-        max_file: None,
-        max_request: None,
-        max_parts: DEFAULT_MAX_PARTS,
-        keep: false,
-    };
+    let mut rule = UploadConfig::new("/cgi-bin/offload.sh", dir);
     tweak(&mut rule);
     c.uploads = vec![rule];
     c
@@ -396,4 +389,206 @@ async fn one_gib_file_offloaded_in_bounded_memory() {
     let hwm = srv.status_kib("VmHWM");
     assert!(hwm < 64 * 1024, "cgihost peak RSS {hwm} KiB");
     assert_empties(dir.path(), 3).await;
+}
+
+/// `body` with a preamble of `n` bytes (no boundary in it).
+fn with_preamble(n: usize, body: &[u8]) -> Vec<u8> {
+    let mut b = b"x".repeat(n);
+    b.extend_from_slice(body);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preamble_and_part_header_over_their_caps_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(upload_config(dir.path(), |_| {})).await;
+    let good = multipart(&[
+        Part::Field("note", "hi"),
+        Part::File {
+            name: "f",
+            filename: "f.bin",
+            content_type: "x/y",
+            data: b"payload",
+        },
+    ]);
+    let addr = srv.addr;
+    let post =
+        |body: Vec<u8>| async move { post_multipart(addr, "/cgi-bin/offload.sh", &body).await };
+    // The default preamble cap (4 KiB) is exact.
+    assert_eq!(post(with_preamble(4096, &good)).await.status, 200);
+    let resp = post(with_preamble(4097, &good)).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    // A part header block of 8 KiB passes, one byte more does not.
+    let head = |pad: usize| {
+        let start = format!("--{BOUNDARY}\r\n");
+        let cd = "Content-Disposition: form-data; name=\"f\"; filename=\"f\"\r\nX-Pad: ";
+        let mut b = start.into_bytes();
+        b.extend_from_slice(cd.as_bytes());
+        b.extend_from_slice(&b"p".repeat(pad - 2 - cd.len()));
+        b.extend_from_slice(format!("\r\n\r\ndata\r\n--{BOUNDARY}--\r\n").as_bytes());
+        b
+    };
+    assert_eq!(post(head(8192)).await.status, 200);
+    assert_eq!(post(head(8193)).await.status, 400);
+    assert_empties(dir.path(), 2).await;
+    srv.stop().await;
+
+    // Both caps come from the rule.
+    let srv = TestServer::start(upload_config(dir.path(), |r| {
+        r.max_preamble = 64 * 1024;
+        r.max_part_header = 16 * 1024;
+    }))
+    .await;
+    let addr = srv.addr;
+    let post =
+        |body: Vec<u8>| async move { post_multipart(addr, "/cgi-bin/offload.sh", &body).await };
+    assert_eq!(post(with_preamble(60_000, &good)).await.status, 200);
+    assert_eq!(post(with_preamble(70_000, &good)).await.status, 400);
+    assert_eq!(post(head(16 * 1024)).await.status, 200);
+    assert_eq!(post(head(16 * 1024 + 1)).await.status, 400);
+    srv.stop().await;
+}
+
+/// Send `head` and then `total` bytes of `filler` lines on one connection,
+/// while reading the answer. Returns its status line (empty if the
+/// connection closed without one), when it came, and whether the whole
+/// body had been sent by then.
+async fn answer_while_sending(
+    addr: std::net::SocketAddr,
+    head: String,
+    filler: &'static [u8],
+    total: usize,
+) -> (String, Duration, bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let started = std::time::Instant::now();
+    let all_sent = std::sync::Arc::new(AtomicBool::new(false));
+    let done = all_sent.clone();
+    let sender = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await.unwrap();
+        let block = filler.repeat((1 << 20) / filler.len());
+        let mut sent = 0;
+        while sent < total {
+            let n = block.len().min(total - sent);
+            // The server may answer and close early: stop quietly.
+            if write.write_all(&block[..n]).await.is_err() {
+                return write;
+            }
+            sent += n;
+        }
+        done.store(true, Ordering::SeqCst);
+        // Dropping the write half would shut it down: hyper answers no
+        // request whose connection is half closed.
+        write
+    });
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    let got = tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line)).await;
+    let took = started.elapsed();
+    let all_sent = all_sent.load(Ordering::SeqCst);
+    sender.abort();
+    assert!(got.is_ok(), "no answer within 60s");
+    (line, took, all_sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_preamble_or_part_header_is_400_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = ConfFile::new(&format!(
+        "[[upload]]\nprefix = \"/cgi-bin/offload.sh\"\ndir = \"{}\"\nmax_preamble = \"16K\"\nmax_part_header = \"2K\"\n",
+        dir.path().display()
+    ));
+    let srv = BinServer::start(&["--config", conf.arg()]);
+    let base = srv.status_kib("VmHWM");
+    let total = 64 << 20;
+    let head = |first: &str| {
+        format!(
+            "POST /cgi-bin/offload.sh HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n{first}",
+            total + first.len()
+        )
+    };
+    let part = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f\"\r\n");
+    for (what, first, filler) in [
+        (
+            "64 MiB of preamble",
+            String::new(),
+            &b"no boundary here\r\n"[..],
+        ),
+        (
+            "a part header block of 64 MiB",
+            part,
+            &b"X-More: header\r\n"[..],
+        ),
+    ] {
+        let (status, took, all_sent) =
+            answer_while_sending(srv.addr, head(&first), filler, total).await;
+        assert!(status.starts_with("HTTP/1.1 400 "), "{what}: {status:?}");
+        assert!(
+            !all_sent && took < Duration::from_secs(5),
+            "{what}: answered after {took:?}, once the whole body was in"
+        );
+    }
+    let hwm = srv.status_kib("VmHWM");
+    assert!(
+        hwm < base + 16 * 1024,
+        "cgihost peak RSS went from {base} to {hwm} KiB"
+    );
+    assert!(
+        srv.stderr_text().contains("preamble"),
+        "{}",
+        srv.stderr_text()
+    );
+    assert_empties(dir.path(), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_upload_metadata_fields_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(upload_config(dir.path(), |_| {})).await;
+    let file = Part::File {
+        name: "doc",
+        filename: "d.txt",
+        content_type: "text/plain",
+        data: b"payload",
+    };
+    // A real file part, and a client field that would shadow its path.
+    for forged in ["doc.path", "doc_path", "doc path", "doc[path", "DOC.SIZE"] {
+        let body = multipart(&[
+            Part::Field(forged, "/etc/passwd"),
+            Part::File {
+                name: "doc",
+                filename: "d.txt",
+                content_type: "text/plain",
+                data: b"payload",
+            },
+        ]);
+        let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh", &body).await;
+        assert_eq!(resp.status, 400, "{forged}: {}", resp.text());
+    }
+    // No file part at all: the handler would still read doc.path.
+    for forged in ["doc.path", "doc_sha256", "x.content_type", "x_name"] {
+        let body = multipart(&[
+            Part::Field("note", "hi"),
+            Part::Field(forged, "/etc/passwd"),
+        ]);
+        let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh", &body).await;
+        assert_eq!(resp.status, 400, "{forged}: {}", resp.text());
+    }
+    // Nor through the query string, which many handlers merge into the form.
+    let body = multipart(&[file]);
+    let resp = post_multipart(
+        srv.addr,
+        "/cgi-bin/offload.sh?doc%2Epath=/etc/passwd",
+        &body,
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    // Ordinary names still pass, and the generated ones are there.
+    let resp = post_multipart(srv.addr, "/cgi-bin/offload.sh?x=1", &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.env()["doc.size"], "7");
+    assert_empties(dir.path(), 2).await;
+    srv.stop().await;
 }

@@ -104,13 +104,23 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// `Host` without its port (`[::1]` kept bracketed), else the local address.
+/// The authority of the client's target, when it has one: absolute-form
+/// (`GET http://a.example/ HTTP/1.1`) or HTTP/2's `:authority`. It decides
+/// the host over any `Host` header (RFC 9112 §3.2.2). Without userinfo.
+fn target_authority<'a>(req: &RequestFacts<'a>) -> Option<&'a str> {
+    let authority = req
+        .client_uri
+        .and_then(|u| u.authority())
+        .or_else(|| req.uri.authority())?;
+    let host = authority.as_str();
+    Some(host.rsplit_once('@').map_or(host, |(_, h)| h)).filter(|h| !h.is_empty())
+}
+
+/// The target's host, else `Host`, without the port (`[::1]` kept
+/// bracketed); else the local address.
 fn server_name(req: &RequestFacts) -> String {
-    let host = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+    let host = target_authority(req)
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .filter(|h| !h.is_empty());
     match host {
         Some(h) if h.starts_with('[') => h.split_inclusive(']').next().unwrap_or(h).to_string(),
@@ -206,13 +216,18 @@ pub fn build_into(
         None => put("REDIRECT_STATUS", b"200"),
     }
     put("PATH", server.path.as_bytes());
-    add_http_headers(put, req.headers, server.pass_authorization);
-    // HTTP/2 carries the host in `:authority`, not in a Host header;
-    // applications still expect HTTP_HOST.
-    if !req.headers.contains_key(header::HOST) {
-        if let Some(authority) = req.uri.authority() {
-            put("HTTP_HOST", authority.as_str().as_bytes());
-        }
+    // HTTP/2 carries the host in `:authority`, not in a Host header, and
+    // an absolute-form target's authority overrides Host: either way,
+    // HTTP_HOST is the target's authority.
+    let authority = target_authority(req);
+    add_http_headers(
+        put,
+        req.headers,
+        server.pass_authorization,
+        authority.is_some(),
+    );
+    if let Some(authority) = authority {
+        put("HTTP_HOST", authority.as_bytes());
     }
     // Last, so a configured value wins (as nginx's fastcgi_param).
     for (k, v) in req.extra {
@@ -230,17 +245,20 @@ fn skipped(name: &str, pass_authorization: bool) -> bool {
 }
 
 /// One `HTTP_*` per acceptable request header; repeats joined with `, `
-/// (`; ` for Cookie, RFC 6265 §5.4).
+/// (`; ` for Cookie, RFC 6265 §5.4). `skip_host`: HTTP_HOST comes from
+/// the target instead.
 fn add_http_headers(
     put: &mut dyn FnMut(&str, &[u8]),
     headers: &HeaderMap,
     pass_authorization: bool,
+    skip_host: bool,
 ) {
     let mut var = String::with_capacity(64);
     let mut joined = Vec::new();
     for name in headers.keys() {
         let n = name.as_str();
         if skipped(n, pass_authorization)
+            || (skip_host && name == header::HOST)
             || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             continue;
@@ -277,7 +295,11 @@ mod tests {
     use http::HeaderValue;
 
     fn facts_env(headers: &HeaderMap) -> Vec<EnvVar> {
-        let uri: Uri = "/cgi-bin/t.sh/a%20b?x=1&y".parse().unwrap();
+        facts_env_for("/cgi-bin/t.sh/a%20b?x=1&y", headers)
+    }
+
+    fn facts_env_for(target: &str, headers: &HeaderMap) -> Vec<EnvVar> {
+        let uri: Uri = target.parse().unwrap();
         let req = RequestFacts {
             method: &Method::POST,
             uri: &uri,
@@ -330,5 +352,21 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(names.len(), dedup.len(), "a variable appears twice");
+    }
+
+    #[test]
+    fn an_absolute_target_decides_the_host() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("other.example:81"));
+        let env = facts_env_for("http://user@a.example:8080/cgi-bin/t.sh", &h);
+        assert_eq!(get(&env, "SERVER_NAME"), Some(&b"a.example"[..]));
+        assert_eq!(get(&env, "HTTP_HOST"), Some(&b"a.example:8080"[..]));
+        assert_eq!(env.iter().filter(|(n, _)| n == "HTTP_HOST").count(), 1);
+        let env = facts_env_for("http://[::1]/x", &h);
+        assert_eq!(get(&env, "SERVER_NAME"), Some(&b"[::1]"[..]));
+        // Origin-form: Host, as before.
+        let env = facts_env_for("/x", &h);
+        assert_eq!(get(&env, "SERVER_NAME"), Some(&b"other.example"[..]));
+        assert_eq!(get(&env, "HTTP_HOST"), Some(&b"other.example:81"[..]));
     }
 }

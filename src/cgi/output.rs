@@ -23,6 +23,10 @@ use super::response::find_head_end;
 
 /// Read size for the body; also the most cgihost holds per response.
 const READ_CHUNK: usize = 64 * 1024;
+/// After the main process exited (and its group was killed), how long an
+/// empty stdout may stay open before the response ends without its EOF:
+/// only a process that escaped the group (setsid) can still hold it.
+const EXITED_STDOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Why no header block could be read.
 #[derive(Debug)]
@@ -100,6 +104,10 @@ pub struct CgiBody {
     done: bool,
     /// `SCRIPT_NAME#request`, for log lines.
     tag: String,
+    /// Resolves when the main process has exited.
+    exit_signal: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Once it has: ends the response if stdout stays empty this long.
+    escaped: Option<Pin<Box<Sleep>>>,
 }
 
 impl CgiBody {
@@ -114,6 +122,8 @@ impl CgiBody {
         length: Option<u64>,
         tag: String,
     ) -> CgiBody {
+        let mut handle = handle;
+        let exit_signal = handle.take_exit_signal();
         if let Some(n) = length {
             first.truncate(usize::try_from(n).unwrap_or(usize::MAX));
         }
@@ -129,6 +139,8 @@ impl CgiBody {
             remaining,
             done: false,
             tag,
+            exit_signal,
+            escaped: None,
         };
         if body.remaining == Some(0) {
             body.complete();
@@ -144,6 +156,21 @@ impl CgiBody {
         }
     }
 
+    /// Stdout is empty for now: has the main process exited, and stdout
+    /// stayed empty for the grace since (or since the last read)?
+    fn poll_escaped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(signal) = self.exit_signal.as_mut() {
+            // Sent, or dropped with the supervisor: either way, no group left.
+            ready!(Pin::new(signal).poll(cx)).ok();
+            self.exit_signal = None;
+            self.escaped = Some(Box::pin(tokio::time::sleep(EXITED_STDOUT_GRACE)));
+        }
+        match self.escaped.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
     /// `data` was read: count it against the declared length.
     fn read(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         if let Some(left) = self.remaining.as_mut() {
@@ -153,6 +180,27 @@ impl CgiBody {
             }
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+}
+
+impl CgiBody {
+    /// Stdout is done: the end of the body, or a truncated one.
+    fn end_of_output(&mut self) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(left) = self.remaining {
+            if let Some(h) = self.handle.take() {
+                h.finish(self.exit_grace);
+            }
+            tracing::warn!(
+                script = %self.tag,
+                "CGI output ended {left} bytes short of its Content-Length: response truncated"
+            );
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "CGI output shorter than its Content-Length",
+            ))));
+        }
+        self.complete();
+        Poll::Ready(None)
     }
 }
 
@@ -185,26 +233,15 @@ impl http_body::Body for CgiBody {
             Poll::Ready(Ok(())) => {
                 let n = read_buf.filled().len();
                 if n == 0 {
-                    if let Some(left) = this.remaining {
-                        if let Some(h) = this.handle.take() {
-                            h.finish(this.exit_grace);
-                        }
-                        tracing::warn!(
-                            script = %this.tag,
-                            "CGI output ended {left} bytes short of its Content-Length: response truncated"
-                        );
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "CGI output shorter than its Content-Length",
-                        ))));
-                    }
-                    this.complete();
-                    return Poll::Ready(None);
+                    return this.end_of_output();
                 }
                 // SAFETY: poll_read initialised the first n spare bytes.
                 unsafe { this.buf.set_len(n) };
                 let data = this.buf.split().freeze();
                 this.timer.as_mut().reset(Instant::now() + this.idle);
+                if let Some(t) = this.escaped.as_mut() {
+                    t.as_mut().reset(Instant::now() + EXITED_STDOUT_GRACE);
+                }
                 this.read(data)
             }
             Poll::Ready(Err(e)) => {
@@ -212,6 +249,15 @@ impl http_body::Body for CgiBody {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => {
+                if this.poll_escaped(cx).is_ready() {
+                    tracing::warn!(
+                        script = %this.tag,
+                        "the CGI program exited but a process that escaped its group \
+                         (setsid?) still holds stdout: response ended {}s later",
+                        EXITED_STDOUT_GRACE.as_secs()
+                    );
+                    return this.end_of_output();
+                }
                 ready!(this.timer.as_mut().poll(cx));
                 tracing::warn!(
                     "CGI script silent for {}s mid-response: killed (raise --cgi-timeout if it needs longer)",

@@ -67,18 +67,27 @@ impl GroupRegistry {
     /// SIGKILL every live group (shutdown grace expired). Holding the lock
     /// while signalling means no group is reaped in between.
     pub fn kill_all(&self) -> usize {
+        self.signal_all(libc::SIGKILL)
+    }
+
+    /// Send `sig` to every live group; returns how many there are.
+    pub fn signal_all(&self, sig: libc::c_int) -> usize {
         let pids = self.pids.lock().unwrap_or_else(|p| p.into_inner());
         for &pid in pids.iter() {
-            kill_group(pid);
+            signal_group(pid, sig);
         }
         pids.len()
     }
 }
 
 fn kill_group(pid: u32) {
+    signal_group(pid, libc::SIGKILL);
+}
+
+fn signal_group(pid: u32, sig: libc::c_int) {
     // SAFETY: plain syscall; the pid is a group leader we have not reaped.
     unsafe {
-        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        libc::kill(-(pid as libc::pid_t), sig);
     }
 }
 
@@ -97,10 +106,18 @@ enum Finish {
 #[derive(Debug)]
 pub struct ProcessHandle {
     tx: Option<oneshot::Sender<Finish>>,
+    /// Fires (or closes) once the main process has exited.
+    exited: Option<oneshot::Receiver<()>>,
     pub pid: u32,
 }
 
 impl ProcessHandle {
+    /// Resolves once the main process has exited (its group is killed
+    /// then, so whatever still holds stdout escaped the group).
+    pub fn take_exit_signal(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.exited.take()
+    }
+
     /// Output is complete; let the script exit by itself within `grace`,
     /// then kill whatever is left of its group.
     pub fn finish(mut self, grace: Duration) {
@@ -187,12 +204,21 @@ pub fn spawn(
         .ok_or_else(|| io::Error::other("no stdout pipe"))?;
     let stderr = child.stderr.take();
     let (tx, rx) = oneshot::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
     let tag = format!("{}#{}", spec.script_name, spec.request_id);
-    tokio::spawn(supervise(child, pid, stderr, rx, registry, permit, tag));
+    let watch = Watch {
+        control: rx,
+        exited: exit_tx,
+    };
+    tokio::spawn(supervise(child, pid, stderr, watch, registry, permit, tag));
     Ok(Spawned {
         stdin,
         stdout,
-        handle: ProcessHandle { tx: Some(tx), pid },
+        handle: ProcessHandle {
+            tx: Some(tx),
+            exited: Some(exit_rx),
+            pid,
+        },
     })
 }
 
@@ -219,15 +245,27 @@ impl PidFd {
     }
 }
 
+/// The supervisor's links to the response side.
+struct Watch {
+    control: oneshot::Receiver<Finish>,
+    /// Told when the main process exits (dropped with the supervisor).
+    exited: oneshot::Sender<()>,
+}
+
 async fn supervise(
     mut child: Child,
     pid: u32,
     stderr: Option<ChildStderr>,
-    mut control: oneshot::Receiver<Finish>,
+    watch: Watch,
     registry: Arc<GroupRegistry>,
     permit: OwnedSemaphorePermit,
     tag: String,
 ) {
+    let Watch {
+        mut control,
+        exited: exit_tx,
+    } = watch;
+    let mut exit_tx = Some(exit_tx);
     let pidfd = PidFd::open(pid);
     let mut stderr_log = stderr.map(|s| StderrLog::new(s, tag.clone()));
     let mut exited = false;
@@ -246,6 +284,9 @@ async fn supervise(
             _ = async { match &pidfd { Some(p) => p.exited().await, None => std::future::pending().await } }, if !exited => {
                 exited = true;
                 kill_group(pid); // leftovers of an exited script die with it
+                if let Some(tx) = exit_tx.take() {
+                    let _ = tx.send(());
+                }
                 deadline = Some(tokio::time::Instant::now() + STDERR_LINGER);
             }
             msg = &mut control, if control_open => {

@@ -109,6 +109,10 @@ pub(super) struct FileUpload {
     pub(super) max_file_size: Option<Size>,
     pub(super) max_request_size: Option<Size>,
     pub(super) max_parts: Option<usize>,
+    /// Bytes before the first boundary.
+    pub(super) max_preamble: Option<Size>,
+    /// Bytes of one part's header block.
+    pub(super) max_part_header: Option<Size>,
     #[serde(default)]
     pub(super) keep: bool,
 }

@@ -36,6 +36,9 @@
 //!   connection, streaming both ways), `target` (`*.EXT` script lookup),
 //!   `supervisor` (spawned pools: generations, worker states, back-off,
 //!   recycle, reload) and `worker` (one worker process, the readiness probe).
+//! - [`gateway`]: what CGI and FastCGI share around a script — the
+//!   header-block reader, the idle-timeout body, the stderr line logger,
+//!   the request-body pump.
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
 //! - [`body`], [`error`]: the body types and the one error-to-status map;
@@ -55,6 +58,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod fastcgi;
+pub mod gateway;
 pub mod log;
 pub mod meta;
 pub mod privileges;

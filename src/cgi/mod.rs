@@ -6,8 +6,8 @@
 //!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
 //! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
 //! 4. `env`: the meta-variables; `process::spawn` in a new process group;
-//! 5. `stdin::pump` feeds the body while `output::read_head` reads the header
-//!    block (capped, idle timeout → 504);
+//! 5. `stdin::pump` feeds the body while `gateway::head::read_head` reads
+//!    the header block (capped, idle timeout → 504);
 //! 6. `response`: parse and classify — document, local redirect (returned to
 //!    the router to serve as a GET), client redirect; nph- output passes
 //!    through; invalid output → 502;
@@ -33,7 +33,8 @@ use crate::body::ReqBody;
 use crate::config::{CgiConfig, Config};
 use crate::conn::ConnInfo;
 use crate::error::Error;
-use output::{CgiBody, HeadError};
+use crate::gateway::head::{read_head, Origin};
+use output::CgiBody;
 use process::{GroupRegistry, SpawnSpec, StdinSource};
 use response::Classified;
 
@@ -160,18 +161,20 @@ impl CgiEngine {
         if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
             tokio::spawn(stdin::pump(body, stdin, self.limits.timeout));
         }
-        let (mut buf, head_len, body_start) = match output::read_head(
-            &mut spawned.stdout,
+        let mut stdout = output::Stdout(&mut spawned.stdout);
+        let read = read_head(
+            &mut stdout,
             self.limits.max_response_header,
             self.limits.timeout,
-        )
-        .await
-        {
-            Ok(v) => v,
-            Err(e) => return Err(head_error(e, &target.script_name, self.limits.timeout)),
-        };
-        let first_body = buf.split_off(body_start).freeze();
-        let block = &buf[..head_len];
+        );
+        let head = read.await.map_err(|e| {
+            let from = Origin {
+                tag: &target.script_name,
+                backend: None,
+            };
+            e.into_error(&from, self.limits.timeout)
+        })?;
+        let (first_body, block) = (head.first_body, &head.block[..]);
 
         // 6. Classify.
         let bad = |why: String| bad_output(&target.script_name, &why);
@@ -212,25 +215,6 @@ fn bad_output(script: &str, why: &str) -> Error {
     Error::BadGateway(format!("{script}: invalid CGI response: {why}"))
 }
 
-fn head_error(e: HeadError, script: &str, idle: Duration) -> Error {
-    match e {
-        HeadError::Eof { got: 0 } => Error::BadGateway(format!("{script}: exited without any output")),
-        HeadError::Eof { got } => Error::BadGateway(format!(
-            "{script}: output ended after {got} bytes without the blank line that ends the header block"
-        )),
-        HeadError::TooBig { limit } => Error::BadGateway(format!(
-            "{script}: response header block over {limit} bytes without a blank line \
-             (limit: cgi.max_response_header in the config file)"
-        )),
-        HeadError::Timeout => Error::GatewayTimeout(format!(
-            "{script}: no response header within {}s; killed (--cgi-timeout)",
-            idle.as_secs()
-        )),
-        HeadError::Io(err) => Error::BadGateway(format!("{script}: reading stdout: {err}")),
-    }
-}
-
-/// `HTTP/1.1 200 OK` + headers, passed through as they are.
 fn parse_nph(block: &[u8]) -> Result<Classified, String> {
     let line_end = block
         .iter()

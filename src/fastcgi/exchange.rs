@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
 use crate::body::ReqBody;
-use crate::cgi::response::find_head_end;
+use crate::gateway::head::{read_head, Head, HeadBuf, HeadError, HeadSource, Step};
 
 /// What goes to the backend as STDIN.
 pub enum BodySource {
@@ -53,21 +53,6 @@ impl Drop for WriterTask {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Why no header block was read.
-pub enum HeadError {
-    /// Nothing came back at all on a reused connection: it was stale.
-    Stale(io::Error),
-    Io(io::Error),
-    Timeout,
-    TooBig(usize),
-    /// END_REQUEST before the header block ended.
-    Ended {
-        protocol_status: u8,
-        stdout_bytes: usize,
-    },
-    Protocol(String),
 }
 
 pub struct Exchange {
@@ -187,12 +172,7 @@ impl Exchange {
     }
 
     /// Read STDOUT until the header block is complete.
-    pub async fn read_head(
-        &mut self,
-        limit: usize,
-        idle: Duration,
-    ) -> Result<(BytesMut, usize, usize), HeadError> {
-        let mut head = BytesMut::new();
+    pub async fn read_head(&mut self, limit: usize, idle: Duration) -> Result<Head, HeadError> {
         let mut early = None;
         if self.fresh {
             // A fresh connection still unanswered after STALL_AFTER may sit in
@@ -203,55 +183,62 @@ impl Exchange {
                 Err(_) => self.lease.backend.shed_idle(),
             }
         }
-        loop {
-            let next = match early.take() {
-                Some(r) => Ok(r),
-                None => tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await,
-            };
-            let rec = match next {
-                Err(_) => return Err(HeadError::Timeout),
-                Ok(Err(e)) if !self.answered && self.reused => return Err(HeadError::Stale(e)),
-                Ok(Err(e)) => return Err(HeadError::Io(e)),
-                Ok(Ok(None)) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection",
-                    );
-                    return Err(if self.answered || !self.reused {
-                        HeadError::Io(e)
-                    } else {
-                        HeadError::Stale(e)
-                    });
-                }
-                Ok(Ok(Some(rec))) => rec,
-            };
-            match rec.kind {
-                proto::STDOUT => {
-                    head.extend_from_slice(&rec.content);
-                    if let Some((head_len, body_start)) = find_head_end(&head) {
-                        if head_len > limit {
-                            return Err(HeadError::TooBig(limit));
-                        }
-                        return Ok((head, head_len, body_start));
-                    }
-                    if head.len() > limit {
-                        return Err(HeadError::TooBig(limit));
-                    }
-                }
-                proto::STDERR => self.log_stderr(&rec.content),
-                proto::END_REQUEST => {
-                    let (_, protocol_status) = proto::end_request_status(&rec.content);
-                    return Err(HeadError::Ended {
-                        protocol_status,
-                        stdout_bytes: head.len(),
-                    });
-                }
-                other => {
-                    return Err(HeadError::Protocol(format!(
-                        "unexpected record type {other}"
-                    )))
-                }
+        read_head(&mut Records { ex: self, early }, limit, idle).await
+    }
+
+    /// The head's view of the next record.
+    fn head_step(
+        &mut self,
+        next: io::Result<Option<Record>>,
+        head: &mut HeadBuf,
+    ) -> Result<Step, HeadError> {
+        let stale = !self.answered && self.reused;
+        let rec = match next {
+            Err(e) if stale => return Err(HeadError::Stale(e)),
+            Err(e) => return Err(HeadError::Io(e)),
+            Ok(None) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backend closed the connection",
+                );
+                return Err(if stale {
+                    HeadError::Stale(e)
+                } else {
+                    HeadError::Io(e)
+                });
             }
+            Ok(Some(rec)) => rec,
+        };
+        match rec.kind {
+            // An empty record is no output: it neither completes the block
+            // nor keeps the request alive.
+            proto::STDOUT if rec.content.is_empty() => Ok(Step::Chatter),
+            proto::STDOUT => {
+                head.extend(&rec.content);
+                Ok(Step::Output)
+            }
+            proto::STDERR => {
+                self.log_stderr(&rec.content);
+                Ok(Step::Chatter)
+            }
+            proto::END_REQUEST => {
+                let (_, protocol_status) = proto::end_request_status(&rec.content);
+                let overloaded = protocol_status == proto::OVERLOADED;
+                Err(
+                    if overloaded || (protocol_status != proto::REQUEST_COMPLETE && head.is_empty())
+                    {
+                        HeadError::Refused {
+                            protocol_status,
+                            overloaded,
+                        }
+                    } else {
+                        HeadError::Ended { got: head.len() }
+                    },
+                )
+            }
+            other => Err(HeadError::Protocol(format!(
+                "unexpected record type {other}"
+            ))),
         }
     }
 
@@ -320,6 +307,23 @@ impl Exchange {
                 _ => return,
             }
         }
+    }
+}
+
+/// An exchange's records, as the source of the header block.
+struct Records<'a> {
+    ex: &'a mut Exchange,
+    /// A record already read (while waiting for a fresh connection).
+    early: Option<io::Result<Option<Record>>>,
+}
+
+impl HeadSource for Records<'_> {
+    async fn next(&mut self, head: &mut HeadBuf) -> Result<Step, HeadError> {
+        let next = match self.early.take() {
+            Some(r) => r,
+            None => poll_fn(|cx| self.ex.poll_record(cx)).await,
+        };
+        self.ex.head_step(next, head)
     }
 }
 

@@ -1,0 +1,9 @@
+//! The gateway layer: what CGI (`cgi`) and FastCGI (`fastcgi`) do the
+//! same way around a script, whatever carries its bytes (a pipe, or
+//! FastCGI records).
+//!
+//! - [`head`]: reading the response header block — the cap, the idle
+//!   timeout, the incremental scan for its end, the one `HeadError` and
+//!   its one mapping to a status;
+
+pub mod head;

@@ -34,6 +34,7 @@ use crate::config::{CgiConfig, Config};
 use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::gateway::head::{read_head, Origin};
+use crate::gateway::timed::Timed;
 use output::CgiBody;
 use process::{GroupRegistry, SpawnSpec, StdinSource};
 use response::Classified;
@@ -197,15 +198,16 @@ impl CgiEngine {
         };
 
         // 7. Stream the rest.
+        let tag = format!("{}#{request_id}", target.script_name);
         let body = CgiBody::new(
             spawned.stdout,
             first_body,
-            self.limits.timeout,
             spawned.handle,
             self.limits.timeout,
             length,
-            format!("{}#{request_id}", target.script_name),
+            tag.clone(),
         );
+        let body = Timed::new(body, self.limits.timeout, None, tag);
         let resp = response::build_response(status, reason, headers, body.boxed());
         Ok(Outcome::Response(resp))
     }

@@ -6,17 +6,15 @@
 //! fills the pipe and blocks the script; cgihost holds at most one read
 //! buffer per response.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::process::ChildStdout;
-use tokio::time::{Instant, Sleep};
 
 use super::process::ProcessHandle;
 use crate::gateway::head::{HeadBuf, HeadError, HeadSource, Step};
@@ -37,7 +35,8 @@ impl HeadSource for Stdout<'_> {
     }
 }
 
-/// The script's stdout after the header block, as a response body.
+/// The script's stdout after the header block, as a response body (its
+/// idle timeout is `gateway::timed`'s).
 ///
 /// With a `Content-Length` (or a status that has no body) the body is
 /// exactly that long: it ends — `is_end_stream`, and the script gets its
@@ -52,8 +51,6 @@ pub struct CgiBody {
     /// Body bytes that arrived together with the header block.
     first: Option<Bytes>,
     buf: BytesMut,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
     /// Present until the output is complete; dropping it (client gone)
     /// kills the group.
     handle: Option<ProcessHandle>,
@@ -73,7 +70,6 @@ impl CgiBody {
     pub fn new(
         stdout: ChildStdout,
         mut first: Bytes,
-        idle: Duration,
         handle: ProcessHandle,
         exit_grace: Duration,
         length: Option<u64>,
@@ -87,8 +83,6 @@ impl CgiBody {
             stdout,
             first: Some(first).filter(|b| !b.is_empty()),
             buf: BytesMut::new(),
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
             handle: Some(handle),
             exit_grace,
             remaining,
@@ -169,25 +163,13 @@ impl http_body::Body for CgiBody {
                 // SAFETY: poll_read initialised the first n spare bytes.
                 unsafe { this.buf.set_len(n) };
                 let data = this.buf.split().freeze();
-                this.timer.as_mut().reset(Instant::now() + this.idle);
                 this.read(data)
             }
             Poll::Ready(Err(e)) => {
                 this.handle = None; // kills the group
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Pending => {
-                ready!(this.timer.as_mut().poll(cx));
-                tracing::warn!(
-                    "CGI script silent for {}s mid-response: killed (raise --cgi-timeout if it needs longer)",
-                    this.idle.as_secs()
-                );
-                this.handle = None;
-                Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "CGI idle timeout",
-                ))))
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -50,6 +50,7 @@ use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, 
 use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::gateway::head::{Head, HeadError, Origin};
+use crate::gateway::timed::Timed;
 use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
 use exchange::{BodySource, Exchange, FcgiBody};
@@ -405,11 +406,9 @@ impl FastCgi {
                                     .await
                                     .map(Outcome::Response);
                             }
-                            let mut body =
-                                FcgiBody::new(ex, first_body, route.idle, length).boxed();
-                            if let Some(at) = deadline {
-                                body = crate::body::with_deadline(body, at);
-                            }
+                            let body = FcgiBody::new(ex, first_body, route.idle, length);
+                            let tag = format!("{tag}: FastCGI {backend}");
+                            let body = Timed::new(body, route.idle, deadline, tag).boxed();
                             Ok(Outcome::Response(response::build_response(
                                 status, reason, headers, body,
                             )))

@@ -5,5 +5,7 @@
 //! - [`head`]: reading the response header block — the cap, the idle
 //!   timeout, the incremental scan for its end, the one `HeadError` and
 //!   its one mapping to a status;
+//! - [`timed`]: the idle timeout and the deadline on a response body;
 
 pub mod head;
+pub mod timed;

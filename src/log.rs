@@ -1,7 +1,8 @@
 //! Logging: diagnostics through tracing on stderr, and the access log on
 //! stdout — one line per request, written when its response body is done
 //! (so the byte count and duration are real), in combined log format or JSON.
-//! Lines are handed to one writer thread, which batches them under load.
+//! Lines are handed to one writer thread, which batches them under load;
+//! diagnostics likewise go to their own writer thread ([`diagnostics`]).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -21,6 +22,8 @@ use crate::config::LogFormat;
 use crate::conn::ConsumerWatch;
 use crate::stats::RouteCounters;
 
+pub mod diagnostics;
+
 /// What routing learned about a request, for the log line and the counters.
 #[derive(Debug, Default)]
 pub struct RequestNote {
@@ -34,9 +37,11 @@ pub struct RequestNote {
     pub user: Option<String>,
 }
 
-/// Set up tracing on stderr. `verbosity` is `-v` count minus `-q` count;
-/// RUST_LOG, when set, wins.
-pub fn init(verbosity: i8) {
+/// Set up tracing on stderr, through the writer thread of
+/// [`diagnostics`] (logging never blocks on stderr). `verbosity` is `-v`
+/// count minus `-q` count; RUST_LOG, when set, wins. Keep the returned
+/// guard until exit.
+pub fn init(verbosity: i8) -> FlushOnExit {
     let level = match verbosity {
         i8::MIN..=-2 => "error",
         -1 => "warn",
@@ -45,11 +50,25 @@ pub fn init(verbosity: i8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = if diagnostics::start() {
+        fmt.with_writer(diagnostics::Queued).try_init()
+    } else {
+        fmt.with_writer(std::io::stderr).try_init()
+    };
+    FlushOnExit
+}
+
+/// Dropped at the end of `main`: writes the diagnostics still queued.
+#[must_use]
+pub struct FlushOnExit;
+
+impl Drop for FlushOnExit {
+    fn drop(&mut self) {
+        diagnostics::flush();
+    }
 }
 
 /// The facts of one request the access log line needs.

@@ -20,7 +20,7 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
+    let _log = cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
     let config = match cli.load_config() {
         Ok(c) => c,
         Err(e) => {
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
     // Bodies dropped as the runtime winds down still log their lines.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     cgihost::log::flush_access_log();
+    cgihost::log::diagnostics::flush();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {

@@ -25,12 +25,12 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
 
 use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
 use crate::body::ReqBody;
 use crate::gateway::head::{read_head, Head, HeadBuf, HeadError, HeadSource, Step};
+use crate::gateway::stderr::StderrLines;
 
 /// What goes to the backend as STDIN.
 pub enum BodySource {
@@ -64,7 +64,8 @@ pub struct Exchange {
     reused: bool,
     /// The connection had never answered before this request.
     fresh: bool,
-    tag: String,
+    /// The backend's STDERR as log lines (tagged `SCRIPT#request`).
+    stderr: StderrLines,
 }
 
 impl Exchange {
@@ -104,7 +105,7 @@ impl Exchange {
             answered: false,
             fresh: !served,
             reused,
-            tag,
+            stderr: StderrLines::per_request(tag),
         })
     }
 
@@ -161,14 +162,8 @@ impl Exchange {
         proto::take_record(&mut self.rbuf).ok().flatten()
     }
 
-    fn log_stderr(&self, data: &[u8]) {
-        for line in data.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&line[..line.len().min(4096)]);
-            let line = line.trim_end_matches('\r');
-            if !line.is_empty() {
-                tracing::warn!(target: "cgihost::stderr", script = %self.tag, "{line}");
-            }
-        }
+    fn log_stderr(&mut self, data: &[u8]) {
+        self.stderr.feed(data);
     }
 
     /// Read STDOUT until the header block is complete.
@@ -284,7 +279,7 @@ impl Exchange {
                 Ok(Ok(Some(rec))) => rec,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
                 Err(_) => {
-                    tracing::debug!(script = %self.tag, "no END_REQUEST within {}s of a complete response: connection closed", idle.as_secs());
+                    tracing::debug!(script = %self.stderr.tag(), "no END_REQUEST within {}s of a complete response: connection closed", idle.as_secs());
                     return;
                 }
             };
@@ -292,14 +287,14 @@ impl Exchange {
                 proto::STDOUT => {
                     extra += rec.content.len();
                     if extra > DRAIN_MAX {
-                        tracing::warn!(script = %self.tag, "FastCGI output goes on past its Content-Length: connection closed");
+                        tracing::warn!(script = %self.stderr.tag(), "FastCGI output goes on past its Content-Length: connection closed");
                         return;
                     }
                 }
                 proto::STDERR => self.log_stderr(&rec.content),
                 proto::END_REQUEST => {
                     if extra > 0 {
-                        tracing::warn!(script = %self.tag, "FastCGI output {extra} bytes longer than its Content-Length: the excess was dropped");
+                        tracing::warn!(script = %self.stderr.tag(), "FastCGI output {extra} bytes longer than its Content-Length: the excess was dropped");
                     }
                     self.finish(&mut Context::from_waker(std::task::Waker::noop()));
                     return;
@@ -393,7 +388,8 @@ async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<(
     Ok(())
 }
 
-/// The backend's STDOUT after the header block, as a response body.
+/// The backend's STDOUT after the header block, as a response body (its
+/// idle timeout is `gateway::timed`'s).
 ///
 /// With a `Content-Length` (or a status that has no body) the body is
 /// exactly that long and ends — `is_end_stream` — once the last declared
@@ -407,8 +403,8 @@ async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<(
 pub struct FcgiBody {
     exchange: Option<Exchange>,
     first: Option<Bytes>,
+    /// How long the drain after a complete response waits for END_REQUEST.
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
     /// Bytes still due after `first` when the length is declared.
     remaining: Option<u64>,
     /// END_REQUEST came (the exchange is finished); the body ends once
@@ -437,7 +433,6 @@ impl FcgiBody {
             exchange: Some(exchange),
             first: Some(first).filter(|b| !b.is_empty()),
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
             remaining,
             ended: false,
         };
@@ -462,7 +457,7 @@ impl FcgiBody {
         };
         if let Some(left) = self.remaining.filter(|&left| left > 0) {
             tracing::warn!(
-                script = %ex.tag,
+                script = %ex.stderr.tag(),
                 "FastCGI response ended {left} bytes short of its Content-Length: response truncated"
             );
         }
@@ -548,7 +543,6 @@ impl http_body::Body for FcgiBody {
             match ex.poll_record(cx) {
                 Poll::Ready(Ok(Some(rec))) => match rec.kind {
                     proto::STDOUT if !rec.content.is_empty() => {
-                        this.timer.as_mut().reset(Instant::now() + this.idle);
                         return this.hand_out(rec.content, cx);
                     }
                     proto::STDOUT => {}
@@ -564,7 +558,7 @@ impl http_body::Body for FcgiBody {
                     }
                 },
                 Poll::Ready(Ok(None)) => {
-                    let tag = ex.tag.clone();
+                    let tag = ex.stderr.tag().to_string();
                     this.exchange = None;
                     tracing::warn!(script = %tag, "FastCGI backend closed the connection before END_REQUEST: response truncated");
                     return Poll::Ready(Some(Err(io::Error::new(
@@ -576,20 +570,7 @@ impl http_body::Body for FcgiBody {
                     this.exchange = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        this.exchange = None;
-                        tracing::warn!(
-                            "FastCGI backend silent for {}s mid-response: closed (raise --cgi-timeout if it needs longer)",
-                            this.idle.as_secs()
-                        );
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "FastCGI idle timeout",
-                        ))));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

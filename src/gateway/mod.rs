@@ -6,6 +6,9 @@
 //!   timeout, the incremental scan for its end, the one `HeadError` and
 //!   its one mapping to a status;
 //! - [`timed`]: the idle timeout and the deadline on a response body;
+//! - [`stderr`]: a script's stderr as log lines (split right, capped per
+//!   request);
 
 pub mod head;
+pub mod stderr;
 pub mod timed;

@@ -2,7 +2,8 @@
 //!
 //! Pipeline of [`CgiEngine::handle`]:
 //! 1. `target`: find the program and split SCRIPT_NAME / PATH_INFO;
-//! 2. request body: known length → piped; unknown length → `stdin::spool`
+//! 2. request body (`gateway::request_body::prepare`): known length →
+//!    piped; unknown length → spooled
 //!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
 //! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
 //! 4. `env`: the meta-variables; `process::spawn` in a new process group;
@@ -34,6 +35,7 @@ use crate::config::{CgiConfig, Config};
 use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::gateway::head::{read_head, Origin};
+use crate::gateway::request_body::{self, RequestBody};
 use crate::gateway::timed::Timed;
 use output::CgiBody;
 use process::{GroupRegistry, SpawnSpec, StdinSource};
@@ -114,13 +116,13 @@ impl CgiEngine {
         let (parts, body) = req.into_parts();
 
         // 2. The request body.
-        let body =
-            stdin::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout).await?;
+        let body = request_body::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout)
+            .await?;
         let content_length = body.content_length();
         let (stdin_source, pipe_body) = match body {
-            stdin::RequestBody::None => (StdinSource::Null, None),
-            stdin::RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
-            stdin::RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
+            RequestBody::None => (StdinSource::Null, None),
+            RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
+            RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
         };
 
         // 3. A slot.

@@ -30,6 +30,7 @@ use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
 use crate::body::ReqBody;
 use crate::gateway::head::{read_head, Head, HeadBuf, HeadError, HeadSource, Step};
+use crate::gateway::request_body::{pump, BodySink, PumpError};
 use crate::gateway::stderr::StderrLines;
 
 /// What goes to the backend as STDIN.
@@ -327,6 +328,17 @@ fn rbuf_or_new(mut b: BytesMut) -> BytesMut {
     b
 }
 
+/// A backend connection's write side as a [`BodySink`]: STDIN records.
+struct StdinRecords<'a>(&'a mut WriteHalf<Stream>);
+
+impl BodySink for StdinRecords<'_> {
+    type Error = io::Error;
+
+    async fn put(&mut self, data: Bytes) -> io::Result<()> {
+        write_stdin(self.0, &data).await
+    }
+}
+
 /// STDIN records from a streamed request body. On a client error the
 /// write side is shut down, so the backend sees EOF and gives up.
 async fn send_stream(
@@ -334,26 +346,18 @@ async fn send_stream(
     mut body: ReqBody,
     idle: Duration,
 ) -> io::Result<WriteHalf<Stream>> {
-    use http_body_util::BodyExt;
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(f))) => f,
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                let _ = w.shutdown().await;
-                return Err(io::Error::other(format!("request body: {e}")));
-            }
-            Err(_) => {
-                let _ = w.shutdown().await;
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request body stalled",
-                ));
-            }
-        };
-        if let Ok(data) = frame.into_data() {
-            write_stdin(&mut w, &data).await?;
-        }
+    let failed = match pump(&mut body, idle, &mut StdinRecords(&mut w)).await {
+        Ok(_) => None,
+        Err(PumpError::Sink(e)) => return Err(e),
+        Err(PumpError::Client(e)) => Some(io::Error::other(format!("request body: {e}"))),
+        Err(PumpError::Stalled(_)) => Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request body stalled",
+        )),
+    };
+    if let Some(e) = failed {
+        let _ = w.shutdown().await;
+        return Err(e);
     }
     let mut end = BytesMut::new();
     proto::put_stream_end(&mut end, proto::STDIN);

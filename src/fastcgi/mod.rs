@@ -7,7 +7,7 @@
 //! Pipeline of [`FastCgi::handle`]:
 //! 1. the script was found by the router (`target` for `*.EXT`, the prefix
 //!    split for `/prefix`); the body is prepared exactly as for CGI
-//!    (`cgi::stdin::prepare`: 413 over `--max-body`, chunked → spooled so
+//!    (`gateway::request_body::prepare`: 413 over `--max-body`, chunked → spooled so
 //!    CONTENT_LENGTH is exact);
 //! 2. params = the CGI meta-variables (`cgi::env`, the one builder);
 //! 3. `pool`: a connection from the least busy healthy backend (failover,
@@ -45,11 +45,12 @@ use tokio::time::Instant;
 
 use crate::body::ReqBody;
 use crate::cgi::response::{self, Classified};
-use crate::cgi::{env, stdin, Outcome};
+use crate::cgi::{env, Outcome};
 use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, SpawnRoute};
 use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::gateway::head::{Head, HeadError, Origin};
+use crate::gateway::request_body::{self, RequestBody};
 use crate::gateway::timed::Timed;
 use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
@@ -345,13 +346,13 @@ impl FastCgi {
     ) -> Result<Outcome, Error> {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
-        let body = stdin::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
+        let body = request_body::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
         let mut head = self.request_head(route, &parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
-            stdin::RequestBody::None => BodySource::None,
-            stdin::RequestBody::Streamed(b, _) => BodySource::Stream(b),
-            stdin::RequestBody::Spooled(f, _) => BodySource::File(f),
+            RequestBody::None => BodySource::None,
+            RequestBody::Streamed(b, _) => BodySource::Stream(b),
+            RequestBody::Spooled(f, _) => BodySource::File(f),
         });
         // Without a body the request can be replayed on a fresh connection
         // when a pooled one turns out stale.

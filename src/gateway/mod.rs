@@ -8,7 +8,10 @@
 //! - [`timed`]: the idle timeout and the deadline on a response body;
 //! - [`stderr`]: a script's stderr as log lines (split right, capped per
 //!   request);
+//! - [`request_body`]: `--max-body`, spooling, and the one loop that
+//!   pumps a request body into a pipe, STDIN records or the spool file.
 
 pub mod head;
+pub mod request_body;
 pub mod stderr;
 pub mod timed;

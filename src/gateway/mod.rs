@@ -9,9 +9,12 @@
 //! - [`stderr`]: a script's stderr as log lines (split right, capped per
 //!   request);
 //! - [`request_body`]: `--max-body`, spooling, and the one loop that
-//!   pumps a request body into a pipe, STDIN records or the spool file.
+//!   pumps a request body into a pipe, STDIN records or the spool file;
+//! - [`script`]: the script lookup, through the static resolver's
+//!   `openat2` (one path-safety model for every file a request names).
 
 pub mod head;
 pub mod request_body;
+pub mod script;
 pub mod stderr;
 pub mod timed;

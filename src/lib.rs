@@ -29,8 +29,9 @@
 //!   `file_body` (chunked reads).
 //! - [`cgi`]: the CGI engine — `target` (script lookup), `env`
 //!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
-//!   (body pump and spool), `output` (stdout head and streaming body),
-//!   `response` (the header-block parser FastCGI will share).
+//!   (the stdin pipe and its drain), `output` (stdout as a head source
+//!   and a streaming body), `response` (the header-block parser FastCGI
+//!   shares).
 //! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,
 //!   keep-alive connections, balancing), `exchange` (one request on a
 //!   connection, streaming both ways), `target` (`*.EXT` script lookup),

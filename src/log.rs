@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::config::LogFormat;
@@ -23,6 +22,7 @@ use crate::conn::ConsumerWatch;
 use crate::stats::RouteCounters;
 
 pub mod diagnostics;
+pub use diagnostics::{init, FlushOnExit};
 
 /// What routing learned about a request, for the log line and the counters.
 #[derive(Debug, Default)]
@@ -35,40 +35,6 @@ pub struct RequestNote {
     pub rule: Option<String>,
     /// The user an `[[auth]]` rule authenticated.
     pub user: Option<String>,
-}
-
-/// Set up tracing on stderr, through the writer thread of
-/// [`diagnostics`] (logging never blocks on stderr). `verbosity` is `-v`
-/// count minus `-q` count; RUST_LOG, when set, wins. Keep the returned
-/// guard until exit.
-pub fn init(verbosity: i8) -> FlushOnExit {
-    let level = match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    let _ = if diagnostics::start() {
-        fmt.with_writer(diagnostics::Queued).try_init()
-    } else {
-        fmt.with_writer(std::io::stderr).try_init()
-    };
-    FlushOnExit
-}
-
-/// Dropped at the end of `main`: writes the diagnostics still queued.
-#[must_use]
-pub struct FlushOnExit;
-
-impl Drop for FlushOnExit {
-    fn drop(&mut self) {
-        diagnostics::flush();
-    }
 }
 
 /// The facts of one request the access log line needs.

@@ -1,6 +1,7 @@
-//! Diagnostics (tracing's output) on their way to stderr without ever
-//! making a request wait: each event is formatted by the thread that logs
-//! it and queued; one writer thread writes what has queued up.
+//! Diagnostics: tracing's set-up ([`init`]) and its output on the way to
+//! stderr without ever making a request wait: each event is formatted by
+//! the thread that logs it and queued; one writer thread writes what has
+//! queued up.
 //!
 //! The queue is bounded ([`QUEUE_MAX`] bytes). When stderr does not keep up
 //! (a slow pipe, a stuck terminal) and the queue is full, events are
@@ -13,6 +14,41 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Set up tracing on stderr, through the writer thread of
+/// this module (logging never blocks on stderr). `verbosity` is `-v`
+/// count minus `-q` count; RUST_LOG, when set, wins. Keep the returned
+/// guard until exit.
+pub fn init(verbosity: i8) -> FlushOnExit {
+    let level = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    let _ = if start() {
+        fmt.with_writer(Queued).try_init()
+    } else {
+        fmt.with_writer(std::io::stderr).try_init()
+    };
+    FlushOnExit
+}
+
+/// Dropped at the end of `main`: writes the diagnostics still queued.
+#[must_use]
+pub struct FlushOnExit;
+
+impl Drop for FlushOnExit {
+    fn drop(&mut self) {
+        flush();
+    }
+}
 
 /// Most bytes of log lines waiting for the writer thread.
 pub const QUEUE_MAX: usize = 1 << 20;

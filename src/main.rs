@@ -39,6 +39,8 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
+    // Threads may start now: diagnostics get their writer thread.
+    cgihost::log::diagnostics::start();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

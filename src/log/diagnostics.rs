@@ -16,8 +16,8 @@ use std::sync::{Condvar, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Set up tracing on stderr, through the writer thread of
-/// this module (logging never blocks on stderr). `verbosity` is `-v`
+/// Set up tracing on stderr: written where it happens until [`start`],
+/// then through the writer thread (logging never blocks on stderr). `verbosity` is `-v`
 /// count minus `-q` count; RUST_LOG, when set, wins. Keep the returned
 /// guard until exit.
 pub fn init(verbosity: i8) -> FlushOnExit {
@@ -32,11 +32,7 @@ pub fn init(verbosity: i8) -> FlushOnExit {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
-    let _ = if start() {
-        fmt.with_writer(Queued).try_init()
-    } else {
-        fmt.with_writer(std::io::stderr).try_init()
-    };
+    let _ = fmt.with_writer(Queued).try_init();
     FlushOnExit
 }
 
@@ -116,13 +112,14 @@ impl LineQueue {
 }
 
 static QUEUE: LineQueue = LineQueue::new(QUEUE_MAX);
-/// The writer thread runs (else events are written where they happen).
+/// The writer thread runs (else each event is written where it happens).
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// Held while a batch is written, so batches reach stderr in order.
 static WRITING: Mutex<()> = Mutex::new(());
 
-/// Start the writer thread. False when it could not start: then log to
-/// stderr directly.
+/// Start the writer thread (`main` does, once it may have threads: after
+/// it took systemd's sockets out of the environment). False when it could
+/// not start: events are then written where they happen.
 pub fn start() -> bool {
     if RUNNING.load(Ordering::Relaxed) {
         return true;
@@ -177,6 +174,9 @@ impl Drop for EventText {
     fn drop(&mut self) {
         if !self.0.is_empty() {
             QUEUE.push(&self.0);
+            if !RUNNING.load(Ordering::Relaxed) {
+                flush();
+            }
         }
     }
 }

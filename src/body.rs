@@ -1,7 +1,6 @@
 //! The one response body type every handler returns, and small helpers to
 //! make one. Bodies are streams: nothing here collects a body into memory.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -33,50 +32,6 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
-}
-
-/// `body`, cut off with an error at `deadline` (a route's
-/// `request_timeout`): the client sees an aborted response, not a short one.
-pub fn with_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
-    Deadline {
-        body,
-        timer: Box::pin(tokio::time::sleep_until(deadline)),
-    }
-    .boxed()
-}
-
-struct Deadline {
-    body: Body,
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl http_body::Body for Deadline {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request_timeout: response not finished in time",
-            )))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// `body`, holding `guard` until the body is done or dropped (used to keep

@@ -30,13 +30,17 @@
 //!   `file_body` (chunked reads).
 //! - [`cgi`]: the CGI engine — `target` (script lookup), `env`
 //!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
-//!   (body pump and spool), `output` (stdout head and streaming body),
-//!   `response` (the header-block parser FastCGI will share).
+//!   (the stdin pipe and its drain), `output` (stdout as a head source
+//!   and a streaming body), `response` (the header-block parser FastCGI
+//!   shares).
 //! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,
 //!   keep-alive connections, balancing), `exchange` (one request on a
 //!   connection, streaming both ways), `target` (`*.EXT` script lookup),
 //!   `supervisor` (spawned pools: generations, worker states, back-off,
 //!   recycle, reload) and `worker` (one worker process, the readiness probe).
+//! - [`gateway`]: what CGI and FastCGI share around a script — the
+//!   header-block reader, the idle-timeout body, the stderr line logger,
+//!   the request-body pump.
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
 //! - [`body`], [`error`]: the body types and the one error-to-status map;
@@ -58,6 +62,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod fastcgi;
+pub mod gateway;
 pub mod log;
 pub mod meta;
 pub mod notify;

@@ -1,7 +1,8 @@
 //! Logging: diagnostics through tracing on stderr, and the access log on
 //! stdout — one line per request, written when its response body is done
 //! (so the byte count and duration are real), in combined log format or JSON.
-//! Lines are handed to one writer thread, which batches them under load.
+//! Lines are handed to one writer thread, which batches them under load;
+//! diagnostics likewise go to their own writer thread ([`diagnostics`]).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,12 +15,14 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::config::LogFormat;
 use crate::conn::ConsumerWatch;
 use crate::stats::RouteCounters;
+
+pub mod diagnostics;
+pub use diagnostics::{init, FlushOnExit};
 
 /// What routing learned about a request, for the log line and the counters.
 #[derive(Debug, Default)]
@@ -32,24 +35,6 @@ pub struct RequestNote {
     pub rule: Option<String>,
     /// The user an `[[auth]]` rule authenticated.
     pub user: Option<String>,
-}
-
-/// Set up tracing on stderr. `verbosity` is `-v` count minus `-q` count;
-/// RUST_LOG, when set, wins.
-pub fn init(verbosity: i8) {
-    let level = match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// The facts of one request the access log line needs.

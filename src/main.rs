@@ -23,7 +23,7 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
+    let _log = cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
     let config = match cli.load_config() {
         Ok(c) => c,
         Err(e) => {
@@ -42,6 +42,8 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
+    // Threads may start now: diagnostics get their writer thread.
+    cgihost::log::diagnostics::start();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     // Bodies dropped as the runtime winds down still log their lines.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     cgihost::log::flush_access_log();
+    cgihost::log::diagnostics::flush();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {

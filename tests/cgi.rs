@@ -807,3 +807,120 @@ async fn an_absolute_form_target_decides_server_name_and_http_host() {
     );
     srv.stop().await;
 }
+
+/// The binary with its stderr read by a thread that stops reading after
+/// the startup line until told to go on: a log sink that does not keep up.
+struct StalledLog {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    go: std::sync::mpsc::Sender<()>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StalledLog {
+    fn start(cgi_dir: &std::path::Path) -> StalledLog {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = BinServer::command_with(&fixtures().join("static"), cgi_dir, &[]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cgihost");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr).lines();
+            for line in reader.by_ref() {
+                let Ok(line) = line else { return };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = addr_tx.send(rest.trim().to_string());
+                    break;
+                }
+            }
+            let _ = go_rx.recv();
+            for line in reader {
+                let Ok(line) = line else { return };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("cgihost started")
+            .parse()
+            .expect("listen address");
+        StalledLog {
+            child,
+            addr,
+            go,
+            lines,
+        }
+    }
+}
+
+impl Drop for StalledLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 15 item 11: a script flooding stderr (50 MB) while nobody reads
+/// cgihost's stderr. The flood is capped per request (one "truncated"
+/// line), and logging never blocks a request: the flooding request and
+/// static GETs beside it are answered while the log sink is stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_flood_is_capped_and_a_stalled_log_blocks_no_request() {
+    let dir = script_dir(&[(
+        "flood.sh",
+        "#!/bin/sh\nyes 'a line of stderr, flooding the log again and again' | head -c 50000000 >&2\n\
+         printf 'Content-Type: text/plain\\r\\n\\r\\nflooded'\n",
+    )]);
+    let srv = StalledLog::start(dir.path());
+    // Generous bounds for a loaded 2-core machine: a blocked log would
+    // hold these forever.
+    let limit = Duration::from_secs(30);
+    let flood = tokio::spawn(get(srv.addr, "/cgi-bin/flood.sh"));
+    let started = Instant::now();
+    let mut statics = 0;
+    while !flood.is_finished() || statics == 0 {
+        let resp = tokio::time::timeout(limit, get(srv.addr, "/hello.txt"))
+            .await
+            .expect("a static GET waited for the log");
+        assert_eq!(resp.status, 200);
+        statics += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the flood never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = tokio::time::timeout(limit, flood)
+        .await
+        .expect("the flooding request waited for the log")
+        .expect("join");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "flooded"));
+
+    // The sink catches up: the flood shows, capped.
+    let _ = srv.go.send(());
+    let text = || srv.lines.lock().unwrap().join("\n");
+    let truncated = eventually(Duration::from_secs(10), || {
+        text()
+            .lines()
+            .any(|l| l.contains("/cgi-bin/flood.sh#") && l.contains("stderr truncated"))
+    })
+    .await;
+    assert!(
+        truncated,
+        "no truncated line:\n{}",
+        text().chars().take(2000).collect::<String>()
+    );
+    let flood_lines = text()
+        .lines()
+        .filter(|l| l.contains("flooding the log"))
+        .count();
+    // 64 KiB of 50-byte lines, and not one more.
+    assert_eq!(flood_lines, 64 * 1024 / 50, "{flood_lines} lines logged");
+}

@@ -774,3 +774,86 @@ async fn two_servers_share_a_small_php_fpm_pool_without_starving() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A hand-written FastCGI backend that answers every request with
+/// `prefix`, then empty STDOUT records — a batch every few milliseconds
+/// for up to 30 s — and never anything else: no output, no END_REQUEST.
+async fn empty_record_backend(prefix: Vec<u8>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let prefix = prefix.clone();
+            tokio::spawn(async move {
+                // Read records until the empty STDIN that ends the request.
+                let mut buf = Vec::new();
+                let mut ended = false;
+                while !ended {
+                    while buf.len() >= 8 {
+                        let len = u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
+                        if buf.len() < 8 + len {
+                            break;
+                        }
+                        ended |= buf[1] == 5 && len == 0;
+                        buf.drain(..8 + len);
+                    }
+                    if !ended {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                }
+                if conn.write_all(&prefix).await.is_err() {
+                    return;
+                }
+                let batch = fcgi_record(6, 1, b"").repeat(100);
+                let until = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < until {
+                    if conn.write_all(&batch).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 15 item 10: empty STDOUT records are no output. A backend that
+/// sends nothing but empties, before its header block ends and after,
+/// gets the idle timeout (1 s here) — a 504, or an aborted body — instead
+/// of being kept alive by them for as long as it sends them (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_stdout_records_do_not_keep_a_silent_backend_alive() {
+    let in_head = empty_record_backend(fcgi_record(6, 1, b"Content-Type: text/plain\r\n")).await;
+    let in_body =
+        empty_record_backend(fcgi_record(6, 1, b"Content-Type: text/plain\r\n\r\nstart")).await;
+    let mut config = fixture_config();
+    config.fastcgi = vec![
+        cgihost::config::parse_fastcgi("--fastcgi", &format!("/head={in_head}")).unwrap(),
+        cgihost::config::parse_fastcgi("--fastcgi", &format!("/body={in_body}")).unwrap(),
+    ];
+    for route in &mut config.fastcgi {
+        route.timeout = Some(Duration::from_secs(1));
+    }
+    let srv = TestServer::start(config).await;
+    // Well under the 30 s of empties, with room for a loaded machine.
+    let limit = Duration::from_secs(15);
+    let resp = tokio::time::timeout(limit, get(srv.addr, "/head/x"))
+        .await
+        .expect("the empties kept the request alive");
+    assert_eq!(resp.status, 504, "{}", resp.text());
+
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(b"GET /body/x HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let resp = tokio::time::timeout(limit, conn.read_response(false))
+        .await
+        .expect("the empties kept the response alive");
+    // An aborted chunked body: no complete response.
+    assert!(resp.is_none(), "the body was not cut off");
+    srv.stop().await;
+}

@@ -2,12 +2,13 @@
 //!
 //! Pipeline of [`CgiEngine::handle`]:
 //! 1. `target`: find the program and split SCRIPT_NAME / PATH_INFO;
-//! 2. request body: known length → piped; unknown length → `stdin::spool`
+//! 2. request body (`gateway::request_body::prepare`): known length →
+//!    piped; unknown length → spooled
 //!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
 //! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
 //! 4. `env`: the meta-variables; `process::spawn` in a new process group;
-//! 5. `stdin::pump` feeds the body while `output::read_head` reads the header
-//!    block (capped, idle timeout → 504);
+//! 5. `stdin::pump` feeds the body while `gateway::head::read_head` reads
+//!    the header block (capped, idle timeout → 504);
 //! 6. `response`: parse and classify — document, local redirect (returned to
 //!    the router to serve as a GET), client redirect; nph- output passes
 //!    through; invalid output → 502;
@@ -33,7 +34,10 @@ use crate::body::ReqBody;
 use crate::config::{CgiConfig, Config};
 use crate::conn::ConnInfo;
 use crate::error::Error;
-use output::{CgiBody, HeadError};
+use crate::gateway::head::{read_head, Origin};
+use crate::gateway::request_body::{self, RequestBody};
+use crate::gateway::timed::Timed;
+use output::CgiBody;
 use process::{GroupRegistry, SpawnSpec, StdinSource};
 use response::Classified;
 
@@ -112,13 +116,13 @@ impl CgiEngine {
         let (parts, body) = req.into_parts();
 
         // 2. The request body.
-        let body =
-            stdin::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout).await?;
+        let body = request_body::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout)
+            .await?;
         let content_length = body.content_length();
         let (stdin_source, pipe_body) = match body {
-            stdin::RequestBody::None => (StdinSource::Null, None),
-            stdin::RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
-            stdin::RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
+            RequestBody::None => (StdinSource::Null, None),
+            RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
+            RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
         };
 
         // 3. A slot.
@@ -160,18 +164,20 @@ impl CgiEngine {
         if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
             tokio::spawn(stdin::pump(body, stdin, self.limits.timeout));
         }
-        let (mut buf, head_len, body_start) = match output::read_head(
-            &mut spawned.stdout,
+        let mut stdout = output::Stdout(&mut spawned.stdout);
+        let read = read_head(
+            &mut stdout,
             self.limits.max_response_header,
             self.limits.timeout,
-        )
-        .await
-        {
-            Ok(v) => v,
-            Err(e) => return Err(head_error(e, &target.script_name, self.limits.timeout)),
-        };
-        let first_body = buf.split_off(body_start).freeze();
-        let block = &buf[..head_len];
+        );
+        let head = read.await.map_err(|e| {
+            let from = Origin {
+                tag: &target.script_name,
+                backend: None,
+            };
+            e.into_error(&from, self.limits.timeout)
+        })?;
+        let (first_body, block) = (head.first_body, &head.block[..]);
 
         // 6. Classify.
         let bad = |why: String| bad_output(&target.script_name, &why);
@@ -194,15 +200,16 @@ impl CgiEngine {
         };
 
         // 7. Stream the rest.
+        let tag = format!("{}#{request_id}", target.script_name);
         let body = CgiBody::new(
             spawned.stdout,
             first_body,
-            self.limits.timeout,
             spawned.handle,
             self.limits.timeout,
             length,
-            format!("{}#{request_id}", target.script_name),
+            tag.clone(),
         );
+        let body = Timed::new(body, self.limits.timeout, None, tag);
         let resp = response::build_response(status, reason, headers, body.boxed());
         Ok(Outcome::Response(resp))
     }
@@ -212,25 +219,6 @@ fn bad_output(script: &str, why: &str) -> Error {
     Error::BadGateway(format!("{script}: invalid CGI response: {why}"))
 }
 
-fn head_error(e: HeadError, script: &str, idle: Duration) -> Error {
-    match e {
-        HeadError::Eof { got: 0 } => Error::BadGateway(format!("{script}: exited without any output")),
-        HeadError::Eof { got } => Error::BadGateway(format!(
-            "{script}: output ended after {got} bytes without the blank line that ends the header block"
-        )),
-        HeadError::TooBig { limit } => Error::BadGateway(format!(
-            "{script}: response header block over {limit} bytes without a blank line \
-             (limit: cgi.max_response_header in the config file)"
-        )),
-        HeadError::Timeout => Error::GatewayTimeout(format!(
-            "{script}: no response header within {}s; killed (--cgi-timeout)",
-            idle.as_secs()
-        )),
-        HeadError::Io(err) => Error::BadGateway(format!("{script}: reading stdout: {err}")),
-    }
-}
-
-/// `HTTP/1.1 200 OK` + headers, passed through as they are.
 fn parse_nph(block: &[u8]) -> Result<Classified, String> {
     let line_end = block
         .iter()

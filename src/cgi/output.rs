@@ -1,5 +1,5 @@
-//! Reading a script's stdout: first the header block (bounded, with the idle
-//! timeout), then the body as a streaming [`http_body::Body`].
+//! Reading a script's stdout: first the header block (its pipe as a
+//! `gateway::head` source), then the body as a streaming [`http_body::Body`].
 //!
 //! Backpressure is structural: stdout is read only when hyper asks for the
 //! next frame, i.e. when the client has taken the previous one. A slow client
@@ -19,7 +19,7 @@ use tokio::process::ChildStdout;
 use tokio::time::{Instant, Sleep};
 
 use super::process::ProcessHandle;
-use super::response::find_head_end;
+use crate::gateway::head::{HeadBuf, HeadError, HeadSource, Step};
 
 /// Read size for the body; also the most cgihost holds per response.
 const READ_CHUNK: usize = 64 * 1024;
@@ -28,55 +28,21 @@ const READ_CHUNK: usize = 64 * 1024;
 /// only a process that escaped the group (setsid) can still hold it.
 const EXITED_STDOUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Why no header block could be read.
-#[derive(Debug)]
-pub enum HeadError {
-    /// Stdout ended before the blank line (script crashed or printed nothing).
-    Eof {
-        got: usize,
-    },
-    /// Over the cap without a blank line.
-    TooBig {
-        limit: usize,
-    },
-    /// The script was silent for the idle timeout.
-    Timeout,
-    Io(io::Error),
-}
+/// A script's stdout, as the source of its header block.
+pub struct Stdout<'a>(pub &'a mut ChildStdout);
 
-/// Read from `stdout` until the header block is complete. Returns the buffer
-/// and `(head_len, body_start)` within it.
-pub async fn read_head(
-    stdout: &mut ChildStdout,
-    limit: usize,
-    idle: Duration,
-) -> Result<(BytesMut, usize, usize), HeadError> {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8 * 1024);
-        }
-        let n = match tokio::time::timeout(idle, stdout.read_buf(&mut buf)).await {
-            Err(_) => return Err(HeadError::Timeout),
-            Ok(Err(e)) => return Err(HeadError::Io(e)),
-            Ok(Ok(n)) => n,
-        };
-        if let Some((head_len, body_start)) = find_head_end(&buf) {
-            if head_len > limit {
-                return Err(HeadError::TooBig { limit });
-            }
-            return Ok((buf, head_len, body_start));
-        }
-        if buf.len() > limit {
-            return Err(HeadError::TooBig { limit });
-        }
-        if n == 0 {
-            return Err(HeadError::Eof { got: buf.len() });
+impl HeadSource for Stdout<'_> {
+    async fn next(&mut self, head: &mut HeadBuf) -> Result<Step, HeadError> {
+        match self.0.read_buf(head.read_buf()).await {
+            Ok(0) => Ok(Step::End),
+            Ok(_) => Ok(Step::Output),
+            Err(e) => Err(HeadError::Io(e)),
         }
     }
 }
 
-/// The script's stdout after the header block, as a response body.
+/// The script's stdout after the header block, as a response body (its
+/// idle timeout is `gateway::timed`'s).
 ///
 /// With a `Content-Length` (or a status that has no body) the body is
 /// exactly that long: it ends — `is_end_stream`, and the script gets its
@@ -91,8 +57,6 @@ pub struct CgiBody {
     /// Body bytes that arrived together with the header block.
     first: Option<Bytes>,
     buf: BytesMut,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
     /// Present until the output is complete; dropping it (client gone)
     /// kills the group.
     handle: Option<ProcessHandle>,
@@ -116,7 +80,6 @@ impl CgiBody {
     pub fn new(
         stdout: ChildStdout,
         mut first: Bytes,
-        idle: Duration,
         handle: ProcessHandle,
         exit_grace: Duration,
         length: Option<u64>,
@@ -132,8 +95,6 @@ impl CgiBody {
             stdout,
             first: Some(first).filter(|b| !b.is_empty()),
             buf: BytesMut::new(),
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
             handle: Some(handle),
             exit_grace,
             remaining,
@@ -238,7 +199,6 @@ impl http_body::Body for CgiBody {
                 // SAFETY: poll_read initialised the first n spare bytes.
                 unsafe { this.buf.set_len(n) };
                 let data = this.buf.split().freeze();
-                this.timer.as_mut().reset(Instant::now() + this.idle);
                 if let Some(t) = this.escaped.as_mut() {
                     t.as_mut().reset(Instant::now() + EXITED_STDOUT_GRACE);
                 }
@@ -258,16 +218,7 @@ impl http_body::Body for CgiBody {
                     );
                     return this.end_of_output();
                 }
-                ready!(this.timer.as_mut().poll(cx));
-                tracing::warn!(
-                    "CGI script silent for {}s mid-response: killed (raise --cgi-timeout if it needs longer)",
-                    this.idle.as_secs()
-                );
-                this.handle = None;
-                Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "CGI idle timeout",
-                ))))
+                Poll::Pending
             }
         }
     }

@@ -22,14 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::env::EnvVar;
+use crate::gateway::stderr::StderrLog;
 
-/// Longest stderr line logged as one line; longer ones are split.
-const STDERR_LINE_MAX: usize = 4096;
 /// After the main process exits, how long stderr may stay open (a process
 /// that escaped the group with setsid) before we stop reading it.
 const STDERR_LINGER: Duration = Duration::from_secs(2);
@@ -347,59 +345,5 @@ fn log_exit(tag: &str, status: io::Result<ExitStatus>) {
         Ok(s) if s.success() => tracing::debug!(script = tag, "exited 0"),
         Ok(s) => tracing::debug!(script = tag, "exited: {s}"),
         Err(e) => tracing::warn!(script = tag, "cannot reap CGI process: {e}"),
-    }
-}
-
-/// Reads a script's stderr (or a FastCGI worker's output) and logs one line
-/// per line, with a length cap.
-pub(crate) struct StderrLog<R = ChildStderr> {
-    pipe: R,
-    buf: Vec<u8>,
-    tag: String,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> StderrLog<R> {
-    pub(crate) fn new(pipe: R, tag: String) -> StderrLog<R> {
-        StderrLog {
-            pipe,
-            buf: Vec::with_capacity(256),
-            tag,
-        }
-    }
-
-    /// Read what is available and log complete lines. False at EOF/error.
-    pub(crate) async fn read_some(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        let n = match self.pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => {
-                self.flush();
-                return false;
-            }
-            Ok(n) => n,
-        };
-        for &b in &chunk[..n] {
-            if b == b'\n' {
-                self.emit();
-            } else {
-                self.buf.push(b);
-                if self.buf.len() >= STDERR_LINE_MAX {
-                    self.emit();
-                }
-            }
-        }
-        true
-    }
-
-    fn emit(&mut self) {
-        let line = String::from_utf8_lossy(&self.buf);
-        let line = line.trim_end_matches('\r');
-        tracing::warn!(target: "cgihost::stderr", script = %self.tag, "{line}");
-        self.buf.clear();
-    }
-
-    pub(crate) fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            self.emit();
-        }
     }
 }

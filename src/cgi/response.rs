@@ -19,13 +19,19 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 /// Where the header block ends in `buf`: `(header_bytes, body_start)`.
 /// The header bytes exclude the blank line. Handles LF, CRLF and mixes.
 pub fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    if buf.starts_with(b"\r\n") {
+    find_head_end_from(buf, 0)
+}
+
+/// [`find_head_end`], looking only at line ends from `from` on: the
+/// caller knows no blank line starts before it.
+pub fn find_head_end_from(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    if from == 0 && buf.starts_with(b"\r\n") {
         return Some((0, 2));
     }
-    if buf.starts_with(b"\n") {
+    if from == 0 && buf.starts_with(b"\n") {
         return Some((0, 1));
     }
-    let mut i = 0;
+    let mut i = from.min(buf.len());
     while let Some(off) = memchr(b'\n', &buf[i..]) {
         let nl = i + off;
         match buf.get(nl + 1) {

@@ -1,5 +1,6 @@
 //! Finding the CGI program for a URL: `/cgi-bin/a/tool.py/x/y` walks
-//! `cgi-bin/a/tool.py` segment by segment; the first regular file is the
+//! `cgi-bin/a/tool.py` segment by segment (`gateway::script`: beneath the
+//! CGI directory, no symlink out of it); the first regular file is the
 //! script, the rest is `PATH_INFO`.
 //!
 //! Missing → 404; a directory, a file that is not executable, or a path
@@ -8,7 +9,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::FollowSymlinks;
 use crate::error::Error;
+use crate::gateway::script::{self, WalkError, Walked};
+use crate::static_files::resolve::OpenError;
 use crate::uri_path::{join_url, PathError};
 
 /// The program a request runs, and how its URL splits around it.
@@ -42,55 +46,55 @@ pub fn resolve(
     trailing_slash: bool,
     canonical_dir: &Path,
 ) -> Result<CgiTarget, Error> {
-    let mut candidate = canonical_dir.to_path_buf();
-    for (i, seg) in rest.iter().enumerate() {
-        candidate.push(seg);
-        let meta = match std::fs::metadata(&candidate) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(Error::Forbidden(format!("{}: {e}", candidate.display())))
-            }
-            Err(_) => return Err(Error::NotFound),
-        };
-        if meta.is_dir() {
-            continue;
+    let named = || canonical_dir.join(join_url(rest).trim_start_matches('/'));
+    let scripts = script::scripts_in(canonical_dir, FollowSymlinks::No)
+        .map_err(|e| Error::Internal(format!("open {}: {e}", canonical_dir.display())))?;
+    let (found, i) = match script::walk(&scripts, rest) {
+        Ok(Walked::Script { found, at }) => (found, at),
+        Ok(Walked::Dir(_)) => {
+            return Err(Error::Forbidden(format!(
+                "{} is a directory",
+                named().display()
+            )))
         }
-        if !meta.is_file() {
+        Err(WalkError::NotRegular(rel)) => {
             return Err(Error::Forbidden(format!(
                 "{} is not a regular file",
-                candidate.display()
-            )));
+                canonical_dir.join(rel).display()
+            )))
         }
-        let program = std::fs::canonicalize(&candidate)
-            .map_err(|e| Error::Internal(format!("canonicalize {}: {e}", candidate.display())))?;
-        if !program.starts_with(canonical_dir) {
+        Err(WalkError::Open(OpenError::LeadsOut)) => {
             return Err(Error::Forbidden(format!(
                 "{} leads outside the CGI directory",
-                candidate.display()
-            )));
+                named().display()
+            )))
         }
-        if meta.permissions().mode() & 0o111 == 0 {
-            return Err(Error::Forbidden(format!(
-                "{} is not executable",
-                program.display()
-            )));
-        }
-        let mut path_info = join_url(&rest[i + 1..]);
-        if trailing_slash {
-            path_info.push('/');
-        }
-        let name = seg.clone();
-        return Ok(CgiTarget {
-            program,
-            script_name: format!("{}{}", prefix.trim_end_matches('/'), join_url(&rest[..=i])),
-            path_info,
-            nph: name.starts_with("nph-"),
-        });
+        Err(WalkError::Open(OpenError::Refused(e))) => return Err(e),
+    };
+    let program = script::opened_path(&found)
+        .map_err(|e| Error::Internal(format!("path of {}: {e}", found.rel.display())))?;
+    if !program.starts_with(canonical_dir) {
+        return Err(Error::Forbidden(format!(
+            "{} leads outside the CGI directory",
+            named().display()
+        )));
     }
-    Err(Error::Forbidden(format!(
-        "{} is a directory",
-        candidate.display()
-    )))
+    if found.meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::Forbidden(format!(
+            "{} is not executable",
+            program.display()
+        )));
+    }
+    let mut path_info = join_url(&rest[i + 1..]);
+    if trailing_slash {
+        path_info.push('/');
+    }
+    Ok(CgiTarget {
+        program,
+        script_name: format!("{}{}", prefix.trim_end_matches('/'), join_url(&rest[..=i])),
+        path_info,
+        nph: rest[i].starts_with("nph-"),
+    })
 }
 
 #[cfg(test)]

@@ -25,12 +25,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
 
 use super::pool::{Conn, Lease, Stream, STALL_AFTER};
 use super::proto::{self, Record};
 use crate::body::ReqBody;
-use crate::cgi::response::find_head_end;
+use crate::gateway::head::{read_head, Head, HeadBuf, HeadError, HeadSource, Step};
+use crate::gateway::request_body::{pump, BodySink, PumpError};
+use crate::gateway::stderr::StderrLines;
 
 /// What goes to the backend as STDIN.
 pub enum BodySource {
@@ -55,21 +56,6 @@ impl Drop for WriterTask {
     }
 }
 
-/// Why no header block was read.
-pub enum HeadError {
-    /// Nothing came back at all on a reused connection: it was stale.
-    Stale(io::Error),
-    Io(io::Error),
-    Timeout,
-    TooBig(usize),
-    /// END_REQUEST before the header block ended.
-    Ended {
-        protocol_status: u8,
-        stdout_bytes: usize,
-    },
-    Protocol(String),
-}
-
 pub struct Exchange {
     lease: Lease,
     read: ReadHalf<Stream>,
@@ -79,7 +65,8 @@ pub struct Exchange {
     reused: bool,
     /// The connection had never answered before this request.
     fresh: bool,
-    tag: String,
+    /// The backend's STDERR as log lines (tagged `SCRIPT#request`).
+    stderr: StderrLines,
 }
 
 impl Exchange {
@@ -119,7 +106,7 @@ impl Exchange {
             answered: false,
             fresh: !served,
             reused,
-            tag,
+            stderr: StderrLines::per_request(tag),
         })
     }
 
@@ -176,23 +163,12 @@ impl Exchange {
         proto::take_record(&mut self.rbuf).ok().flatten()
     }
 
-    fn log_stderr(&self, data: &[u8]) {
-        for line in data.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&line[..line.len().min(4096)]);
-            let line = line.trim_end_matches('\r');
-            if !line.is_empty() {
-                tracing::warn!(target: "cgihost::stderr", script = %self.tag, "{line}");
-            }
-        }
+    fn log_stderr(&mut self, data: &[u8]) {
+        self.stderr.feed(data);
     }
 
     /// Read STDOUT until the header block is complete.
-    pub async fn read_head(
-        &mut self,
-        limit: usize,
-        idle: Duration,
-    ) -> Result<(BytesMut, usize, usize), HeadError> {
-        let mut head = BytesMut::new();
+    pub async fn read_head(&mut self, limit: usize, idle: Duration) -> Result<Head, HeadError> {
         let mut early = None;
         if self.fresh {
             // A fresh connection still unanswered after STALL_AFTER may sit in
@@ -203,55 +179,62 @@ impl Exchange {
                 Err(_) => self.lease.backend.shed_idle(),
             }
         }
-        loop {
-            let next = match early.take() {
-                Some(r) => Ok(r),
-                None => tokio::time::timeout(idle, poll_fn(|cx| self.poll_record(cx))).await,
-            };
-            let rec = match next {
-                Err(_) => return Err(HeadError::Timeout),
-                Ok(Err(e)) if !self.answered && self.reused => return Err(HeadError::Stale(e)),
-                Ok(Err(e)) => return Err(HeadError::Io(e)),
-                Ok(Ok(None)) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection",
-                    );
-                    return Err(if self.answered || !self.reused {
-                        HeadError::Io(e)
-                    } else {
-                        HeadError::Stale(e)
-                    });
-                }
-                Ok(Ok(Some(rec))) => rec,
-            };
-            match rec.kind {
-                proto::STDOUT => {
-                    head.extend_from_slice(&rec.content);
-                    if let Some((head_len, body_start)) = find_head_end(&head) {
-                        if head_len > limit {
-                            return Err(HeadError::TooBig(limit));
-                        }
-                        return Ok((head, head_len, body_start));
-                    }
-                    if head.len() > limit {
-                        return Err(HeadError::TooBig(limit));
-                    }
-                }
-                proto::STDERR => self.log_stderr(&rec.content),
-                proto::END_REQUEST => {
-                    let (_, protocol_status) = proto::end_request_status(&rec.content);
-                    return Err(HeadError::Ended {
-                        protocol_status,
-                        stdout_bytes: head.len(),
-                    });
-                }
-                other => {
-                    return Err(HeadError::Protocol(format!(
-                        "unexpected record type {other}"
-                    )))
-                }
+        read_head(&mut Records { ex: self, early }, limit, idle).await
+    }
+
+    /// The head's view of the next record.
+    fn head_step(
+        &mut self,
+        next: io::Result<Option<Record>>,
+        head: &mut HeadBuf,
+    ) -> Result<Step, HeadError> {
+        let stale = !self.answered && self.reused;
+        let rec = match next {
+            Err(e) if stale => return Err(HeadError::Stale(e)),
+            Err(e) => return Err(HeadError::Io(e)),
+            Ok(None) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backend closed the connection",
+                );
+                return Err(if stale {
+                    HeadError::Stale(e)
+                } else {
+                    HeadError::Io(e)
+                });
             }
+            Ok(Some(rec)) => rec,
+        };
+        match rec.kind {
+            // An empty record is no output: it neither completes the block
+            // nor keeps the request alive.
+            proto::STDOUT if rec.content.is_empty() => Ok(Step::Chatter),
+            proto::STDOUT => {
+                head.extend(&rec.content);
+                Ok(Step::Output)
+            }
+            proto::STDERR => {
+                self.log_stderr(&rec.content);
+                Ok(Step::Chatter)
+            }
+            proto::END_REQUEST => {
+                let (_, protocol_status) = proto::end_request_status(&rec.content);
+                let overloaded = protocol_status == proto::OVERLOADED;
+                Err(
+                    if overloaded || (protocol_status != proto::REQUEST_COMPLETE && head.is_empty())
+                    {
+                        HeadError::Refused {
+                            protocol_status,
+                            overloaded,
+                        }
+                    } else {
+                        HeadError::Ended { got: head.len() }
+                    },
+                )
+            }
+            other => Err(HeadError::Protocol(format!(
+                "unexpected record type {other}"
+            ))),
         }
     }
 
@@ -297,7 +280,7 @@ impl Exchange {
                 Ok(Ok(Some(rec))) => rec,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
                 Err(_) => {
-                    tracing::debug!(script = %self.tag, "no END_REQUEST within {}s of a complete response: connection closed", idle.as_secs());
+                    tracing::debug!(script = %self.stderr.tag(), "no END_REQUEST within {}s of a complete response: connection closed", idle.as_secs());
                     return;
                 }
             };
@@ -305,14 +288,14 @@ impl Exchange {
                 proto::STDOUT => {
                     extra += rec.content.len();
                     if extra > DRAIN_MAX {
-                        tracing::warn!(script = %self.tag, "FastCGI output goes on past its Content-Length: connection closed");
+                        tracing::warn!(script = %self.stderr.tag(), "FastCGI output goes on past its Content-Length: connection closed");
                         return;
                     }
                 }
                 proto::STDERR => self.log_stderr(&rec.content),
                 proto::END_REQUEST => {
                     if extra > 0 {
-                        tracing::warn!(script = %self.tag, "FastCGI output {extra} bytes longer than its Content-Length: the excess was dropped");
+                        tracing::warn!(script = %self.stderr.tag(), "FastCGI output {extra} bytes longer than its Content-Length: the excess was dropped");
                     }
                     self.finish(&mut Context::from_waker(std::task::Waker::noop()));
                     return;
@@ -323,9 +306,37 @@ impl Exchange {
     }
 }
 
+/// An exchange's records, as the source of the header block.
+struct Records<'a> {
+    ex: &'a mut Exchange,
+    /// A record already read (while waiting for a fresh connection).
+    early: Option<io::Result<Option<Record>>>,
+}
+
+impl HeadSource for Records<'_> {
+    async fn next(&mut self, head: &mut HeadBuf) -> Result<Step, HeadError> {
+        let next = match self.early.take() {
+            Some(r) => r,
+            None => poll_fn(|cx| self.ex.poll_record(cx)).await,
+        };
+        self.ex.head_step(next, head)
+    }
+}
+
 fn rbuf_or_new(mut b: BytesMut) -> BytesMut {
     b.clear();
     b
+}
+
+/// A backend connection's write side as a [`BodySink`]: STDIN records.
+struct StdinRecords<'a>(&'a mut WriteHalf<Stream>);
+
+impl BodySink for StdinRecords<'_> {
+    type Error = io::Error;
+
+    async fn put(&mut self, data: Bytes) -> io::Result<()> {
+        write_stdin(self.0, &data).await
+    }
 }
 
 /// STDIN records from a streamed request body. On a client error the
@@ -335,26 +346,18 @@ async fn send_stream(
     mut body: ReqBody,
     idle: Duration,
 ) -> io::Result<WriteHalf<Stream>> {
-    use http_body_util::BodyExt;
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(f))) => f,
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                let _ = w.shutdown().await;
-                return Err(io::Error::other(format!("request body: {e}")));
-            }
-            Err(_) => {
-                let _ = w.shutdown().await;
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request body stalled",
-                ));
-            }
-        };
-        if let Ok(data) = frame.into_data() {
-            write_stdin(&mut w, &data).await?;
-        }
+    let failed = match pump(&mut body, idle, &mut StdinRecords(&mut w)).await {
+        Ok(_) => None,
+        Err(PumpError::Sink(e)) => return Err(e),
+        Err(PumpError::Client(e)) => Some(io::Error::other(format!("request body: {e}"))),
+        Err(PumpError::Stalled(_)) => Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request body stalled",
+        )),
+    };
+    if let Some(e) = failed {
+        let _ = w.shutdown().await;
+        return Err(e);
     }
     let mut end = BytesMut::new();
     proto::put_stream_end(&mut end, proto::STDIN);
@@ -389,7 +392,8 @@ async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<(
     Ok(())
 }
 
-/// The backend's STDOUT after the header block, as a response body.
+/// The backend's STDOUT after the header block, as a response body (its
+/// idle timeout is `gateway::timed`'s).
 ///
 /// With a `Content-Length` (or a status that has no body) the body is
 /// exactly that long and ends — `is_end_stream` — once the last declared
@@ -403,8 +407,8 @@ async fn write_stdin(w: &mut WriteHalf<Stream>, mut data: &[u8]) -> io::Result<(
 pub struct FcgiBody {
     exchange: Option<Exchange>,
     first: Option<Bytes>,
+    /// How long the drain after a complete response waits for END_REQUEST.
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
     /// Bytes still due after `first` when the length is declared.
     remaining: Option<u64>,
     /// END_REQUEST came (the exchange is finished); the body ends once
@@ -433,7 +437,6 @@ impl FcgiBody {
             exchange: Some(exchange),
             first: Some(first).filter(|b| !b.is_empty()),
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
             remaining,
             ended: false,
         };
@@ -458,7 +461,7 @@ impl FcgiBody {
         };
         if let Some(left) = self.remaining.filter(|&left| left > 0) {
             tracing::warn!(
-                script = %ex.tag,
+                script = %ex.stderr.tag(),
                 "FastCGI response ended {left} bytes short of its Content-Length: response truncated"
             );
         }
@@ -544,7 +547,6 @@ impl http_body::Body for FcgiBody {
             match ex.poll_record(cx) {
                 Poll::Ready(Ok(Some(rec))) => match rec.kind {
                     proto::STDOUT if !rec.content.is_empty() => {
-                        this.timer.as_mut().reset(Instant::now() + this.idle);
                         return this.hand_out(rec.content, cx);
                     }
                     proto::STDOUT => {}
@@ -560,7 +562,7 @@ impl http_body::Body for FcgiBody {
                     }
                 },
                 Poll::Ready(Ok(None)) => {
-                    let tag = ex.tag.clone();
+                    let tag = ex.stderr.tag().to_string();
                     this.exchange = None;
                     tracing::warn!(script = %tag, "FastCGI backend closed the connection before END_REQUEST: response truncated");
                     return Poll::Ready(Some(Err(io::Error::new(
@@ -572,20 +574,7 @@ impl http_body::Body for FcgiBody {
                     this.exchange = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        this.exchange = None;
-                        tracing::warn!(
-                            "FastCGI backend silent for {}s mid-response: closed (raise --cgi-timeout if it needs longer)",
-                            this.idle.as_secs()
-                        );
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "FastCGI idle timeout",
-                        ))));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -7,7 +7,7 @@
 //! Pipeline of [`FastCgi::handle`]:
 //! 1. the script was found by the router (`target` for `*.EXT`, the prefix
 //!    split for `/prefix`); the body is prepared exactly as for CGI
-//!    (`cgi::stdin::prepare`: 413 over `--max-body`, chunked → spooled so
+//!    (`gateway::request_body::prepare`: 413 over `--max-body`, chunked → spooled so
 //!    CONTENT_LENGTH is exact);
 //! 2. params = the CGI meta-variables (`cgi::env`, the one builder);
 //! 3. `pool`: a connection from the least busy healthy backend (failover,
@@ -45,13 +45,16 @@ use tokio::time::Instant;
 
 use crate::body::ReqBody;
 use crate::cgi::response::{self, Classified};
-use crate::cgi::{env, stdin, Outcome};
+use crate::cgi::{env, Outcome};
 use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, SpawnRoute};
 use crate::conn::ConnInfo;
 use crate::error::Error;
+use crate::gateway::head::{Head, HeadError, Origin};
+use crate::gateway::request_body::{self, RequestBody};
+use crate::gateway::timed::Timed;
 use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
-use exchange::{BodySource, Exchange, FcgiBody, HeadError};
+use exchange::{BodySource, Exchange, FcgiBody};
 use pool::{Backend, Balancer, CheckoutError, Lease};
 use supervisor::PoolHandle;
 pub use target::ScriptTarget;
@@ -343,13 +346,13 @@ impl FastCgi {
     ) -> Result<Outcome, Error> {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
-        let body = stdin::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
+        let body = request_body::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
         let mut head = self.request_head(route, &parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
-            stdin::RequestBody::None => BodySource::None,
-            stdin::RequestBody::Streamed(b, _) => BodySource::Stream(b),
-            stdin::RequestBody::Spooled(f, _) => BodySource::File(f),
+            RequestBody::None => BodySource::None,
+            RequestBody::Streamed(b, _) => BodySource::Stream(b),
+            RequestBody::Spooled(f, _) => BodySource::File(f),
         });
         // Without a body the request can be replayed on a fresh connection
         // when a pooled one turns out stale.
@@ -377,14 +380,13 @@ impl FastCgi {
             let read = ex.read_head(self.max_header, route.idle);
             let head = wait_head(route, read, deadline, &tag).await?;
             match head {
-                Ok((mut buf, head_len, body_start)) => {
-                    let first = buf.split_off(body_start).freeze();
+                Ok(Head { block, first_body }) => {
                     let bad = |why: String| {
                         Error::BadGateway(format!(
                             "{tag}: invalid response from FastCGI {backend}: {why}"
                         ))
                     };
-                    return match response::classify(&buf[..head_len]).map_err(bad)? {
+                    return match response::classify(&block).map_err(bad)? {
                         Classified::LocalRedirect(location) => {
                             Ok(Outcome::LocalRedirect { location, parts })
                         }
@@ -405,10 +407,9 @@ impl FastCgi {
                                     .await
                                     .map(Outcome::Response);
                             }
-                            let mut body = FcgiBody::new(ex, first, route.idle, length).boxed();
-                            if let Some(at) = deadline {
-                                body = crate::body::with_deadline(body, at);
-                            }
+                            let body = FcgiBody::new(ex, first_body, route.idle, length);
+                            let tag = format!("{tag}: FastCGI {backend}");
+                            let body = Timed::new(body, route.idle, deadline, tag).boxed();
                             Ok(Outcome::Response(response::build_response(
                                 status, reason, headers, body,
                             )))
@@ -423,7 +424,13 @@ impl FastCgi {
                         "FastCGI {backend}: connection lost: {e}"
                     )));
                 }
-                Err(e) => return Err(head_error(e, &tag, backend, route.idle)),
+                Err(e) => {
+                    let from = Origin {
+                        tag: &tag,
+                        backend: Some(backend),
+                    };
+                    return Err(e.into_error(&from, route.idle));
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| Error::BadGateway(format!("{tag}: no FastCGI answer"))))
@@ -667,35 +674,5 @@ fn checkout_error(route: &Route, e: CheckoutError) -> Error {
             retry_after_secs: 5,
             why: format!("every FastCGI connection for {} stayed busy (raise fastcgi_max_conns if the backend has more processes)", route.label),
         },
-    }
-}
-
-fn head_error(e: HeadError, tag: &str, backend: &BackendAddr, idle: Duration) -> Error {
-    match e {
-        HeadError::Timeout => Error::GatewayTimeout(format!(
-            "{tag}: FastCGI {backend} sent no response header within {}s (--cgi-timeout)",
-            idle.as_secs()
-        )),
-        HeadError::TooBig(limit) => Error::BadGateway(format!(
-            "{tag}: FastCGI {backend} sent a response header block over {limit} bytes \
-             (limit: cgi.max_response_header in the config file)"
-        )),
-        HeadError::Ended { protocol_status: proto::OVERLOADED, .. } => Error::ServiceUnavailable {
-            retry_after_secs: 5,
-            why: format!("{tag}: FastCGI {backend} is overloaded"),
-        },
-        HeadError::Ended { protocol_status, stdout_bytes: 0 } if protocol_status != proto::REQUEST_COMPLETE => {
-            Error::BadGateway(format!("{tag}: FastCGI {backend} refused the request (protocol status {protocol_status})"))
-        }
-        HeadError::Ended { stdout_bytes: 0, .. } => {
-            Error::BadGateway(format!("{tag}: FastCGI {backend} ended the request without any output"))
-        }
-        HeadError::Ended { stdout_bytes, .. } => Error::BadGateway(format!(
-            "{tag}: FastCGI {backend} ended the request after {stdout_bytes} bytes without the blank line that ends the header block"
-        )),
-        HeadError::Stale(err) | HeadError::Io(err) => {
-            Error::BadGateway(format!("{tag}: FastCGI {backend}: connection lost before the response header: {err}"))
-        }
-        HeadError::Protocol(why) => Error::BadGateway(format!("{tag}: FastCGI {backend}: {why}")),
     }
 }

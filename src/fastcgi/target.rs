@@ -1,6 +1,8 @@
 //! Which script a `*.EXT` FastCGI route runs: the URL is walked segment by
-//! segment under the document root; the first regular file must have the
-//! route's extension, and the rest of the path is `PATH_INFO`.
+//! segment under the document root (`gateway::script`: beneath the root,
+//! symlinks out of it as `follow_symlinks` says); the first regular file
+//! must have the route's extension, and the rest of the path is
+//! `PATH_INFO`.
 //!
 //! This is what keeps `/uploads/x.jpg/y.php` away from PHP (the first file,
 //! `x.jpg`, is not a `.php`; CVE-2019-11043 and the `cgi.fix_pathinfo`
@@ -11,6 +13,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::FollowSymlinks;
+use crate::gateway::script::{self, WalkError, Walked};
+use crate::static_files::resolve::OpenError;
 use crate::uri_path::{join_url, SafePath};
 
 /// Where scripts are looked up: the site's root or an `[[alias]]` dir.
@@ -40,50 +44,47 @@ pub struct ScriptTarget {
 /// Find the script for `path` (relative to `at`) among `extensions`
 /// (route order), or `None` when this is not a FastCGI script request.
 pub fn find(at: &ScriptDir, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
-    let root = at.dir;
-    let mut candidate = root.to_path_buf();
-    for (i, seg) in path.segments.iter().enumerate() {
-        candidate.push(seg);
-        let meta = std::fs::metadata(&candidate).ok()?;
-        if meta.is_dir() {
-            continue;
+    let scripts = script::scripts_in(at.dir, at.follow).ok()?;
+    let rel = match script::walk(&scripts, &path.segments).ok()? {
+        Walked::Script { found, at: i } => {
+            let route = extensions
+                .iter()
+                .position(|ext| has_extension(&path.segments[i], ext))?;
+            let mut path_info = join_url(&path.segments[i + 1..]);
+            if path.trailing_slash {
+                path_info.push('/');
+            }
+            return Some(ScriptTarget {
+                route,
+                script_name: format!("{}{}", at.url_prefix, join_url(&path.segments[..=i])),
+                path_info,
+                filename: at.dir.join(found.rel),
+            });
         }
-        if !meta.is_file() {
-            return None;
-        }
-        let route = extensions.iter().position(|ext| has_extension(seg, ext))?;
-        if !allowed(&candidate, root, at.follow) {
-            return None;
-        }
-        let mut path_info = join_url(&path.segments[i + 1..]);
-        if path.trailing_slash {
-            path_info.push('/');
-        }
-        return Some(ScriptTarget {
-            route,
-            script_name: format!("{}{}", at.url_prefix, join_url(&path.segments[..=i])),
-            path_info,
-            filename: candidate,
-        });
-    }
+        Walked::Dir(rel) => rel,
+    };
     // A directory: `/dir/` tries the index names in order, and the first
     // that exists decides (a script, or a static file: None); `/dir` is
     // left to the static handler's redirect.
     if !path.trailing_slash && !path.segments.is_empty() {
         return None;
     }
-    let (index, file) = at.index.iter().find_map(|name| {
-        let file = candidate.join(name);
-        file.is_file().then_some((name, file))
-    })?;
+    let (index, found) = at.index.iter().find_map(|name| {
+        match script::open_file(&scripts, &rel.join(name)) {
+            Ok(found) => Some(Some((name, found))),
+            // It exists, but leads where it may not: it decides, as nothing.
+            Err(WalkError::Open(OpenError::LeadsOut)) => Some(None),
+            Err(_) => None,
+        }
+    })??;
     let route = extensions
         .iter()
         .position(|ext| has_extension(index, ext))?;
-    allowed(&file, root, at.follow).then(|| ScriptTarget {
+    Some(ScriptTarget {
         route,
         script_name: format!("{}{}/{index}", at.url_prefix, join_url(&path.segments)),
         path_info: String::new(),
-        filename: file,
+        filename: at.dir.join(found.rel),
     })
 }
 
@@ -92,16 +93,6 @@ pub fn has_extension(name: &str, ext: &str) -> bool {
     name.len() > ext.len() + 1
         && name.ends_with(ext)
         && name.as_bytes()[name.len() - ext.len() - 1] == b'.'
-}
-
-/// The file may be run under the symlink policy: with symlinks resolved it
-/// is still under the (canonical) root, or `follow_symlinks` allows it.
-fn allowed(file: &Path, root: &Path, follow: FollowSymlinks) -> bool {
-    match follow {
-        FollowSymlinks::Yes => true,
-        FollowSymlinks::No => std::fs::canonicalize(file).is_ok_and(|c| c.starts_with(root)),
-        FollowSymlinks::Owner => crate::uri_path::owners_match(root, file),
-    }
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 use super::proto;
-use crate::cgi::process::{PidFd, StderrLog};
+use crate::cgi::process::PidFd;
 use crate::config::SpawnRoute;
+use crate::gateway::stderr::StderrLog;
 
 /// Management record types (FastCGI 1.0 §4).
 const GET_VALUES: u8 = 9;
@@ -171,7 +172,7 @@ impl Drop for Worker {
 }
 
 async fn log_lines(pipe: impl tokio::io::AsyncRead + Unpin, tag: String) {
-    let mut log = StderrLog::new(pipe, tag);
+    let mut log = StderrLog::uncapped(pipe, tag);
     while log.read_some().await {}
 }
 

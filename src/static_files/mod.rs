@@ -26,7 +26,7 @@ mod compression;
 mod conditional;
 mod file_body;
 mod range;
-mod resolve;
+pub mod resolve;
 
 use std::fs::File;
 use std::io;

@@ -34,6 +34,49 @@ use crate::uri_path::SafePath;
 /// Flags for every file we open for reading.
 const OPEN_FLAGS: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY;
 
+/// What a lookup opens a file for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// To read it (a static file).
+    Read,
+    /// Only to look at it (`O_PATH`: a script to run, or a directory on
+    /// the way to it — no read permission needed, nothing is read).
+    Look,
+}
+
+impl Access {
+    fn flags(self) -> libc::c_int {
+        match self {
+            Access::Read => OPEN_FLAGS,
+            Access::Look => libc::O_PATH,
+        }
+    }
+}
+
+/// Why [`Resolver::open_as`] opened nothing.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The path leads (through a symlink) out of the root, and the
+    /// `follow_symlinks` policy does not allow it.
+    LeadsOut,
+    Refused(Error),
+}
+
+impl From<Error> for OpenError {
+    fn from(e: Error) -> OpenError {
+        OpenError::Refused(e)
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Error {
+        match e {
+            OpenError::LeadsOut => Error::NotFound,
+            OpenError::Refused(e) => e,
+        }
+    }
+}
+
 /// An open file and what `fstat` said about it.
 pub struct Found {
     pub file: File,
@@ -148,11 +191,17 @@ impl Resolver {
 
     /// Open `rel` (below the root) for reading, or say why not.
     fn open(&self, rel: &Path) -> Result<Found, Error> {
-        let file = match self.openat2_beneath(rel) {
-            Ok(_) if self.hidden_lexically(rel) => return Err(Error::NotFound),
+        self.open_as(rel, Access::Read).map_err(Error::from)
+    }
+
+    /// Open `rel` (below the root, plain names only) under this
+    /// resolver's rules, for `access`, or say why not.
+    pub fn open_as(&self, rel: &Path, access: Access) -> Result<Found, OpenError> {
+        let file = match self.openat2_beneath(rel, access) {
+            Ok(_) if self.hidden_lexically(rel) => return Err(Error::NotFound.into()),
             Ok(file) => file,
-            Err(e) if needs_slow_path(&e) => self.open_canonical(rel)?,
-            Err(e) => return Err(io_error(e, rel)),
+            Err(e) if needs_slow_path(&e) => self.open_canonical(rel, access)?,
+            Err(e) => return Err(io_error(e, rel).into()),
         };
         let meta = file
             .metadata()
@@ -169,7 +218,7 @@ impl Resolver {
     }
 
     /// The slow path: symlinks on the way, or no `openat2`.
-    fn open_canonical(&self, rel: &Path) -> Result<File, Error> {
+    fn open_canonical(&self, rel: &Path, access: Access) -> Result<File, OpenError> {
         let joined = self.root.join(rel);
         let canonical = std::fs::canonicalize(&joined).map_err(|e| io_error(e, rel))?;
         let Ok(inside) = canonical.strip_prefix(&self.root) else {
@@ -184,14 +233,14 @@ impl Resolver {
                 .is_some_and(|h| canonical.starts_with(h));
             if !may_leave || hidden {
                 tracing::info!("{}: leads out of the root", joined.display());
-                return Err(Error::NotFound);
+                return Err(OpenError::LeadsOut);
             }
             // Allowed out by `follow_symlinks`: open what the link names.
             return OpenOptions::new()
                 .read(true)
-                .custom_flags(OPEN_FLAGS)
+                .custom_flags(access.flags())
                 .open(&canonical)
-                .map_err(|e| io_error(e, rel));
+                .map_err(|e| io_error(e, rel).into());
         };
         let dotted = inside
             .components()
@@ -201,16 +250,16 @@ impl Resolver {
             .as_ref()
             .is_some_and(|h| canonical.starts_with(h));
         if dotted || hidden {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound.into());
         }
-        match self.openat2_beneath(inside) {
+        let opened = match self.openat2_beneath(inside, access) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => OpenOptions::new()
                 .read(true)
-                .custom_flags(OPEN_FLAGS)
-                .open(&canonical)
-                .map_err(|e| io_error(e, rel)),
-            opened => opened.map_err(|e| io_error(e, rel)),
-        }
+                .custom_flags(access.flags())
+                .open(&canonical),
+            opened => opened,
+        };
+        opened.map_err(|e| io_error(e, rel).into())
     }
 }
 
@@ -250,11 +299,11 @@ impl Resolver {
     /// Open `rel` below the root for reading; the kernel refuses any
     /// symlink and any step out of the root. `ENOSYS` when `openat2` is
     /// unavailable.
-    fn openat2_beneath(&self, rel: &Path) -> io::Result<File> {
+    fn openat2_beneath(&self, rel: &Path, access: Access) -> io::Result<File> {
         if !self.has_openat2.load(Ordering::Relaxed) {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
-        let opened = openat2(&self.root_dir, rel);
+        let opened = openat2(&self.root_dir, rel, access);
         if let Err(e) = &opened {
             if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
                 self.has_openat2.store(false, Ordering::Relaxed);
@@ -265,8 +314,9 @@ impl Resolver {
     }
 }
 
-/// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, read-only.
-fn openat2(dir: &File, rel: &Path) -> io::Result<File> {
+/// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, read-only
+/// or `O_PATH`.
+fn openat2(dir: &File, rel: &Path, access: Access) -> io::Result<File> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -276,7 +326,7 @@ fn openat2(dir: &File, rel: &Path) -> io::Result<File> {
     let name = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | OPEN_FLAGS) as u64,
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | access.flags()) as u64,
         mode: 0,
         resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
     };

@@ -67,105 +67,188 @@ pub(super) async fn serve(
     activity: &Arc<Activity>,
     accepted: Instant,
 ) -> Option<(TcpStream, BytesMut)> {
-    let mut input = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::with_capacity(4096);
-    let mut stop = front.stop.clone();
-    let peer = conn.peer;
-    // When the head being read must be complete. The timer is armed for
-    // this or an earlier time and re-armed when it fires early, so a
-    // deadline that moves later (each keep-alive request) does not touch
-    // the timer wheel; one that moves earlier re-arms it.
-    let mut deadline = accepted + front.header_read_timeout;
-    let timer = tokio::time::sleep_until(deadline);
-    tokio::pin!(timer);
-    let mut first = true;
+    let mut c = Connection::new(stream, front, conn.peer, accepted);
     loop {
-        let (req, head_len) = loop {
-            if !input.is_empty() {
-                match parse_head(&input) {
-                    Head::Complete(_, len) if len > front.max_header_size => {
-                        return Some((stream, input)); // hyper's 431
-                    }
-                    Head::Complete(req, len) => break (req, len),
-                    Head::Partial if input.len() < front.max_header_size => {}
-                    Head::Partial | Head::NotOurs => return Some((stream, input)),
-                }
-            }
-            let was_empty = input.is_empty();
-            if input.capacity() - input.len() < 1024 {
-                input.reserve(4096);
-            }
-            match stream.try_read_buf(&mut input) {
-                Ok(0) => return None,
-                Ok(_) if was_empty && !first => {
-                    // Keep-alive waits for the first byte; the rest of the
-                    // head gets the header timeout.
-                    deadline = Instant::now() + front.header_read_timeout;
-                    if deadline < timer.deadline() {
-                        timer.as_mut().reset(deadline);
-                    }
-                    continue;
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::debug!(%peer, "read failed: {e}");
-                    return None;
-                }
-            }
-            tokio::select! {
-                ready = stream.readable() => if ready.is_err() { return None },
-                _ = &mut timer => {
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
-                        continue;
-                    }
-                    tracing::debug!(%peer, "closing idle connection");
-                    return None;
-                }
-                _ = stopped(&mut stop) => return None,
-            }
+        let (req, head_len) = match c.next_head().await {
+            Next::Head(req, len) => (req, len),
+            Next::HandOver => return Some(c.hand_over()),
+            Next::Close => return None,
         };
         // Reads and writes here bypass tokio's cooperative budget (they
         // are `try_` calls): yield now and then, or a client whose next
         // request is always ready would starve the worker's other tasks.
         tokio::task::consume_budget().await;
         let app = live.current();
-        let Some(answer) = router::static_path(&app, &req, peer.ip()) else {
-            return Some((stream, input));
+        let Some(answer) = router::static_path(&app, &req, c.peer.ip()) else {
+            return Some(c.hand_over());
         };
         let busy = || InFlight::start(activity);
-        let Some((resp, file, mut record)) = answer_static(app, &req, answer, conn, busy) else {
-            return Some((stream, input));
+        let Some(answered) = answer_static(app, &req, answer, conn, busy) else {
+            return Some(c.hand_over());
         };
-        input.advance(head_len);
-        first = false;
+        c.input.advance(head_len);
+        c.first = false;
+        if !c.send(&req, answered).await {
+            return None;
+        }
+        c.between_requests();
+    }
+}
+
+/// What the next request head brought.
+// Returned once per request and never stored: boxing the request would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Head(Request<()>, usize),
+    /// Not a request this path takes (or too large): hyper's, from here.
+    HandOver,
+    /// The client went, timed out, or the server is stopping.
+    Close,
+}
+
+/// One connection on this path: the socket, its buffers and its timer.
+struct Connection<'a> {
+    stream: TcpStream,
+    input: BytesMut,
+    out: BytesMut,
+    stop: tokio::sync::watch::Receiver<bool>,
+    front: &'a FrontEnd,
+    peer: std::net::SocketAddr,
+    /// When the head being read must be complete. The timer is armed for
+    /// this or an earlier time and re-armed when it fires early, so a
+    /// deadline that moves later (each keep-alive request) does not touch
+    /// the timer wheel; one that moves earlier re-arms it.
+    deadline: Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// No request answered yet (keep-alive timing starts after one).
+    first: bool,
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        stream: TcpStream,
+        front: &'a FrontEnd,
+        peer: std::net::SocketAddr,
+        accepted: Instant,
+    ) -> Self {
+        let deadline = accepted + front.header_read_timeout;
+        Connection {
+            stream,
+            input: BytesMut::with_capacity(4096),
+            out: BytesMut::with_capacity(4096),
+            stop: front.stop.clone(),
+            front,
+            peer,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            first: true,
+        }
+    }
+
+    /// The socket and what was read of it, for hyper.
+    fn hand_over(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.input)
+    }
+
+    /// Move the deadline; re-arm the timer only if it comes earlier.
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if deadline < self.timer.deadline() {
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// Read until a whole head is in, within the deadline.
+    async fn next_head(&mut self) -> Next {
+        loop {
+            if !self.input.is_empty() {
+                match parse_head(&self.input) {
+                    // hyper's 431
+                    Head::Complete(_, len) if len > self.front.max_header_size => {
+                        return Next::HandOver
+                    }
+                    Head::Complete(req, len) => return Next::Head(req, len),
+                    Head::Partial if self.input.len() < self.front.max_header_size => {}
+                    Head::Partial | Head::NotOurs => return Next::HandOver,
+                }
+            }
+            let was_empty = self.input.is_empty();
+            if self.input.capacity() - self.input.len() < 1024 {
+                self.input.reserve(4096);
+            }
+            match self.stream.try_read_buf(&mut self.input) {
+                Ok(0) => return Next::Close,
+                Ok(_) if was_empty && !self.first => {
+                    // Keep-alive waits for the first byte; the rest of the
+                    // head gets the header timeout.
+                    self.set_deadline(Instant::now() + self.front.header_read_timeout);
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, "read failed: {e}");
+                    return Next::Close;
+                }
+            }
+            if let Some(next) = self.wait_readable().await {
+                return next;
+            }
+        }
+    }
+
+    /// Wait for bytes; `Some(Close)` when the deadline passed, the client
+    /// went or the server stops.
+    async fn wait_readable(&mut self) -> Option<Next> {
+        tokio::select! {
+            ready = self.stream.readable() => ready.is_err().then_some(Next::Close),
+            _ = &mut self.timer => {
+                if Instant::now() < self.deadline {
+                    let at = self.deadline;
+                    self.timer.as_mut().reset(at);
+                    return None;
+                }
+                tracing::debug!(peer = %self.peer, "closing idle connection");
+                Some(Next::Close)
+            }
+            _ = stopped(&mut self.stop) => Some(Next::Close),
+        }
+    }
+
+    /// Send one response; false when the connection is over.
+    async fn send(
+        &mut self,
+        req: &Request<()>,
+        (resp, file, mut record): (Response<Body>, Option<FileRange>, AccessRecord),
+    ) -> bool {
         let ex = Exchange {
             version: req.version(),
             head_only: req.method() == Method::HEAD,
-            keep_alive: wants_keep_alive(&req) && !*stop.borrow(),
+            keep_alive: wants_keep_alive(req) && !*self.stop.borrow(),
         };
         // Body bytes the client was sent (the access log's count).
         let mut sent = 0;
+        let send_timeout = self.front.send_timeout;
         let result = respond(
-            &stream,
-            &mut out,
+            &self.stream,
+            &mut self.out,
             (resp, file),
             &ex,
-            front.send_timeout,
+            send_timeout,
             &mut record,
             &mut sent,
         )
         .await;
         record.finish(sent, result.is_ok());
+        let peer = self.peer;
         match result {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
-                let mut stream = stream;
-                let _ = stream.shutdown().await;
-                linger(&stream, &mut stop).await;
-                return None;
+                let _ = self.stream.shutdown().await;
+                linger(&self.stream, &mut self.stop).await;
+                false
             }
             Err(e) => {
                 match e.kind() {
@@ -175,29 +258,32 @@ pub(super) async fn serve(
                     }
                     _ => tracing::debug!(%peer, "response not sent: {e}"),
                 }
-                return None;
+                false
             }
         }
+    }
+
+    /// Between requests: skip empty lines, shrink buffers, set the timer
+    /// for the next head.
+    fn between_requests(&mut self) {
         // Blank lines between requests are allowed (RFC 9112 §2.2) and
         // are not the start of a head.
-        input.advance(blank_lines(&input));
+        let blank = blank_lines(&self.input);
+        self.input.advance(blank);
         // An idle connection keeps small buffers, whatever it needed before.
-        if input.is_empty() && input.capacity() > 2 * GATHER {
-            input = BytesMut::with_capacity(4096);
+        if self.input.is_empty() && self.input.capacity() > 2 * GATHER {
+            self.input = BytesMut::with_capacity(4096);
         }
-        if out.capacity() > 2 * GATHER {
-            out = BytesMut::with_capacity(4096);
+        if self.out.capacity() > 2 * GATHER {
+            self.out = BytesMut::with_capacity(4096);
         }
         // A pipelined head has begun already: it gets the header timeout.
-        deadline = Instant::now()
-            + if input.is_empty() {
-                front.keepalive_timeout
-            } else {
-                front.header_read_timeout
-            };
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-        }
+        let wait = if self.input.is_empty() {
+            self.front.keepalive_timeout
+        } else {
+            self.front.header_read_timeout
+        };
+        self.set_deadline(Instant::now() + wait);
     }
 }
 

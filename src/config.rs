@@ -325,32 +325,7 @@ impl Config {
         let mut default_site = f.take_default_site();
         let file_sites = std::mem::take(&mut f.site);
         let cgi_env = std::mem::take(&mut f.cgi.env);
-        let bind = f.bind.as_deref().map(|b| parse_ip("bind", b)).transpose()?;
-        let tls = f.tls_cert.is_some();
-        self.listen = vec![Listen {
-            addr: SocketAddr::new(
-                bind.unwrap_or(self.listen[0].addr.ip()),
-                f.port.unwrap_or(self.listen[0].addr.port()),
-            ),
-            tls,
-        }];
-        if !f.listen.is_empty() {
-            if f.port.is_some() || f.bind.is_some() {
-                return err("listen: use either [[listen]] tables or port/bind, not both");
-            }
-            self.listen = f
-                .listen
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let addr = parse_socket_addr(&format!("listen[{i}].addr"), &l.addr)?;
-                    Ok(Listen {
-                        addr,
-                        tls: l.tls.unwrap_or(tls),
-                    })
-                })
-                .collect::<Result<_, ConfigError>>()?;
-        }
+        self.apply_listeners(&f)?;
         match (f.tls_cert, f.tls_key) {
             (Some(cert), Some(key)) => self.tls = Some(TlsFiles { cert, key }),
             (None, None) => {}
@@ -403,6 +378,38 @@ impl Config {
                 prefix: u.prefix,
                 dir: u.dir,
             });
+        }
+        Ok(())
+    }
+
+    /// `port`/`bind`, or `[[listen]]` tables (not both); TLS by default
+    /// when `tls_cert` is set.
+    fn apply_listeners(&mut self, f: &FileConfig) -> Result<(), ConfigError> {
+        let bind = f.bind.as_deref().map(|b| parse_ip("bind", b)).transpose()?;
+        let tls = f.tls_cert.is_some();
+        self.listen = vec![Listen {
+            addr: SocketAddr::new(
+                bind.unwrap_or(self.listen[0].addr.ip()),
+                f.port.unwrap_or(self.listen[0].addr.port()),
+            ),
+            tls,
+        }];
+        if !f.listen.is_empty() {
+            if f.port.is_some() || f.bind.is_some() {
+                return err("listen: use either [[listen]] tables or port/bind, not both");
+            }
+            self.listen = f
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let addr = parse_socket_addr(&format!("listen[{i}].addr"), &l.addr)?;
+                    Ok(Listen {
+                        addr,
+                        tls: l.tls.unwrap_or(tls),
+                    })
+                })
+                .collect::<Result<_, ConfigError>>()?;
         }
         Ok(())
     }

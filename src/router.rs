@@ -259,11 +259,7 @@ async fn serve_route(
             prefix,
             rest,
         } => {
-            let name = join_url(prefix);
-            let mut path_info = join_url(rest);
-            if path.trailing_slash && !rest.is_empty() {
-                path_info.push('/');
-            }
+            let (name, path_info) = (join_url(prefix), prefix_path_info(rest, path));
             let filename = site.document_root().join(name.trim_start_matches('/'));
             let script = fastcgi::Script {
                 name: &name,
@@ -293,30 +289,35 @@ async fn serve_route(
             Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
         }
         Route::Static(dir, rel) => {
-            if let Some(fallback) = fallback_for(app, site, path, &rel, dir) {
-                note.route = Some(fallback.0.tag.clone());
-                note.rule = Some(format!(
-                    "fallback {} ({})",
-                    fallback.1.script_name, fallback.0.label
-                ));
-                let (route, target) = fallback;
-                let script = fastcgi::Script {
-                    name: &target.script_name,
-                    path_info: "",
-                    filename: &target.filename,
-                    document_root: site.document_root(),
-                };
-                Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
-            } else {
+            let Some((route, target)) = fallback_for(app, site, path, &rel, dir) else {
                 let served = dir
                     .statics
                     .serve(req.method(), &rel, req.uri(), req.headers());
                 return served.await.map(Outcome::Response);
-            }
+            };
+            note.route = Some(route.tag.clone());
+            note.rule = Some(format!("fallback {} ({})", target.script_name, route.label));
+            let script = fastcgi::Script {
+                name: &target.script_name,
+                path_info: "",
+                filename: &target.filename,
+                document_root: site.document_root(),
+            };
+            Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
         }
     };
     note.upstream = Some(upstream_started.elapsed());
     Ok(outcome)
+}
+
+/// `PATH_INFO` of a `/prefix` route: the rest of the path, with the
+/// request's trailing slash.
+fn prefix_path_info(rest: &[String], path: &SafePath) -> String {
+    let mut path_info = join_url(rest);
+    if path.trailing_slash && !rest.is_empty() {
+        path_info.push('/');
+    }
+    path_info
 }
 
 /// The file `path` names is a script (its extension is an `*.EXT`

@@ -100,14 +100,42 @@ pub fn plan(
         rewritten = Some(new);
         rule = Some(origin.to_string());
     }
-    let mut scripts = (true, None);
-    let mut auth = None;
     let targets = [
         Some((first_subject.as_str(), uri.query())),
         rewritten
             .as_ref()
             .map(|new| (subject.as_str(), new.query())),
     ];
+    let checked = check_access_and_auth(site, method, peer, targets)?;
+    Ok(Plan::Route(Planned {
+        path,
+        rewritten,
+        scripts: checked.scripts,
+        scripts_rule: checked.scripts_rule,
+        auth: checked.auth,
+        rule,
+    }))
+}
+
+/// What `[[access]]` and `[[auth]]` said about a request's paths.
+struct Checked {
+    scripts: bool,
+    scripts_rule: Option<String>,
+    auth: Option<AuthCheck>,
+}
+
+/// `[[access]]` and `[[auth]]` for each path (the client's, the rewritten
+/// one): a deny on either refuses; the first auth rule applies; the path
+/// that runs decides whether a script may.
+fn check_access_and_auth(
+    site: &Site,
+    method: &Method,
+    peer: IpAddr,
+    targets: [Option<(&str, Option<&str>)>; 2],
+) -> Result<Checked, Error> {
+    let rules = &site.rules;
+    let mut scripts = (true, None);
+    let mut auth = None;
     for (subject_path, query) in targets.into_iter().flatten() {
         // The path that runs (the last target) decides whether a script
         // may; any of its subjects can turn scripts off.
@@ -130,14 +158,11 @@ pub fn plan(
             }
         }
     }
-    Ok(Plan::Route(Planned {
-        path,
-        rewritten,
+    Ok(Checked {
         scripts: scripts.0,
         scripts_rule: scripts.1,
         auth,
-        rule,
-    }))
+    })
 }
 
 /// What access and auth regexes see: `path?query` (or `path`), and

@@ -126,20 +126,7 @@ impl CgiEngine {
         };
 
         // 3. A slot.
-        let permit = tokio::time::timeout(
-            self.limits.queue_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| Error::ServiceUnavailable {
-            retry_after_secs: 5,
-            why: format!(
-                "all {} CGI slots busy for {}s (raise cgi.max_processes)",
-                self.limits.max_processes,
-                self.limits.queue_timeout.as_secs()
-            ),
-        })?
-        .map_err(|_| Error::Internal("CGI slots closed".into()))?;
+        let permit = self.slot().await?;
 
         // 4. Environment and process.
         let facts = env::RequestFacts::new(&parts, conn, content_length);
@@ -180,13 +167,8 @@ impl CgiEngine {
         let (first_body, block) = (head.first_body, &head.block[..]);
 
         // 6. Classify.
-        let bad = |why: String| bad_output(&target.script_name, &why);
-        let classified = if target.nph {
-            parse_nph(block)
-        } else {
-            response::classify(block)
-        };
-        let (status, reason, headers, length) = match classified.map_err(bad)? {
+        let classified = classify(&target, block)?;
+        let (status, reason, headers, length) = match classified {
             Classified::LocalRedirect(location) => {
                 spawned.handle.finish(REDIRECT_EXIT_GRACE);
                 return Ok(Outcome::LocalRedirect { location, parts });
@@ -213,6 +195,37 @@ impl CgiEngine {
         let resp = response::build_response(status, reason, headers, body.boxed());
         Ok(Outcome::Response(resp))
     }
+}
+
+impl CgiEngine {
+    /// A process slot, waiting up to `queue_timeout` (then 503).
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        tokio::time::timeout(
+            self.limits.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::ServiceUnavailable {
+            retry_after_secs: 5,
+            why: format!(
+                "all {} CGI slots busy for {}s (raise cgi.max_processes)",
+                self.limits.max_processes,
+                self.limits.queue_timeout.as_secs()
+            ),
+        })?
+        .map_err(|_| Error::Internal("CGI slots closed".into()))
+    }
+}
+
+/// The script's header block: an nph program's raw status line and
+/// headers, or a CGI response (document, redirect, local redirect).
+fn classify(target: &target::CgiTarget, block: &[u8]) -> Result<Classified, Error> {
+    let classified = if target.nph {
+        parse_nph(block)
+    } else {
+        response::classify(block)
+    };
+    classified.map_err(|why: String| bad_output(&target.script_name, &why))
 }
 
 fn bad_output(script: &str, why: &str) -> Error {

@@ -76,6 +76,67 @@ pub(super) async fn handle(
     }
 }
 
+/// What the connection timer decided at one tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Tick {
+    /// The client stopped taking our bytes: drop the connection.
+    Drop(String),
+    /// Closing, and nothing left to finish: drop it now.
+    Done,
+    /// Idle past its limit: close gracefully.
+    CloseIdle(Duration),
+    /// Look again at this time.
+    Wait(Instant),
+}
+
+/// The connection limits at `now` (see the module doc): a client that
+/// takes nothing for `send_timeout` is dropped (socket writes, or an
+/// HTTP/2 stream granted no window); a connection idle for its limit is
+/// closed; a closing one with nothing in flight is dropped after its grace.
+fn timer_decision(
+    activity: &Activity,
+    front: &FrontEnd,
+    closing: Option<(Instant, Duration)>,
+    now: Instant,
+) -> Tick {
+    let check_every = front.keepalive_timeout.min(front.header_read_timeout);
+    let stalled = activity.stalled_for(now);
+    if stalled >= front.send_timeout {
+        return Tick::Drop(format!("client took no data for {}s", stalled.as_secs()));
+    }
+    let starved = activity.consumer_stalled_for(now);
+    if starved >= front.send_timeout {
+        return Tick::Drop(format!(
+            "client granted no HTTP/2 window for {}s to a CGI/FastCGI response",
+            starved.as_secs()
+        ));
+    }
+    let busy = activity.in_flight.load(Ordering::Acquire) > 0;
+    if let Some((since, allowed)) = closing {
+        // Closing and nothing left to finish, yet still open.
+        if !busy && stalled.is_zero() && now - since >= allowed {
+            return Tick::Done;
+        }
+        return Tick::Wait(now + check_every.min(allowed));
+    }
+    if busy {
+        return Tick::Wait(now + check_every);
+    }
+    // A fresh connection gets the header timeout for its first request
+    // (TLS handshake and HTTP/2 preface included); later, keep-alive.
+    let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
+        front.header_read_timeout
+    } else {
+        front.keepalive_timeout
+    };
+    let deadline = activity.at(activity.idle_since.load(Ordering::Acquire)) + limit;
+    if deadline <= now {
+        Tick::CloseIdle(limit)
+    } else {
+        Tick::Wait(deadline.min(now + check_every))
+    }
+}
+
 /// Resolves once the server is shutting down.
 pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here.
@@ -298,51 +359,21 @@ where
             }
             _ = &mut timer => {
                 let now = Instant::now();
-                let stalled = activity.stalled_for(now);
-                if stalled >= front.send_timeout {
-                    tracing::info!(%peer, "client took no data for {}s; closing", stalled.as_secs());
-                    return;
-                }
-                let starved = activity.consumer_stalled_for(now);
-                if starved >= front.send_timeout {
-                    tracing::info!(
-                        %peer,
-                        "client granted no HTTP/2 window for {}s to a CGI/FastCGI response; closing",
-                        starved.as_secs()
-                    );
-                    return;
-                }
-                let busy = activity.in_flight.load(Ordering::Acquire) > 0;
-                if let Some((since, allowed)) = closing {
-                    // Closing and nothing left to finish, yet still open.
-                    if !busy && stalled.is_zero() && now - since >= allowed {
+                match timer_decision(&activity, front, closing, now) {
+                    Tick::Drop(why) => {
+                        tracing::info!(%peer, "{why}; closing");
                         return;
                     }
-                    timer.as_mut().reset(now + check_every.min(allowed));
-                    continue;
-                }
-                if busy {
-                    timer.as_mut().reset(now + check_every);
-                    continue;
-                }
-                // A fresh connection gets the header timeout for its first
-                // request (TLS handshake and HTTP/2 preface included);
-                // later, keep-alive.
-                let limit = if activity.requests.load(Ordering::Relaxed) == 0 {
-                    front.header_read_timeout
-                } else {
-                    front.keepalive_timeout
-                };
-                let deadline = activity.at(activity.idle_since.load(Ordering::Acquire)) + limit;
-                if deadline <= now {
-                    tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
-                    connection.as_mut().graceful_shutdown();
-                    // Time enough to flush a GOAWAY; a head still coming
-                    // in (which hyper would wait for) has had its time.
-                    closing = Some((now, IDLE_CLOSE_GRACE));
-                    timer.as_mut().reset(now + IDLE_CLOSE_GRACE);
-                } else {
-                    timer.as_mut().reset(deadline.min(now + check_every));
+                    Tick::Done => return,
+                    Tick::CloseIdle(limit) => {
+                        tracing::debug!(%peer, "closing idle connection after {}s", limit.as_secs());
+                        connection.as_mut().graceful_shutdown();
+                        // Time enough to flush a GOAWAY; a head still coming
+                        // in (which hyper would wait for) has had its time.
+                        closing = Some((now, IDLE_CLOSE_GRACE));
+                        timer.as_mut().reset(now + IDLE_CLOSE_GRACE);
+                    }
+                    Tick::Wait(at) => timer.as_mut().reset(at),
                 }
             }
         }

@@ -18,30 +18,30 @@
 //! for `send_timeout` is dropped; at shutdown an idle connection closes at
 //! once and a busy one after its response.
 
-use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
-use http_body::Body as _;
-use http_body_util::BodyExt;
+use http::{Method, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::connection::{stopped, Activity, InFlight};
-use super::send_file::{send_file, write_all};
-use super::{answer_static, host_problem, FrontEnd};
+use super::{answer_static, FrontEnd};
 use crate::app::Live;
 use crate::body::Body;
 use crate::conn::ConnInfo;
-use crate::error::Error;
 use crate::log::AccessRecord;
 use crate::router;
-use crate::static_files::{read_append, FileRange};
+use crate::static_files::FileRange;
+
+mod head;
+mod respond;
+
+use head::{parse_head, wants_keep_alive, Head};
+use respond::{respond, Exchange};
 
 /// Header lines one request may have here; more go to hyper (which takes
 /// up to 100).
@@ -328,269 +328,6 @@ async fn linger(stream: &TcpStream, stop: &mut tokio::sync::watch::Receiver<bool
             _ = stopped(stop) => return,
         }
     }
-}
-
-// Returned once per request and never stored: boxing the request would
-// only add an allocation.
-#[allow(clippy::large_enum_variant)]
-enum Head {
-    Complete(Request<()>, usize),
-    Partial,
-    /// Not a request this path takes: hyper will answer it.
-    NotOurs,
-}
-
-fn parse_head(input: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(input) {
-        Ok(httparse::Status::Complete(len)) => {
-            to_request(&parsed).map_or(Head::NotOurs, |req| Head::Complete(req, len))
-        }
-        Ok(httparse::Status::Partial) => Head::Partial,
-        Err(_) => Head::NotOurs,
-    }
-}
-
-/// The request, if it is a bodiless GET or HEAD this path may answer.
-fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
-    let method = match parsed.method? {
-        "GET" => Method::GET,
-        "HEAD" => Method::HEAD,
-        _ => return None,
-    };
-    let version = match parsed.version? {
-        1 => Version::HTTP_11,
-        0 => Version::HTTP_10,
-        _ => return None,
-    };
-    let target = parsed.path?;
-    if !target.starts_with('/') {
-        return None;
-    }
-    let uri = Uri::try_from(target).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
-    }
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v != "0");
-    if has_body || headers.contains_key(header::EXPECT) || headers.contains_key(header::UPGRADE) {
-        return None;
-    }
-    // No Host, two, or a bad one: hyper's side answers 400.
-    if host_problem(version, &headers).is_some() {
-        return None;
-    }
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    Some(req)
-}
-
-/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
-/// asked for `keep-alive`.
-fn wants_keep_alive(req: &Request<()>) -> bool {
-    let has = |token: &str| {
-        req.headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match req.version() {
-        Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive"),
-    }
-}
-
-/// What the request asked of its response.
-struct Exchange {
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-}
-
-/// How the response's body is framed on the wire.
-struct Framing {
-    bodiless: bool,
-    /// `Content-Length`, when known.
-    length: Option<u64>,
-    chunked: bool,
-    keep_alive: bool,
-}
-
-/// Write `resp` (its status and byte count go to `record`); Ok(keep the
-/// connection open?). An error means the response was cut short and the
-/// connection must go.
-async fn respond(
-    stream: &TcpStream,
-    out: &mut BytesMut,
-    (mut resp, mut file): (Response<Body>, Option<FileRange>),
-    ex: &Exchange,
-    send_timeout: Duration,
-    record: &mut AccessRecord,
-    sent: &mut u64,
-) -> io::Result<bool> {
-    let framing = loop {
-        let framing = write_head(out, &resp, ex, file.as_ref());
-        record.status = resp.status().as_u16();
-        let Some(small) = file
-            .as_ref()
-            .filter(|f| !framing.bodiless && f.len <= INLINE_FILE)
-        else {
-            break framing;
-        };
-        // Read behind the head, for one write. Nothing is sent yet, so a
-        // failed read can still become an error page.
-        match read_append(&small.file, small.offset, small.len as usize, out) {
-            Ok(()) => break framing,
-            Err(e) => {
-                resp = Error::Internal(format!("reading a static file: {e}")).into_response();
-                file = None;
-            }
-        }
-    };
-    if framing.bodiless {
-        write_all(stream, out, false, send_timeout).await?;
-        return Ok(framing.keep_alive);
-    }
-    if let Some(file) = file {
-        if file.len <= INLINE_FILE {
-            write_all(stream, out, false, send_timeout).await?;
-            *sent = file.len;
-        } else {
-            write_all(stream, out, true, send_timeout).await?;
-            send_file(stream, &file, send_timeout, sent).await?;
-        }
-        return Ok(framing.keep_alive);
-    }
-    let chunked = framing.chunked;
-    let body = resp.body_mut();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers: none of our handlers send them here
-        };
-        if data.is_empty() {
-            continue;
-        }
-        *sent += data.len() as u64;
-        if chunked {
-            let _ = write!(out, "{:x}\r\n", data.len());
-        }
-        if out.len() + data.len() <= GATHER {
-            out.extend_from_slice(&data);
-        } else {
-            write_all(stream, out, true, send_timeout).await?;
-            out.clear();
-            write_all(stream, &data, chunked, send_timeout).await?;
-        }
-        if chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    write_all(stream, out, false, send_timeout).await?;
-    if framing.length.is_some_and(|n| n != *sent) {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body length differs from Content-Length",
-        ));
-    }
-    Ok(framing.keep_alive)
-}
-
-/// Put the status line and headers of `resp` in `out` (cleared first),
-/// framing added as hyper would.
-fn write_head(
-    out: &mut BytesMut,
-    resp: &Response<Body>,
-    ex: &Exchange,
-    file: Option<&FileRange>,
-) -> Framing {
-    let status = resp.status();
-    let never_a_body = status.is_informational()
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED;
-    let bodiless = ex.head_only || never_a_body;
-    let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
-    let length = match file {
-        Some(f) => Some(f.len),
-        None => resp.body().size_hint().exact(),
-    };
-    let chunked = !bodiless && !declared && length.is_none() && ex.version == Version::HTTP_11;
-    // Without a length or chunking, the end of the body is the close.
-    let keep_alive = ex.keep_alive && (bodiless || declared || length.is_some() || chunked);
-
-    out.clear();
-    out.extend_from_slice(match ex.version {
-        Version::HTTP_10 => b"HTTP/1.0 ",
-        _ => b"HTTP/1.1 ",
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers() {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    // A HEAD response says how long the GET body would be, as hyper's
-    // does (but not a length of 0, which could be a body not made).
-    if !declared && !never_a_body {
-        match length {
-            Some(n) if !ex.head_only || n > 0 => {
-                let _ = write!(out, "content-length: {n}\r\n");
-            }
-            None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
-            _ => {}
-        }
-    }
-    if !keep_alive {
-        push_header(out, b"connection", b"close");
-    } else if ex.version == Version::HTTP_10 {
-        push_header(out, b"connection", b"keep-alive");
-    }
-    push_date(out);
-    out.extend_from_slice(b"\r\n");
-    Framing {
-        bodiless,
-        length,
-        chunked,
-        keep_alive,
-    }
-}
-
-fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-thread_local! {
-    /// This second's `Date` header line, remade when the second changes.
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-}
-
-fn push_date(out: &mut BytesMut) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    DATE.with_borrow_mut(|(at, line)| {
-        if *at != second {
-            *at = second;
-            *line = format!("date: {}\r\n", httpdate::fmt_http_date(now));
-        }
-        out.extend_from_slice(line.as_bytes());
-    });
 }
 
 #[cfg(test)]

@@ -1,0 +1,89 @@
+//! Parsing a request head on the sendfile path: httparse (hyper's own
+//! parser, same settings) into a bodiless `Request<()>`, or "not ours"
+//! (anything hyper must answer), and the keep-alive rules by version.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+
+use super::super::host_problem;
+use super::MAX_HEADERS;
+
+// Returned once per request and never stored: boxing the request would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Head {
+    Complete(Request<()>, usize),
+    Partial,
+    /// Not a request this path takes: hyper will answer it.
+    NotOurs,
+}
+
+pub(super) fn parse_head(input: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(input) {
+        Ok(httparse::Status::Complete(len)) => {
+            to_request(&parsed).map_or(Head::NotOurs, |req| Head::Complete(req, len))
+        }
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(_) => Head::NotOurs,
+    }
+}
+
+/// The request, if it is a bodiless GET or HEAD this path may answer.
+pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
+    let method = match parsed.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    let version = match parsed.version? {
+        1 => Version::HTTP_11,
+        0 => Version::HTTP_10,
+        _ => return None,
+    };
+    let target = parsed.path?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    let uri = Uri::try_from(target).ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v != "0");
+    if has_body || headers.contains_key(header::EXPECT) || headers.contains_key(header::UPGRADE) {
+        return None;
+    }
+    // No Host, two, or a bad one: hyper's side answers 400.
+    if host_problem(version, &headers).is_some() {
+        return None;
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
+/// asked for `keep-alive`.
+pub(super) fn wants_keep_alive(req: &Request<()>) -> bool {
+    let has = |token: &str| {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match req.version() {
+        Version::HTTP_11 => !has("close"),
+        _ => has("keep-alive"),
+    }
+}

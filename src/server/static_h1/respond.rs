@@ -1,0 +1,204 @@
+//! Writing one response on the sendfile path, framed as hyper frames
+//! it: the head (status line, headers, `Date`, `Content-Length` or chunked
+//! or close-delimited), a small file read behind the head into the same
+//! write, a larger one with sendfile, other bodies gathered into writes.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use http::{header, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+
+use super::super::send_file::{send_file, write_all};
+use super::{GATHER, INLINE_FILE};
+use crate::body::Body;
+use crate::error::Error;
+use crate::log::AccessRecord;
+use crate::static_files::{read_append, FileRange};
+
+/// What the request asked of its response.
+pub(super) struct Exchange {
+    pub(super) version: Version,
+    pub(super) head_only: bool,
+    pub(super) keep_alive: bool,
+}
+
+/// How the response's body is framed on the wire.
+struct Framing {
+    bodiless: bool,
+    /// `Content-Length`, when known.
+    length: Option<u64>,
+    chunked: bool,
+    keep_alive: bool,
+}
+
+/// Write `resp` (its status and byte count go to `record`); Ok(keep the
+/// connection open?). An error means the response was cut short and the
+/// connection must go.
+pub(super) async fn respond(
+    stream: &TcpStream,
+    out: &mut BytesMut,
+    (mut resp, mut file): (Response<Body>, Option<FileRange>),
+    ex: &Exchange,
+    send_timeout: Duration,
+    record: &mut AccessRecord,
+    sent: &mut u64,
+) -> io::Result<bool> {
+    let framing = loop {
+        let framing = write_head(out, &resp, ex, file.as_ref());
+        record.status = resp.status().as_u16();
+        let Some(small) = file
+            .as_ref()
+            .filter(|f| !framing.bodiless && f.len <= INLINE_FILE)
+        else {
+            break framing;
+        };
+        // Read behind the head, for one write. Nothing is sent yet, so a
+        // failed read can still become an error page.
+        match read_append(&small.file, small.offset, small.len as usize, out) {
+            Ok(()) => break framing,
+            Err(e) => {
+                resp = Error::Internal(format!("reading a static file: {e}")).into_response();
+                file = None;
+            }
+        }
+    };
+    if framing.bodiless {
+        write_all(stream, out, false, send_timeout).await?;
+        return Ok(framing.keep_alive);
+    }
+    if let Some(file) = file {
+        if file.len <= INLINE_FILE {
+            write_all(stream, out, false, send_timeout).await?;
+            *sent = file.len;
+        } else {
+            write_all(stream, out, true, send_timeout).await?;
+            send_file(stream, &file, send_timeout, sent).await?;
+        }
+        return Ok(framing.keep_alive);
+    }
+    let chunked = framing.chunked;
+    let body = resp.body_mut();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: none of our handlers send them here
+        };
+        if data.is_empty() {
+            continue;
+        }
+        *sent += data.len() as u64;
+        if chunked {
+            let _ = write!(out, "{:x}\r\n", data.len());
+        }
+        if out.len() + data.len() <= GATHER {
+            out.extend_from_slice(&data);
+        } else {
+            write_all(stream, out, true, send_timeout).await?;
+            out.clear();
+            write_all(stream, &data, chunked, send_timeout).await?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write_all(stream, out, false, send_timeout).await?;
+    if framing.length.is_some_and(|n| n != *sent) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body length differs from Content-Length",
+        ));
+    }
+    Ok(framing.keep_alive)
+}
+
+/// Put the status line and headers of `resp` in `out` (cleared first),
+/// framing added as hyper would.
+fn write_head(
+    out: &mut BytesMut,
+    resp: &Response<Body>,
+    ex: &Exchange,
+    file: Option<&FileRange>,
+) -> Framing {
+    let status = resp.status();
+    let never_a_body = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    let bodiless = ex.head_only || never_a_body;
+    let declared = resp.headers().contains_key(header::CONTENT_LENGTH);
+    let length = match file {
+        Some(f) => Some(f.len),
+        None => resp.body().size_hint().exact(),
+    };
+    let chunked = !bodiless && !declared && length.is_none() && ex.version == Version::HTTP_11;
+    // Without a length or chunking, the end of the body is the close.
+    let keep_alive = ex.keep_alive && (bodiless || declared || length.is_some() || chunked);
+
+    out.clear();
+    out.extend_from_slice(match ex.version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // A HEAD response says how long the GET body would be, as hyper's
+    // does (but not a length of 0, which could be a body not made).
+    if !declared && !never_a_body {
+        match length {
+            Some(n) if !ex.head_only || n > 0 => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            None if chunked => push_header(out, b"transfer-encoding", b"chunked"),
+            _ => {}
+        }
+    }
+    if !keep_alive {
+        push_header(out, b"connection", b"close");
+    } else if ex.version == Version::HTTP_10 {
+        push_header(out, b"connection", b"keep-alive");
+    }
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
+    Framing {
+        bodiless,
+        length,
+        chunked,
+        keep_alive,
+    }
+}
+
+fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// This second's `Date` header line, remade when the second changes.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn push_date(out: &mut BytesMut) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    DATE.with_borrow_mut(|(at, line)| {
+        if *at != second {
+            *at = second;
+            *line = format!("date: {}\r\n", httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(line.as_bytes());
+    });
+}

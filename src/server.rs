@@ -15,12 +15,13 @@
 //! workers (SIGTERM, then SIGKILL), so nothing is left behind.
 
 mod connection;
+mod listen;
+pub use listen::Listener;
 mod send_file;
 mod static_h1;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -39,7 +40,6 @@ use crate::app::App;
 use crate::app::Live;
 use crate::body::Body;
 use crate::cgi::process::GroupRegistry;
-use crate::config::Listen;
 use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
@@ -50,61 +50,6 @@ use crate::stats::Stats;
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A bound socket; `tls`: HTTPS only (with the live certificate).
-pub struct Listener {
-    pub tcp: TcpListener,
-    pub tls: bool,
-}
-
-/// Connections the kernel queues for a listener before cgihost accepts
-/// them (tokio's and mio's default).
-const LISTEN_BACKLOG: u32 = 1024;
-
-impl Listener {
-    /// Bind and listen on `listen`, one of the configured `all`.
-    ///
-    /// An IPv6 listener that shares its port with an IPv4 one takes IPv6
-    /// only (`IPV6_V6ONLY`), as nginx's `listen [::]:80` does, so that
-    /// `0.0.0.0:80` and `[::]:80` can both be configured. Alone, `[::]`
-    /// keeps the system's default (on Linux it takes IPv4 too).
-    pub fn bind(listen: &Listen, all: &[Listen]) -> io::Result<Listener> {
-        let socket = unbound_socket(listen.addr, all)?;
-        socket.bind(listen.addr)?;
-        Ok(Listener {
-            tcp: socket.listen(LISTEN_BACKLOG)?,
-            tls: listen.tls,
-        })
-    }
-}
-
-/// A socket for `addr` with its options set, not yet bound.
-fn unbound_socket(addr: SocketAddr, all: &[Listen]) -> io::Result<TcpSocket> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    // A v4-mapped address (`[::ffff:a.b.c.d]`) is IPv4 inside: the kernel
-    // refuses to bind it IPv6-only.
-    let v6_only = match addr {
-        SocketAddr::V6(v6) => {
-            v6.ip().to_ipv4_mapped().is_none()
-                && all
-                    .iter()
-                    .any(|l| l.addr.is_ipv4() && l.addr.port() == addr.port())
-        }
-        SocketAddr::V4(_) => false,
-    };
-    if v6_only {
-        set_v6_only(&socket)?;
-    }
-    Ok(socket)
-}
-
-fn set_v6_only(socket: &TcpSocket) -> io::Result<()> {
-    socket2::SockRef::from(socket).set_only_v6(true)
-}
 
 /// Serve one listener (TLS when `app.config.tls` is set) until `shutdown`
 /// resolves, then drain. Tests and simple embeddings use this.
@@ -477,72 +422,4 @@ fn answer_static(
     record.status = resp.status().as_u16();
     record.attach(note, Box::new((busy(), app)));
     Some((resp, file, record))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v6_only(socket: &TcpSocket) -> libc::c_int {
-        socket2::SockRef::from(socket)
-            .only_v6()
-            .map_or(-1, libc::c_int::from)
-    }
-
-    fn listen(addr: &str, tls: bool) -> Listen {
-        Listen {
-            addr: addr.parse().unwrap(),
-            tls,
-        }
-    }
-
-    #[test]
-    fn ipv6_beside_ipv4_on_the_same_port_takes_ipv6_only() {
-        // Read before bind: binding a specific IPv6 address sets the
-        // option in any case. The default is net.ipv6.bindv6only.
-        let default = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap();
-        let nginx_style = [listen("0.0.0.0:80", false), listen("[::]:80", false)];
-        let table = [
-            (&nginx_style[..], "1"),
-            (&nginx_style[1..], default.trim()),
-            (
-                &[listen("0.0.0.0:81", false), listen("[::]:80", false)][..],
-                default.trim(),
-            ),
-            (
-                &[
-                    listen("0.0.0.0:80", false),
-                    listen("[::ffff:127.0.0.2]:80", false),
-                ][..],
-                default.trim(),
-            ),
-        ];
-        for (all, want) in table {
-            let v6 = all.last().unwrap().addr;
-            let socket = unbound_socket(v6, all).unwrap();
-            assert_eq!(v6_only(&socket).to_string(), want, "{v6} in {all:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn listeners_bind_ipv4_and_ipv6_loopback_on_one_port() {
-        let v4 = Listener::bind(&listen("127.0.0.1:0", false), &[]).unwrap();
-        let port = v4.tcp.local_addr().unwrap().port();
-        let both = [
-            listen(&format!("127.0.0.1:{port}"), false),
-            listen(&format!("[::1]:{port}"), true),
-        ];
-        let v6 = Listener::bind(&both[1], &both).unwrap();
-        assert!(v6.tls);
-        assert_eq!(v6.tcp.local_addr().unwrap(), both[1].addr);
-        let (client, accepted) = tokio::join!(
-            tokio::net::TcpStream::connect(both[1].addr),
-            v6.tcp.accept()
-        );
-        let (_, peer) = accepted.unwrap();
-        assert_eq!(peer, client.unwrap().local_addr().unwrap());
-        // A v4-mapped address on that port binds as before (IPv4 inside).
-        let mapped = listen(&format!("[::ffff:127.0.0.2]:{port}"), false);
-        Listener::bind(&mapped, &[both[0], mapped]).unwrap();
-    }
 }

@@ -126,7 +126,7 @@ pub async fn offload(
     if let Some(name) = req.uri().query().and_then(forged_query_name) {
         return Err(forged(&name, "query parameter"));
     }
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(rule.max_request)
@@ -152,19 +152,13 @@ pub async fn offload(
         let name = clean_text(field.name().unwrap_or(""));
         match field.file_name().map(clean_filename) {
             Some(client_name) => {
-                let content_type = field
-                    .content_type()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default();
-                let (path, file) = create_unique(&rule.dir)?;
-                guard.files.push(path.clone());
-                let (size, hash) = store_field(&mut field, file, &path).await?;
+                let stored = store_file(&mut field, rule, &mut guard).await?;
                 let values = [
                     client_name.as_str(),
-                    &path.to_string_lossy(),
-                    &size.to_string(),
-                    content_type.as_str(),
-                    hash.as_str(),
+                    &stored.path.to_string_lossy(),
+                    &stored.size.to_string(),
+                    stored.content_type.as_str(),
+                    stored.sha256.as_str(),
                 ];
                 for (suffix, value) in GENERATED.into_iter().zip(values) {
                     append_pair(&mut out, &format!("{name}.{suffix}"), value);
@@ -174,20 +168,64 @@ pub async fn offload(
                 if looks_generated(&name) {
                     return Err(forged(&name, "form field"));
                 }
-                let mut value = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
-                    fields_bytes += chunk.len();
-                    if fields_bytes > MAX_FIELDS_BYTES {
-                        return Err(too_large(format!(
-                            "ordinary form fields over {MAX_FIELDS_BYTES} bytes in an offloaded upload"
-                        )));
-                    }
-                    value.extend_from_slice(&chunk);
-                }
+                let value = read_field(&mut field, &mut fields_bytes).await?;
                 append_pair(&mut out, &name, &String::from_utf8_lossy(&value));
             }
         }
     }
+    Ok((urlencoded_request(parts, out), guard))
+}
+
+/// A file part, saved.
+struct Stored {
+    path: std::path::PathBuf,
+    size: u64,
+    content_type: String,
+    sha256: String,
+}
+
+/// Save a file part to a new file in the rule's dir (the guard removes it
+/// unless the handler moved it or the rule keeps it).
+async fn store_file(
+    field: &mut multer::Field<'static>,
+    rule: &UploadRule,
+    guard: &mut UploadGuard,
+) -> Result<Stored, Error> {
+    let content_type = field
+        .content_type()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let (path, file) = create_unique(&rule.dir)?;
+    guard.files.push(path.clone());
+    let (size, sha256) = store_field(field, file, &path).await?;
+    Ok(Stored {
+        path,
+        size,
+        content_type,
+        sha256,
+    })
+}
+
+/// An ordinary field's value, counted against the cap on all of them.
+async fn read_field(
+    field: &mut multer::Field<'static>,
+    fields_bytes: &mut usize,
+) -> Result<Vec<u8>, Error> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+        *fields_bytes += chunk.len();
+        if *fields_bytes > MAX_FIELDS_BYTES {
+            return Err(too_large(format!(
+                "ordinary form fields over {MAX_FIELDS_BYTES} bytes in an offloaded upload"
+            )));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok(value)
+}
+
+/// The request the handler gets: the description, urlencoded.
+fn urlencoded_request(mut parts: http::request::Parts, out: Vec<u8>) -> Request<ReqBody> {
     let body = Bytes::from(out);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -200,7 +238,7 @@ pub async fn offload(
     let body = Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
-    Ok((Request::from_parts(parts, body), guard))
+    Request::from_parts(parts, body)
 }
 
 /// What each file field `F` becomes: `F.name`, `F.path`, … in this order.

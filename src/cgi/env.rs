@@ -146,92 +146,123 @@ pub fn build_into(
     server: &ServerFacts,
     put: &mut dyn FnMut(&str, &[u8]),
 ) {
-    let mut scratch = String::with_capacity(64);
-    let fmt = |scratch: &mut String, v: &dyn std::fmt::Display| {
-        use std::fmt::Write;
-        scratch.clear();
-        let _ = write!(scratch, "{v}");
+    let mut out = Put {
+        put,
+        scratch: String::with_capacity(64),
     };
-    let root = script.document_root.as_os_str().as_encoded_bytes();
+    server_vars(&mut out, req, server);
+    script_vars(&mut out, req, script);
+    client_vars(&mut out, req);
+    routing_vars(&mut out, req);
+    out.bytes("PATH", server.path.as_bytes());
+    // HTTP/2 carries the host in `:authority`, not in a Host header, and
+    // an absolute-form target's authority overrides Host: either way,
+    // HTTP_HOST is the target's authority.
+    let authority = target_authority(req);
+    add_http_headers(
+        out.put,
+        req.headers,
+        server.pass_authorization,
+        authority.is_some(),
+    );
+    if let Some(authority) = authority {
+        out.bytes("HTTP_HOST", authority.as_bytes());
+    }
+    // Last, so a configured value wins (as nginx's fastcgi_param).
+    for (k, v) in req.extra {
+        out.bytes(k, v.as_bytes());
+    }
+}
 
-    put("GATEWAY_INTERFACE", b"CGI/1.1");
-    put("SERVER_SOFTWARE", server.software.as_bytes());
-    put("SERVER_NAME", server_name(req).as_bytes());
-    fmt(&mut scratch, &req.local.port());
-    put("SERVER_PORT", scratch.as_bytes());
-    fmt(&mut scratch, &req.local.ip().to_canonical());
-    put("SERVER_ADDR", scratch.as_bytes());
-    put("SERVER_PROTOCOL", protocol(req.version).as_bytes());
-    put("REQUEST_METHOD", req.method.as_str().as_bytes());
-    put("REQUEST_SCHEME", if req.tls { b"https" } else { b"http" });
-    put("SCRIPT_NAME", script.script_name.as_bytes());
-    put(
+/// Where the variables go, with a reused buffer for numbers.
+struct Put<'a> {
+    put: &'a mut dyn FnMut(&str, &[u8]),
+    scratch: String,
+}
+
+impl Put<'_> {
+    fn bytes(&mut self, name: &str, value: &[u8]) {
+        (self.put)(name, value);
+    }
+
+    fn display(&mut self, name: &str, value: &dyn std::fmt::Display) {
+        use std::fmt::Write;
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{value}");
+        (self.put)(name, self.scratch.as_bytes());
+    }
+}
+
+/// The server and the protocol.
+fn server_vars(out: &mut Put, req: &RequestFacts, server: &ServerFacts) {
+    out.bytes("GATEWAY_INTERFACE", b"CGI/1.1");
+    out.bytes("SERVER_SOFTWARE", server.software.as_bytes());
+    out.bytes("SERVER_NAME", server_name(req).as_bytes());
+    out.display("SERVER_PORT", &req.local.port());
+    out.display("SERVER_ADDR", &req.local.ip().to_canonical());
+    out.bytes("SERVER_PROTOCOL", protocol(req.version).as_bytes());
+    out.bytes("REQUEST_METHOD", req.method.as_str().as_bytes());
+    out.bytes("REQUEST_SCHEME", if req.tls { b"https" } else { b"http" });
+}
+
+/// The script and the URL split around it.
+fn script_vars(out: &mut Put, req: &RequestFacts, script: &ScriptFacts) {
+    let root = script.document_root.as_os_str().as_encoded_bytes();
+    out.bytes("SCRIPT_NAME", script.script_name.as_bytes());
+    out.bytes(
         "SCRIPT_FILENAME",
         script.script_filename.as_os_str().as_encoded_bytes(),
     );
-    put("PATH_INFO", script.path_info.as_bytes());
+    out.bytes("PATH_INFO", script.path_info.as_bytes());
     if !script.path_info.is_empty() {
-        put(
+        out.bytes(
             "PATH_TRANSLATED",
             &[root, script.path_info.as_bytes()].concat(),
         );
     }
-    put("QUERY_STRING", req.uri.query().unwrap_or("").as_bytes());
+    out.bytes("QUERY_STRING", req.uri.query().unwrap_or("").as_bytes());
     let request_uri = req
         .client_uri
         .unwrap_or(req.uri)
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    put("REQUEST_URI", request_uri.as_bytes());
-    put("DOCUMENT_ROOT", root);
-    fmt(&mut scratch, &req.peer.ip().to_canonical());
-    put("REMOTE_ADDR", scratch.as_bytes());
-    put("REMOTE_HOST", scratch.as_bytes());
-    fmt(&mut scratch, &req.peer.port());
-    put("REMOTE_PORT", scratch.as_bytes());
+    out.bytes("REQUEST_URI", request_uri.as_bytes());
+    out.bytes("DOCUMENT_ROOT", root);
+}
+
+/// The client, its body and who it is.
+fn client_vars(out: &mut Put, req: &RequestFacts) {
+    let remote = req.peer.ip().to_canonical();
+    out.display("REMOTE_ADDR", &remote);
+    out.display("REMOTE_HOST", &remote);
+    out.display("REMOTE_PORT", &req.peer.port());
     if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
-        put("CONTENT_TYPE", ct.as_bytes());
+        out.bytes("CONTENT_TYPE", ct.as_bytes());
     }
     if let Some(n) = req.content_length {
-        fmt(&mut scratch, &n);
-        put("CONTENT_LENGTH", scratch.as_bytes());
+        out.display("CONTENT_LENGTH", &n);
     }
     if req.tls {
-        put("HTTPS", b"on");
+        out.bytes("HTTPS", b"on");
     }
     if let Some(user) = req.user {
-        put("AUTH_TYPE", b"Basic");
-        put("REMOTE_USER", user.as_bytes());
+        out.bytes("AUTH_TYPE", b"Basic");
+        out.bytes("REMOTE_USER", user.as_bytes());
     }
+}
+
+/// `REDIRECT_*`: 200, or the error an `[errors]` page is served for.
+fn routing_vars(out: &mut Put, req: &RequestFacts) {
     match req.error {
         Some(e) => {
-            fmt(&mut scratch, &e.status);
-            put("REDIRECT_STATUS", scratch.as_bytes());
-            put("REDIRECT_URL", e.url.as_bytes());
+            out.display("REDIRECT_STATUS", &e.status);
+            out.bytes("REDIRECT_URL", e.url.as_bytes());
             if let Some(q) = &e.query {
-                put("REDIRECT_QUERY_STRING", q.as_bytes());
+                out.bytes("REDIRECT_QUERY_STRING", q.as_bytes());
             }
         }
-        None => put("REDIRECT_STATUS", b"200"),
-    }
-    put("PATH", server.path.as_bytes());
-    // HTTP/2 carries the host in `:authority`, not in a Host header, and
-    // an absolute-form target's authority overrides Host: either way,
-    // HTTP_HOST is the target's authority.
-    let authority = target_authority(req);
-    add_http_headers(
-        put,
-        req.headers,
-        server.pass_authorization,
-        authority.is_some(),
-    );
-    if let Some(authority) = authority {
-        put("HTTP_HOST", authority.as_bytes());
-    }
-    // Last, so a configured value wins (as nginx's fastcgi_param).
-    for (k, v) in req.extra {
-        put(k, v.as_bytes());
+        None => out.bytes("REDIRECT_STATUS", b"200"),
     }
 }
 

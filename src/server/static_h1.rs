@@ -309,7 +309,7 @@ fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
-/// asked for `keep-alive`.
+/// asked for `keep-alive` and not told `close` (as hyper decides).
 fn wants_keep_alive(req: &Request<()>) -> bool {
     let has = |token: &str| {
         req.headers()
@@ -321,7 +321,7 @@ fn wants_keep_alive(req: &Request<()>) -> bool {
     };
     match req.version() {
         Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive"),
+        _ => has("keep-alive") && !has("close"),
     }
 }
 

@@ -185,6 +185,9 @@ fn hex_pair(h: &[u8]) -> Option<u8> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -348,3 +348,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod timer_tests;

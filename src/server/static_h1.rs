@@ -508,6 +508,9 @@ fn push_date(out: &mut BytesMut) {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -176,13 +176,21 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
         return Err(PathError::BadRequest("control character in path"));
     }
-    String::from_utf8(out).map_err(|_| PathError::BadRequest("path is not UTF-8"))
+    let text = String::from_utf8(out).map_err(|_| PathError::BadRequest("path is not UTF-8"))?;
+    // C1 controls too (U+0080–U+009F: `%C2%9B` is a terminal's CSI).
+    if text.chars().any(char::is_control) {
+        return Err(PathError::BadRequest("control character in path"));
+    }
+    Ok(text)
 }
 
 fn hex_pair(h: &[u8]) -> Option<u8> {
     let d = |c: u8| (c as char).to_digit(16);
     Some((d(h[0])? * 16 + d(h[1])?) as u8)
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -235,6 +243,8 @@ mod tests {
         for p in [
             "/a%00b",
             "/a%0a",
+            "/a%C2%9Bb",
+            "/%c2%85",
             "/%c0%ae%c0%ae/x",
             "/%zz",
             "/a%2",

@@ -207,8 +207,10 @@ async fn stopped_backend_is_502_fast_and_restart_resumes_service() {
     let started = Instant::now();
     let resp = get(srv.addr, "/hello.php").await;
     assert_eq!(resp.status, 502);
+    // Refused at once, not after the 5 s connect timeout (a margin that
+    // holds on a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "502 took {:?}",
         started.elapsed()
     );

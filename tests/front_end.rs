@@ -258,8 +258,10 @@ async fn idle_keepalive_connections_close() {
     let mut stream = conn.stream.into_inner();
     assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
     let waited = started.elapsed();
+    // The server's clock started before ours (when it sent the response):
+    // a loaded machine may show us less than the 1 s, never "at once".
     assert!(
-        waited >= Duration::from_millis(800),
+        waited >= Duration::from_millis(500),
         "closed too early: {waited:?}"
     );
     // A slow response is not idle: a CGI silent for 2 s still answers.
@@ -312,8 +314,10 @@ async fn script_ends_after_send_timeout(srv: &TestServer, client: &str) {
         "the script behind {client} still runs"
     );
     let waited = started.elapsed();
+    // The stall began before we saw the script running: on a loaded
+    // machine we may see less than the 2 s, never "at once".
     assert!(
-        waited >= Duration::from_millis(1500),
+        waited >= Duration::from_millis(1000),
         "dropped too early: {waited:?}"
     );
 }
@@ -412,8 +416,9 @@ async fn a_trickled_head_handed_to_hyper_gets_the_header_timeout_once() {
     let waited = started.elapsed();
     trickle.abort();
     assert!(ended.is_ok(), "still open after 10 s");
+    // 3 s + up to 1 s of graceful close; twice the timeout would be 7 s.
     assert!(
-        waited >= Duration::from_millis(2800) && waited < Duration::from_millis(5000),
+        waited >= Duration::from_millis(2800) && waited < Duration::from_millis(6000),
         "closed after {waited:?}"
     );
     srv.stop().await;

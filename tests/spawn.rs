@@ -176,13 +176,13 @@ async fn killed_worker_is_replaced_and_service_continues() {
     let victim = *before.iter().next().unwrap();
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     let killed_at = Instant::now();
-    let replaced = eventually(Duration::from_secs(2), || {
+    let replaced = eventually(Duration::from_secs(4), || {
         let now = workers(&srv);
         now.len() == 2 && !now.contains(&victim)
     })
     .await;
-    assert!(replaced, "no replacement within 2 s: {:?}", workers(&srv));
-    assert!(killed_at.elapsed() < Duration::from_secs(2));
+    assert!(replaced, "no replacement within 4 s: {:?}", workers(&srv));
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
     for i in 0..10 {
         let resp = get(srv.addr, format!("/py/after?{i}")).await;
         assert_eq!(resp.status, 200, "{}", resp.text());
@@ -427,8 +427,9 @@ async fn sigterm_stops_every_worker_and_removes_the_sockets() {
         "{}",
         code.1.stderr_text()
     );
+    // Under TERM_GRACE (5 s, when SIGKILL would come).
     assert!(
-        t0.elapsed() < Duration::from_secs(3),
+        t0.elapsed() < Duration::from_secs(4),
         "took {:?}",
         t0.elapsed()
     );

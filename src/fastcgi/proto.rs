@@ -143,6 +143,9 @@ pub const REQUEST_COMPLETE: u8 = 0;
 pub const OVERLOADED: u8 = 2;
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -224,6 +224,9 @@ pub async fn read_head<S: HeadSource>(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cgi::response::find_head_end;

@@ -114,7 +114,9 @@ fn timer_decision(
     let busy = activity.in_flight.load(Ordering::Acquire) > 0;
     if let Some((since, allowed)) = closing {
         // Closing and nothing left to finish, yet still open.
-        if !busy && stalled.is_zero() && now - since >= allowed {
+        // (`is_waiting`, not a zero stall: a write blocked this very
+        // instant has waited zero, yet the client is still reading.)
+        if !busy && !activity.write_blocked_since.is_waiting() && now - since >= allowed {
             return Tick::Done;
         }
         return Tick::Wait(now + check_every.min(allowed));
@@ -379,3 +381,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod timer_tests;

@@ -331,6 +331,9 @@ async fn linger(stream: &TcpStream, stop: &mut tokio::sync::watch::Receiver<bool
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

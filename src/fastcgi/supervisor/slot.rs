@@ -109,3 +109,6 @@ impl Gen {
         }
     }
 }
+
+#[cfg(test)]
+mod backoff_tests;

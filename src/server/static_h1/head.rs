@@ -72,7 +72,7 @@ pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
-/// asked for `keep-alive`.
+/// asked for `keep-alive` and not told `close` (as hyper decides).
 pub(super) fn wants_keep_alive(req: &Request<()>) -> bool {
     let has = |token: &str| {
         req.headers()
@@ -84,6 +84,6 @@ pub(super) fn wants_keep_alive(req: &Request<()>) -> bool {
     };
     match req.version() {
         Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive"),
+        _ => has("keep-alive") && !has("close"),
     }
 }

@@ -605,3 +605,84 @@ async fn the_cache_can_be_turned_off() {
     assert_eq!(get(srv.addr, "/page.txt").await.text(), "two\n");
     srv.stop().await;
 }
+
+/// Out of inotify watches (`ENOSPC`) or instances (`EMFILE`): the binary
+/// says so once and checks each hit with `statx` from then on, and changes
+/// are still seen. The limits are lowered in a user namespace of the
+/// server's own (`unshare -Ur`), not for the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_inotify_watches_or_instances_falls_back_to_statx() {
+    let userns = std::process::Command::new("unshare")
+        .args(["-Ur", "true"])
+        .status();
+    if !userns.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no user namespaces here (unshare -Ur)");
+        return;
+    }
+    // 3 watches: the root and two directories, then ENOSPC; 0 instances:
+    // EMFILE at the first miss.
+    for (limit, value) in [("max_inotify_watches", 3), ("max_inotify_instances", 0)] {
+        let site = Site::new();
+        site.write("top.txt", "top v1\n");
+        for d in 1..=4 {
+            site.write(&format!("d{d}/x.txt"), format!("d{d} v1\n"));
+        }
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["-Ur", "sh", "-c"])
+            .arg(format!(
+                "echo {value} > /proc/sys/user/{limit} && exec \"$0\" \"$@\""
+            ))
+            .arg(bin_path())
+            .args(["--bind", "127.0.0.1", "--port", "0", "--root"])
+            .arg(&site.root)
+            .arg("--cgi-dir")
+            .arg(site.path("cgi-bin"));
+        let srv = BinServer::start_cmd(cmd);
+        let paths = [
+            "/top.txt",
+            "/d1/x.txt",
+            "/d2/x.txt",
+            "/d3/x.txt",
+            "/d4/x.txt",
+        ];
+        for path in paths {
+            for _ in 0..2 {
+                assert_eq!(get(srv.addr, path).await.status, 200, "{limit}: {path}");
+            }
+        }
+        let warned = |srv: &BinServer| {
+            srv.stderr_text()
+                .matches("each hit is now checked with statx")
+                .count()
+        };
+        assert_eq!(warned(&srv), 1, "{limit}: {}", srv.stderr_text());
+        // What was cached while watched went at the switch; cached again,
+        // and checked.
+        for path in paths {
+            assert_eq!(get(srv.addr, path).await.status, 200, "{limit}: {path}");
+        }
+        let held = std::fs::read_dir(format!("/proc/{}/fd", srv.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|t| t.starts_with(&site.root))
+            .count();
+        assert!(held >= paths.len(), "{limit}: {held} files held open");
+
+        site.write("d1/x.txt.new", "d1 v2\n");
+        std::fs::rename(site.path("d1/x.txt.new"), site.path("d1/x.txt")).unwrap();
+        site.write("d4/x.txt", "d4 v2, in place\n");
+        std::fs::remove_file(site.path("top.txt")).unwrap();
+        std::fs::rename(site.path("d3"), site.path("d3-old")).unwrap();
+        assert_eq!(
+            get(srv.addr, "/d1/x.txt").await.text(),
+            "d1 v2\n",
+            "{limit}"
+        );
+        assert_eq!(get(srv.addr, "/d4/x.txt").await.text(), "d4 v2, in place\n");
+        assert_eq!(get(srv.addr, "/top.txt").await.status, 404, "{limit}");
+        assert_eq!(get(srv.addr, "/d3/x.txt").await.status, 404, "{limit}");
+        assert_eq!(get(srv.addr, "/d2/x.txt").await.text(), "d2 v1\n");
+        assert_eq!(warned(&srv), 1, "said once");
+    }
+}

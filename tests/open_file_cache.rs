@@ -128,6 +128,7 @@ both_ways!(
     new_index_file,
     precompressed_sibling_appears_and_goes,
     hostile_paths_stay_refused_from_the_cache,
+    hard_linked_file_written_under_its_other_name,
 );
 
 /// Write a new file beside, rename it over the old one (a new inode).
@@ -415,6 +416,23 @@ async fn precompressed_sibling_appears_and_goes(watch: bool) {
     let again = get_with(srv.addr, "/style.css", gz).await;
     assert_eq!(again.header("content-length"), None, "gzipped on the fly");
     assert_eq!(get(srv.addr, "/style.css").await.body, css);
+    srv.stop().await;
+}
+
+/// A file with another hard link outside the root, written through that
+/// name: no watched directory sees it, so such a file is checked with
+/// `statx` at each hit even while others are watched.
+async fn hard_linked_file_written_under_its_other_name(watch: bool) {
+    let site = Site::new();
+    site.write("page.txt", "first\n");
+    let other = site.base.join("elsewhere.txt");
+    std::fs::hard_link(site.path("page.txt"), &other).unwrap();
+    let srv = site.start(watch).await;
+    warm(&srv, "/page.txt", &site.path("page.txt"), watch).await;
+
+    std::fs::write(&other, "second, through the other name\n").unwrap();
+    let new = get(srv.addr, "/page.txt").await;
+    assert_eq!(new.text(), "second, through the other name\n");
     srv.stop().await;
 }
 

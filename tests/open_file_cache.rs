@@ -704,3 +704,34 @@ async fn out_of_inotify_watches_or_instances_falls_back_to_statx() {
         assert_eq!(warned(&srv), 1, "said once");
     }
 }
+
+#[test]
+fn config_keys_and_defaults() {
+    let defaults = Config::default();
+    assert!(defaults.open_file_cache && defaults.open_file_cache_watch);
+    assert_eq!(defaults.open_file_cache_entries, 10_000);
+    assert_eq!(defaults.open_file_cache_bytes, 64 << 20);
+    let site = Site::new();
+    let file = site.base.join("c.toml");
+    let load = |text: &str| {
+        std::fs::write(&file, format!("root = {:?}\n{text}", site.root)).unwrap();
+        Config::from_file(Some(&file)).and_then(Config::finish)
+    };
+    let c = load(
+        "open_file_cache = false\nopen_file_cache_entries = 5\nopen_file_cache_bytes = \"1M\"\nopen_file_cache_watch = false\n",
+    )
+    .unwrap();
+    assert!(!c.open_file_cache && !c.open_file_cache_watch);
+    assert_eq!(
+        (c.open_file_cache_entries, c.open_file_cache_bytes),
+        (5, 1 << 20)
+    );
+    let zero = load("open_file_cache_entries = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(zero.contains("open_file_cache_entries"), "{zero}");
+    let bad = load("open_file_cache_bytes = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("open_file_cache_bytes"), "{bad}");
+}

@@ -199,6 +199,15 @@ pub struct Config {
     pub fastcgi_idle_timeout: Duration,
     /// `Cache-Control` on static file responses (default: none).
     pub cache_control: Option<String>,
+    /// Keep static files open, with their metadata and (small ones) bytes
+    /// (`static_files/cache.rs`).
+    pub open_file_cache: bool,
+    /// Open descriptors the cache may hold, per root or alias directory.
+    pub open_file_cache_entries: usize,
+    /// Bytes of small files' contents the cache may hold, per directory.
+    pub open_file_cache_bytes: u64,
+    /// Notice changes with inotify; false: one `statx` per hit instead.
+    pub open_file_cache_watch: bool,
     /// Upload offloading rules.
     pub uploads: Vec<UploadConfig>,
     /// The default site's rules (top-level keys).
@@ -285,6 +294,10 @@ impl Default for Config {
             fastcgi_connect_timeout: Duration::from_secs(5),
             fastcgi_idle_timeout: Duration::from_secs(60),
             cache_control: None,
+            open_file_cache: true,
+            open_file_cache_entries: 10_000,
+            open_file_cache_bytes: 64 << 20,
+            open_file_cache_watch: true,
             uploads: Vec::new(),
             rules: SiteRules::default(),
             sites: Vec::new(),
@@ -345,7 +358,8 @@ impl Config {
         overlay!(self => f;
             keepalive_timeout, send_timeout, shutdown_grace, header_read_timeout,
             fastcgi_connect_timeout, fastcgi_idle_timeout, max_connections, root, cgi_dir, cgi_prefix,
-            fastcgi_max_conns, access_log, max_header_size, workers);
+            fastcgi_max_conns, access_log, max_header_size, workers, open_file_cache,
+            open_file_cache_entries, open_file_cache_bytes, open_file_cache_watch);
         overlay!(self.cgi => f.cgi;
             max_processes, queue_timeout, pass_authorization, max_response_header);
         set(&mut self.cgi.timeout, f.cgi_timeout.map(Into::into));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, HostPattern, SiteRules};
 use crate::meta::ExtraVars;
 use crate::rules::Rules;
-use crate::static_files::StaticFiles;
+use crate::static_files::{CacheLimits, StaticFiles};
 use crate::stats::{RouteCounters, Stats};
 use crate::uri_path::SafePath;
 
@@ -198,6 +198,7 @@ impl Site {
                 config.cache_control.as_deref(),
                 settings.index.clone(),
                 settings.follow_symlinks,
+                CacheLimits::from_config(config),
             )
             .map_err(|e| ConfigError(format!("{key}root: {}: {e}", dir.display())))?;
             Ok(FileDir {

@@ -55,6 +55,12 @@ pub(super) struct FileConfig {
     pub(super) spawn: Vec<FileSpawn>,
     /// `Cache-Control` value for static file responses.
     pub(super) cache_control: Option<String>,
+    /// The static files' open-file cache: on/off, its bounds, and whether
+    /// it watches directories (else checks each hit with `statx`).
+    pub(super) open_file_cache: Option<bool>,
+    pub(super) open_file_cache_entries: Option<usize>,
+    pub(super) open_file_cache_bytes: Option<Size>,
+    pub(super) open_file_cache_watch: Option<bool>,
     pub(super) upload: Vec<FileUpload>,
     // Sites and rules (config/site.rs): the default site's own keys…
     pub(super) index: Option<Vec<String>>,

@@ -54,6 +54,9 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     if config.workers == 0 {
         return err("--workers: must be at least 1");
     }
+    if config.open_file_cache && config.open_file_cache_entries == 0 {
+        return err("open_file_cache_entries: must be at least 1 (or open_file_cache = false)");
+    }
     if config.max_connections == 0 {
         return err("max_connections: must be at least 1");
     }

@@ -39,6 +39,9 @@ impl SendFileDirs {
                     cache_control,
                     Vec::new(),
                     FollowSymlinks::No,
+                    // Scripts name files anywhere in these directories:
+                    // resolved afresh each time, not cached.
+                    None,
                 )
                 .map_err(|e| ConfigError(format!("x_sendfile: {}: {e}", d.display())))?;
                 Ok((d.clone(), statics))

@@ -289,7 +289,9 @@ async fn on_blocking_pool<T: Send + 'static>(
     range: &FileRange,
     read: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let file = range.file.try_clone()?;
+    // The descriptor may be the open-file cache's: share it (every read
+    // gives its offset), no `dup`.
+    let file = range.file.clone();
     tokio::task::spawn_blocking(move || read(&file))
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
@@ -334,7 +336,7 @@ mod tests {
         exact(&f, 1 << 20, 2 << 20, true);
         exact(&f, 0, len, false);
         let range = FileRange {
-            file: f,
+            file: std::sync::Arc::new(f),
             offset: 0,
             len,
         };

@@ -13,12 +13,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
-/// The validators of one representation (one file, one content coding).
+/// The validators of one representation (one file, one content coding),
+/// with their header values made once (a cached file's are reused by
+/// every response).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
     /// With its quotes: `"SIZE-SECS.NANOS"` in hex, e.g. `"1a-65f0c2a1.5"`.
     pub etag: String,
     pub modified: Option<SystemTime>,
+    /// `etag` as a header value.
+    etag_value: Option<HeaderValue>,
+    /// `Last-Modified` as a header value.
+    modified_value: Option<HeaderValue>,
 }
 
 impl Validators {
@@ -27,20 +33,22 @@ impl Validators {
         let d = modified
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
             .unwrap_or_default();
+        let etag = format!(
+            "\"{:x}-{:x}.{:x}{suffix}\"",
+            len,
+            d.as_secs(),
+            d.subsec_nanos()
+        );
+        // `from_maybe_shared` takes the string's buffer instead of a copy.
+        let modified_value = modified
+            .map(httpdate::fmt_http_date)
+            .and_then(|d| HeaderValue::from_maybe_shared(bytes::Bytes::from(d)).ok());
         Validators {
-            etag: format!(
-                "\"{:x}-{:x}.{:x}{suffix}\"",
-                len,
-                d.as_secs(),
-                d.subsec_nanos()
-            ),
+            etag_value: HeaderValue::from_str(&etag).ok(),
+            etag,
             modified,
+            modified_value,
         }
-    }
-
-    /// `Last-Modified` as an HTTP date (whole seconds).
-    pub fn last_modified(&self) -> Option<String> {
-        self.modified.map(httpdate::fmt_http_date)
     }
 
     /// The modification time in whole seconds, the precision of HTTP dates.
@@ -51,15 +59,11 @@ impl Validators {
 
     /// Write `ETag` and `Last-Modified` into `headers`.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.etag) {
-            headers.insert(header::ETAG, v);
+        if let Some(v) = &self.etag_value {
+            headers.insert(header::ETAG, v.clone());
         }
-        // `from_maybe_shared` takes the string's buffer instead of a copy.
-        if let Some(v) = self
-            .last_modified()
-            .and_then(|d| HeaderValue::from_maybe_shared(bytes::Bytes::from(d)).ok())
-        {
-            headers.insert(header::LAST_MODIFIED, v);
+        if let Some(v) = &self.modified_value {
+            headers.insert(header::LAST_MODIFIED, v.clone());
         }
     }
 }

@@ -159,10 +159,11 @@ pub struct FileBody {
 }
 
 impl FileBody {
-    /// Stream `len` bytes of `file` from `offset`, `chunk` bytes at a time.
-    pub fn new(file: File, offset: u64, len: u64, chunk: usize) -> FileBody {
+    /// Stream `len` bytes of `file` from `offset`, `chunk` bytes at a time
+    /// (`file` may be shared: every read gives its offset).
+    pub fn new(file: Arc<File>, offset: u64, len: u64, chunk: usize) -> FileBody {
         FileBody {
-            file: Arc::new(file),
+            file,
             offset,
             remaining: len,
             chunk,
@@ -259,7 +260,7 @@ mod tests {
         for ((offset, len, chunk), try_cached) in
             cases.into_iter().flat_map(|c| [(c, true), (c, false)])
         {
-            let mut body = FileBody::new(f.try_clone().unwrap(), offset, len, chunk);
+            let mut body = FileBody::new(Arc::new(f.try_clone().unwrap()), offset, len, chunk);
             body.try_cached = try_cached;
             let got = body.collect().await.unwrap().to_bytes();
             assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
@@ -271,7 +272,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[1u8; 1000]).unwrap();
         for try_cached in [true, false] {
-            let mut body = FileBody::new(f.try_clone().unwrap(), 0, 5000, 4096);
+            let mut body = FileBody::new(Arc::new(f.try_clone().unwrap()), 0, 5000, 4096);
             body.try_cached = try_cached;
             assert!(body.collect().await.is_err());
         }

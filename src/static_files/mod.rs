@@ -21,9 +21,15 @@
 //!    in chunks, gzipped as they stream when step 4 said so — or, when the
 //!    front end sends files itself (`server/static_h1.rs`, with sendfile),
 //!    no body but a [`FileRange`] for it to send.
+//!
+//! Step 2 goes through the open-file cache (`cache.rs`) when it is on: a
+//! hit is an [`Entry`] with the file open, its validators and type made
+//! and, for a small file, its bytes, so steps 3 to 7 make no system call.
 
+mod cache;
 mod compression;
 mod conditional;
+mod entry;
 mod file_body;
 mod range;
 pub mod resolve;
@@ -31,17 +37,21 @@ pub mod resolve;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, Body};
 use crate::error::Error;
 use crate::uri_path::SafePath;
+use cache::OpenFileCache;
+pub use cache::{CacheLimits, CacheStats};
 use compression::{Accepted, Coding, GzipBody};
 use conditional::{Outcome, Validators};
+use entry::{Entry, Form, Source};
 use file_body::FileBody;
 pub use file_body::{in_page_cache, read_append, read_now, shrank};
-use resolve::{Found, Resolved, Resolver};
+use resolve::{Resolved, Resolver};
 
 /// Files (or parts) up to this size are read in one `pread` on the worker
 /// thread — page-cache fast, no trip to the blocking pool; larger ones are
@@ -54,48 +64,67 @@ const GZIP_CHUNK: usize = 64 * 1024;
 
 /// For a caller that sends file bytes itself ([`StaticFiles::serve_sending_files`]):
 /// the bytes an identity GET's body would have held; the body is empty and
-/// `Content-Length` is already `len`.
+/// `Content-Length` is already `len`. The file may be the open-file
+/// cache's, shared: send with an offset, never move its position.
 #[derive(Debug)]
 pub struct FileRange {
-    pub file: File,
+    pub file: Arc<File>,
     pub offset: u64,
     pub len: u64,
 }
 
 pub struct StaticFiles {
     resolver: Resolver,
+    cache: Option<OpenFileCache>,
     /// `Cache-Control` for file responses, if configured.
     cache_control: Option<HeaderValue>,
 }
 
+/// What step 2 found.
+enum Looked {
+    File(Arc<Entry>),
+    /// A directory asked for without its trailing slash.
+    AddSlash,
+}
+
 /// The bytes chosen for a response: which file, in which coding.
 struct Representation {
-    found: Found,
-    /// `Content-Encoding`; None for identity.
-    coding: Option<Coding>,
-    /// Gzip `found` while sending (else its bytes go out as they are).
-    gzip_on_the_fly: bool,
-    validators: Validators,
+    entry: Arc<Entry>,
+    kind: Kind,
     /// The response depends on `Accept-Encoding` (`Vary`).
     vary: bool,
 }
 
+enum Kind {
+    /// The file as it is.
+    Identity,
+    /// A `FILE.br` / `FILE.gz` sibling.
+    Precompressed(Coding, Arc<Source>),
+    /// The file gzipped while sending.
+    GzipOnTheFly,
+}
+
 impl StaticFiles {
     /// `root` and `hidden_dir` (the CGI directory) must be canonical;
-    /// `cache_control` was validated as a header value with the config.
+    /// `cache_control` was validated as a header value with the config;
+    /// `cache`: the open-file cache's limits, None for no cache.
     pub fn new(
         root: PathBuf,
         hidden_dir: Option<PathBuf>,
         cache_control: Option<&str>,
         index: Vec<String>,
         follow: crate::config::FollowSymlinks,
+        cache: Option<CacheLimits>,
     ) -> io::Result<StaticFiles> {
         let cache_control = cache_control
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let resolver = Resolver::new(root, hidden_dir, index, follow)?;
+        let cache = cache.map(|limits| OpenFileCache::new(limits, resolver.root_dir().clone()));
         Ok(StaticFiles {
-            resolver: Resolver::new(root, hidden_dir, index, follow)?,
+            resolver,
+            cache,
             cache_control,
         })
     }
@@ -104,10 +133,15 @@ impl StaticFiles {
         self.resolver.root()
     }
 
+    /// What the open-file cache holds (None: no cache).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(OpenFileCache::stats)
+    }
+
     /// Whether `path` names something to serve (a file, or a directory
     /// with an index), without serving it.
     pub fn resolves(&self, path: &SafePath) -> Result<(), Error> {
-        self.resolver.resolve(path).map(drop)
+        self.lookup(path).map(drop)
     }
 
     pub async fn serve(
@@ -121,7 +155,8 @@ impl StaticFiles {
     }
 
     /// [`serve`](Self::serve), but the bytes of an identity GET come back
-    /// as a [`FileRange`] for the caller to send (with sendfile).
+    /// as a [`FileRange`] for the caller to send (with sendfile) — unless
+    /// the cache has them in memory: then they are the body.
     pub fn serve_sending_files(
         &self,
         method: &Method,
@@ -143,24 +178,22 @@ impl StaticFiles {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
-        let found = match self.resolver.resolve(path)? {
-            Resolved::AddSlash => return Ok((redirect_with_slash(path, uri), None)),
-            Resolved::File(f) => f,
+        let entry = match self.lookup(path)? {
+            Looked::AddSlash => return Ok((redirect_with_slash(path, uri), None)),
+            Looked::File(entry) => entry,
         };
-        let (content_type, text) = content_type(&found.rel);
-        let identity = Validators::new(found.meta.len(), found.meta.modified().ok(), "");
-        let ranges = requested_ranges(method, headers, &identity);
+        let ranges = requested_ranges(method, headers, &entry.main.validators);
         let rep = if ranges.is_some() {
-            Representation::identity(found, identity, text)
+            Representation::identity(entry)
         } else {
-            self.negotiate(headers, found, identity, text)
+            self.negotiate(headers, entry)
         };
-        match conditional::evaluate(headers, &rep.validators) {
+        match conditional::evaluate(headers, rep.validators()) {
             Outcome::Proceed => {}
             Outcome::NotModified => return Ok((self.not_modified(&rep), None)),
             Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
         }
-        let size = rep.found.meta.len();
+        let size = rep.source().found.meta.len();
         let part = match ranges.map(|specs| range::decide(&specs, size)) {
             Some(range::Decision::Unsatisfiable) => {
                 return Err(Error::RangeNotSatisfiable { size });
@@ -168,27 +201,62 @@ impl StaticFiles {
             Some(range::Decision::Part { start, end }) => Some((start, end)),
             Some(range::Decision::Full) | None => None,
         };
-        self.respond(method, rep, content_type, part, sends_files)
+        self.respond(method, rep, part, sends_files)
+    }
+
+    /// Step 2: the entry for `path`, from the cache or resolved now (and
+    /// cached, when the fast path found it).
+    fn lookup(&self, path: &SafePath) -> Result<Looked, Error> {
+        let Some(cache) = self.cache.as_ref().filter(|_| !path.has_encoded_slash()) else {
+            return self.resolve_now(path, None);
+        };
+        let key = cache_key(path);
+        if let Some(entry) = cache.get(&key) {
+            return Ok(Looked::File(entry));
+        }
+        let ticket = cache.begin(path, &key);
+        self.resolve_now(path, ticket)
+    }
+
+    fn resolve_now(&self, path: &SafePath, ticket: Option<cache::Ticket>) -> Result<Looked, Error> {
+        let found = match self.resolver.resolve(path)? {
+            Resolved::AddSlash => return Ok(Looked::AddSlash),
+            Resolved::File(found) => found,
+        };
+        let form = match &ticket {
+            Some(t) if found.direct => t.form(),
+            _ => Form::Uncached,
+        };
+        let small = self.cache.as_ref().map_or(0, OpenFileCache::small);
+        let (entry, cacheable) = Entry::build(found, form, &self.resolver, small);
+        let entry = Arc::new(entry);
+        if let Some(ticket) = ticket.filter(|_| cacheable) {
+            ticket.complete(entry.clone());
+        }
+        Ok(Looked::File(entry))
     }
 
     /// Step 4: the best coding the client accepts and we can offer.
-    fn negotiate(
-        &self,
-        headers: &HeaderMap,
-        found: Found,
-        identity: Validators,
-        text: bool,
-    ) -> Representation {
+    fn negotiate(&self, headers: &HeaderMap, entry: Arc<Entry>) -> Representation {
         let accepted = Accepted::parse(headers);
         for coding in accepted.in_order() {
-            if let Some(sibling) = self.resolver.sibling(&found, coding.extension()) {
-                return Representation::precompressed(sibling, coding);
+            if let Some(sibling) = entry.sibling(coding, &self.resolver) {
+                return Representation {
+                    entry,
+                    kind: Kind::Precompressed(coding, sibling),
+                    vary: true,
+                };
             }
-            if coding == Coding::Gzip && text && found.meta.len() >= compression::MIN_ON_THE_FLY {
-                return Representation::gzip(found);
+            let len = entry.main.found.meta.len();
+            if coding == Coding::Gzip && entry.text && len >= compression::MIN_ON_THE_FLY {
+                return Representation {
+                    entry,
+                    kind: Kind::GzipOnTheFly,
+                    vary: true,
+                };
             }
         }
-        Representation::identity(found, identity, text)
+        Representation::identity(entry)
     }
 
     /// Step 7: status, headers and body of a 200 or 206.
@@ -196,16 +264,17 @@ impl StaticFiles {
         &self,
         method: &Method,
         rep: Representation,
-        content_type: HeaderValue,
         part: Option<(u64, u64)>,
         sends_files: bool,
     ) -> Result<(Response<Body>, Option<FileRange>), Error> {
-        let size = rep.found.meta.len();
+        let source = rep.source();
+        let size = source.found.meta.len();
         let (start, end) = part.unwrap_or((0, size));
+        let gzip = matches!(rep.kind, Kind::GzipOnTheFly);
         let mut resp = Response::new(body::empty());
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, content_type);
-        if !rep.gzip_on_the_fly {
+        h.insert(header::CONTENT_TYPE, rep.entry.content_type.clone());
+        if !gzip {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
         }
         if part.is_some() {
@@ -214,7 +283,7 @@ impl StaticFiles {
                 h.insert(header::CONTENT_RANGE, v);
             }
         }
-        if let Some(c) = rep.coding {
+        if let Some(c) = rep.coding() {
             h.insert(
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(c.token()),
@@ -225,20 +294,20 @@ impl StaticFiles {
         if part.is_some() {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
-        if method == Method::GET && sends_files && !rep.gzip_on_the_fly {
+        if method != Method::GET {
+            return Ok((resp, None));
+        }
+        if gzip {
+            *resp.body_mut() = GzipBody::wrap(file_body(source, 0, size, GZIP_CHUNK)?);
+        } else if sends_files && source.bytes.is_none() {
             let file = FileRange {
-                file: rep.found.file,
+                file: source.found.file.clone(),
                 offset: start,
                 len: end - start,
             };
             return Ok((resp, Some(file)));
-        }
-        if method == Method::GET {
-            *resp.body_mut() = if rep.gzip_on_the_fly {
-                GzipBody::wrap(file_body(rep.found, 0, size, GZIP_CHUNK)?)
-            } else {
-                file_body(rep.found, start, end - start, file_body::CHUNK)?
-            };
+        } else {
+            *resp.body_mut() = file_body(source, start, end - start, file_body::CHUNK)?;
         }
         Ok((resp, None))
     }
@@ -254,7 +323,7 @@ impl StaticFiles {
 
     /// `ETag`, `Last-Modified`, `Vary`, `Cache-Control`.
     fn cache_headers(&self, rep: &Representation, h: &mut HeaderMap) {
-        rep.validators.insert_into(h);
+        rep.validators().insert_into(h);
         if rep.vary {
             h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
@@ -267,42 +336,55 @@ impl StaticFiles {
 impl Representation {
     /// The file as it is. `Vary` still goes on text files: another client
     /// may get them compressed.
-    fn identity(found: Found, validators: Validators, text: bool) -> Representation {
+    fn identity(entry: Arc<Entry>) -> Representation {
+        let vary = entry.text;
         Representation {
-            found,
-            coding: None,
-            gzip_on_the_fly: false,
-            validators,
-            vary: text,
+            entry,
+            kind: Kind::Identity,
+            vary,
         }
     }
 
-    /// A `FILE.br` / `FILE.gz` sibling, validated by its own size and time.
-    fn precompressed(sibling: Found, coding: Coding) -> Representation {
-        let m = &sibling.meta;
-        let validators = Validators::new(m.len(), m.modified().ok(), coding.etag_suffix());
-        Representation {
-            found: sibling,
-            coding: Some(coding),
-            gzip_on_the_fly: false,
-            validators,
-            vary: true,
+    /// The file whose bytes are sent.
+    fn source(&self) -> &Source {
+        match &self.kind {
+            Kind::Precompressed(_, sibling) => sibling,
+            Kind::Identity | Kind::GzipOnTheFly => &self.entry.main,
         }
     }
 
-    /// `found` gzipped as it streams: the same bytes every time, so the
-    /// identity validators plus a suffix identify it.
-    fn gzip(found: Found) -> Representation {
-        let m = &found.meta;
-        let validators = Validators::new(m.len(), m.modified().ok(), Coding::Gzip.etag_suffix());
-        Representation {
-            found,
-            coding: Some(Coding::Gzip),
-            gzip_on_the_fly: true,
-            validators,
-            vary: true,
+    /// Each coding has its own: a sibling is validated by its own size and
+    /// time, on-the-fly gzip by the file's plus a suffix.
+    fn validators(&self) -> &Validators {
+        match &self.kind {
+            Kind::Identity => &self.entry.main.validators,
+            Kind::Precompressed(_, sibling) => &sibling.validators,
+            Kind::GzipOnTheFly => self.entry.gzip_validators(),
         }
     }
+
+    /// `Content-Encoding`; None for identity.
+    fn coding(&self) -> Option<Coding> {
+        match &self.kind {
+            Kind::Identity => None,
+            Kind::Precompressed(coding, _) => Some(*coding),
+            Kind::GzipOnTheFly => Some(Coding::Gzip),
+        }
+    }
+}
+
+/// The cache's key for a request path: `/a/b.txt`; a directory (index)
+/// request ends in `/`.
+fn cache_key(path: &SafePath) -> String {
+    let mut key = String::with_capacity(64);
+    for segment in &path.segments {
+        key.push('/');
+        key.push_str(segment);
+    }
+    if path.trailing_slash || path.segments.is_empty() {
+        key.push('/');
+    }
+    key
 }
 
 /// Step 3: the byte ranges to honour, if any. Only GET has ranges (RFC
@@ -320,15 +402,25 @@ fn requested_ranges(
     conditional::if_range_holds(headers, identity).then_some(specs)
 }
 
-/// `len` bytes of `found` from `offset`: read now when small, else
-/// streamed in `chunk`-sized reads.
-fn file_body(found: Found, offset: u64, len: u64, chunk: usize) -> Result<Body, Error> {
+/// `len` bytes of `source` from `offset`: from its cached bytes, read now
+/// when small, else streamed in `chunk`-sized reads.
+fn file_body(source: &Source, offset: u64, len: u64, chunk: usize) -> Result<Body, Error> {
+    if let Some(bytes) = &source.bytes {
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(offset + len).ok())
+            .filter(|(start, end)| start <= end && *end <= bytes.len());
+        let (start, end) =
+            range.ok_or_else(|| Error::Internal("range outside a cached file".into()))?;
+        return Ok(body::full(bytes.slice(start..end)));
+    }
+    let found = &source.found;
     if len <= SMALL_FILE {
         let bytes = file_body::read_now(&found.file, offset, len as usize)
             .map_err(|e| Error::Internal(format!("reading {}: {e}", found.rel.display())))?;
         return Ok(body::full(bytes));
     }
-    Ok(FileBody::new(found.file, offset, len, chunk).boxed())
+    Ok(FileBody::new(found.file.clone(), offset, len, chunk).boxed())
 }
 
 /// 301 to the directory `path` with a slash, built from the normalised

@@ -18,14 +18,20 @@
 //!
 //! Files are opened `O_NONBLOCK` so that a FIFO in the root cannot block a
 //! worker in `open`; anything not regular is then refused after `fstat`.
+//!
+//! [`Found::direct`] says which path found a file: only files the fast path
+//! opened (no symlink anywhere on the way, so the request path is the real
+//! path) may go into the open-file cache (`cache.rs`).
 
 use std::ffi::CString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::config::FollowSymlinks;
 use crate::error::Error;
@@ -79,10 +85,16 @@ impl From<OpenError> for Error {
 
 /// An open file and what `fstat` said about it.
 pub struct Found {
-    pub file: File,
+    /// Shared by every response that sends from it: all reads give their
+    /// offset (`pread`, `sendfile` with an offset), none moves the file
+    /// position.
+    pub file: Arc<File>,
     pub meta: Metadata,
     /// The path below the root as requested (its extension names the type).
     pub rel: PathBuf,
+    /// Opened by the fast path: no symlink on the way, `rel` is the real
+    /// path below the root.
+    pub direct: bool,
 }
 
 // Built once per request and unpacked at once: boxing `Found` would only
@@ -98,7 +110,7 @@ pub struct Resolver {
     /// Canonical document root.
     root: PathBuf,
     /// The root, opened once: every lookup is relative to this fd.
-    root_dir: File,
+    root_dir: Arc<File>,
     /// Canonical CGI directory, never served as files.
     hidden: Option<PathBuf>,
     /// The CGI directory relative to the root, when it lies inside it.
@@ -129,7 +141,7 @@ impl Resolver {
             .map(Path::to_path_buf);
         Ok(Resolver {
             root,
-            root_dir,
+            root_dir: Arc::new(root_dir),
             hidden,
             hidden_rel,
             has_openat2: AtomicBool::new(true),
@@ -140,6 +152,11 @@ impl Resolver {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The root directory (an `O_PATH` descriptor) every lookup starts from.
+    pub fn root_dir(&self) -> &Arc<File> {
+        &self.root_dir
     }
 
     /// The file a request path names: the file itself, or the first index
@@ -197,19 +214,20 @@ impl Resolver {
     /// Open `rel` (below the root, plain names only) under this
     /// resolver's rules, for `access`, or say why not.
     pub fn open_as(&self, rel: &Path, access: Access) -> Result<Found, OpenError> {
-        let file = match self.openat2_beneath(rel, access) {
+        let (file, direct) = match self.openat2_beneath(rel, access) {
             Ok(_) if self.hidden_lexically(rel) => return Err(Error::NotFound.into()),
-            Ok(file) => file,
-            Err(e) if needs_slow_path(&e) => self.open_canonical(rel, access)?,
+            Ok(file) => (file, true),
+            Err(e) if needs_slow_path(&e) => (self.open_canonical(rel, access)?, false),
             Err(e) => return Err(io_error(e, rel).into()),
         };
         let meta = file
             .metadata()
             .map_err(|e| Error::Internal(format!("fstat {}: {e}", rel.display())))?;
         Ok(Found {
-            file,
+            file: Arc::new(file),
             meta,
             rel: rel.to_path_buf(),
+            direct,
         })
     }
 
@@ -303,7 +321,7 @@ impl Resolver {
         if !self.has_openat2.load(Ordering::Relaxed) {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
-        let opened = openat2(&self.root_dir, rel, access);
+        let opened = openat2(&self.root_dir, rel, access.flags()).map(File::from);
         if let Err(e) = &opened {
             if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
                 self.has_openat2.store(false, Ordering::Relaxed);
@@ -314,9 +332,16 @@ impl Resolver {
     }
 }
 
-/// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, read-only
-/// or `O_PATH`.
-fn openat2(dir: &File, rel: &Path, access: Access) -> io::Result<File> {
+/// The directory `rel` below `root` as an `O_PATH` descriptor, by the
+/// fast path's rules (beneath the root, no symlink anywhere): the very
+/// directory a file lookup through `rel` passes.
+pub fn open_dir_beneath(root: &File, rel: &Path) -> io::Result<OwnedFd> {
+    openat2(root, rel, libc::O_PATH | libc::O_DIRECTORY)
+}
+
+/// `openat2(dir, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` with `O_RDONLY
+/// | O_CLOEXEC | flags`.
+fn openat2(dir: &File, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -326,7 +351,7 @@ fn openat2(dir: &File, rel: &Path, access: Access) -> io::Result<File> {
     let name = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | access.flags()) as u64,
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | flags) as u64,
         mode: 0,
         resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
     };
@@ -345,7 +370,7 @@ fn openat2(dir: &File, rel: &Path, access: Access) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { File::from_raw_fd(fd as libc::c_int) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 #[cfg(test)]

@@ -193,3 +193,71 @@ fn the_checker_reports_each_upward_import() {
     )];
     assert!(violations(&quiet).is_empty());
 }
+
+/// Every file under `src/` is short enough to read in one sitting.
+#[test]
+fn no_source_file_is_over_500_lines() {
+    let long: Vec<String> = src_files()
+        .iter()
+        .map(|(p, text)| (p, text.lines().count()))
+        .filter(|(_, n)| *n > 500)
+        .map(|(p, n)| format!("src/{} has {n} lines", p.display()))
+        .collect();
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+/// The length of each `fn` in `source` (from its line to the line that
+/// closes it at the same indentation), by name.
+fn function_lengths(source: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = line.len() - code.len();
+        let words: Vec<&str> = code.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let before_ok = words[..at]
+            .iter()
+            .all(|w| matches!(*w, "pub" | "async" | "const" | "unsafe") || w.starts_with("pub("));
+        if !before_ok || code.ends_with(';') || at + 1 >= words.len() {
+            continue;
+        }
+        let name: String = words[at + 1]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = " ".repeat(indent) + "}";
+        let end = lines[i + 1..]
+            .iter()
+            .position(|l| l.starts_with(&close) && l.len() - l.trim_start().len() == indent)
+            .map_or(lines.len(), |k| i + 1 + k);
+        found.push((name, end - i + 1));
+    }
+    found
+}
+
+/// No function is over 80 lines.
+#[test]
+fn no_function_is_over_80_lines() {
+    let long: Vec<String> = src_files()
+        .iter()
+        .flat_map(|(p, text)| {
+            function_lengths(text)
+                .into_iter()
+                .filter(|(_, n)| *n > 80)
+                .map(move |(name, n)| format!("src/{}: fn {name} has {n} lines", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+/// The length checker measures what it should.
+#[test]
+fn function_lengths_are_measured() {
+    let body = "    let x = 1;\n".repeat(90);
+    let source = format!("pub fn short() {{\n}}\n\nasync fn long() {{\n{body}}}\n");
+    let found = function_lengths(&source);
+    assert_eq!(found, vec![("short".into(), 2), ("long".into(), 92)]);
+}

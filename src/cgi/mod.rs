@@ -136,34 +136,14 @@ impl CgiEngine {
             script_filename: &target.program,
             document_root,
         };
-        let spec = SpawnSpec {
-            program: &target.program,
-            env: env::build(&facts, &script, &self.server),
-            stdin: stdin_source,
-            request_id,
-            script_name: &target.script_name,
-        };
-        let mut spawned = process::spawn(spec, self.groups.clone(), permit).map_err(|e| {
-            Error::BadGateway(format!("cannot execute {}: {e}", target.program.display()))
-        })?;
+        let env = env::build(&facts, &script, &self.server);
+        let mut spawned = self.spawn(&target, env, stdin_source, request_id, permit)?;
 
         // 5. Body in, head out, concurrently.
         if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
             tokio::spawn(stdin::pump(body, stdin, self.limits.timeout));
         }
-        let mut stdout = output::Stdout(&mut spawned.stdout);
-        let read = read_head(
-            &mut stdout,
-            self.limits.max_response_header,
-            self.limits.timeout,
-        );
-        let head = read.await.map_err(|e| {
-            let from = Origin {
-                tag: &target.script_name,
-                backend: None,
-            };
-            e.into_error(&from, self.limits.timeout)
-        })?;
+        let head = self.read_head(&mut spawned.stdout, &target).await?;
         let (first_body, block) = (head.first_body, &head.block[..]);
 
         // 6. Classify.
@@ -198,6 +178,46 @@ impl CgiEngine {
 }
 
 impl CgiEngine {
+    /// Start the program with its environment and stdin.
+    fn spawn(
+        &self,
+        target: &target::CgiTarget,
+        env: Vec<env::EnvVar>,
+        stdin: StdinSource,
+        request_id: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<process::Spawned, Error> {
+        let spec = SpawnSpec {
+            program: &target.program,
+            env,
+            stdin,
+            request_id,
+            script_name: &target.script_name,
+        };
+        process::spawn(spec, self.groups.clone(), permit).map_err(|e| {
+            Error::BadGateway(format!("cannot execute {}: {e}", target.program.display()))
+        })
+    }
+
+    /// The script's header block from its stdout (errors: 502/504).
+    async fn read_head(
+        &self,
+        stdout: &mut tokio::process::ChildStdout,
+        target: &target::CgiTarget,
+    ) -> Result<crate::gateway::head::Head, Error> {
+        let mut source = output::Stdout(stdout);
+        let limits = &self.limits;
+        read_head(&mut source, limits.max_response_header, limits.timeout)
+            .await
+            .map_err(|e| {
+                let from = Origin {
+                    tag: &target.script_name,
+                    backend: None,
+                };
+                e.into_error(&from, limits.timeout)
+            })
+    }
+
     /// A process slot, waiting up to `queue_timeout` (then 503).
     async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
         tokio::time::timeout(

@@ -251,7 +251,7 @@ struct Watch {
 }
 
 async fn supervise(
-    mut child: Child,
+    child: Child,
     pid: u32,
     stderr: Option<ChildStderr>,
     watch: Watch,
@@ -319,18 +319,24 @@ async fn supervise(
         log.flush();
     }
     registry.remove(pid);
-    // Reap. After SIGKILL this returns at once.
+    reap(child, pid, pidfd.is_none(), &tag).await;
+    drop(permit);
+}
+
+/// Reap the main process (after SIGKILL this returns at once) and log
+/// how it ended. Without a pidfd its exit was not watched: kill the group
+/// first.
+async fn reap(mut child: Child, pid: u32, unwatched: bool, tag: &str) {
     let status = match child.try_wait() {
         Ok(Some(s)) => Ok(s),
         _ => {
-            if pidfd.is_none() {
+            if unwatched {
                 kill_group(pid);
             }
             child.wait().await
         }
     };
-    log_exit(&tag, status);
-    drop(permit);
+    log_exit(tag, status);
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -319,86 +319,8 @@ fn check(input: &[u8]) -> Result<(), TestCaseError> {
     let parsed = httparse_view(input);
     match ours {
         Head::Complete(req, len) => {
-            // httparse as hyper calls it takes the same head, as the same
-            // request.
-            let Httparse::Complete {
-                len: their_len,
-                method,
-                path,
-                version,
-                headers,
-            } = parsed
-            else {
-                return Err(TestCaseError::fail(format!(
-                    "{}: served here, but httparse says {parsed:?}",
-                    show(input)
-                )));
-            };
-            prop_assert_eq!(len, their_len);
-            prop_assert_eq!(req.method().as_str(), method);
-            // As hyper reads the target (a fragment is dropped alike).
-            let target = Uri::try_from(path.as_str()).ok();
-            prop_assert_eq!(Some(req.uri()), target.as_ref());
-            let want = if version == 1 {
-                Version::HTTP_11
-            } else {
-                Version::HTTP_10
-            };
-            prop_assert_eq!(req.version(), want);
-            let ours: Vec<(String, Vec<u8>)> = req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-                .collect();
-            let mut theirs: Vec<(String, Vec<u8>)> = headers
-                .into_iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), v))
-                .collect();
-            // A HeaderMap groups a name's values; compare as hyper's map.
-            let mut grouped = HeaderMap::new();
-            for (n, v) in &theirs {
-                grouped.append(
-                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                    HeaderValue::from_bytes(v).unwrap(),
-                );
-            }
-            theirs = grouped
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-                .collect();
-            prop_assert_eq!(ours, theirs);
-
-            // And hyper itself serves it, as the same request, and keeps
-            // the connection exactly when the static path does.
-            match hyper_view(&input[..len]) {
-                Hyper::Served { req: theirs, kept } => {
-                    prop_assert_eq!(theirs.method(), req.method());
-                    prop_assert_eq!(theirs.uri(), req.uri());
-                    prop_assert_eq!(theirs.version(), req.version());
-                    // hyper keeps one of repeated equal `Content-Length`s
-                    // (the static path accepts only `0`, and no handler
-                    // reads a GET's length): compare the rest exactly.
-                    let mut ours = req.headers().clone();
-                    if let Some(length) = ours.get(header::CONTENT_LENGTH).cloned() {
-                        ours.insert(header::CONTENT_LENGTH, length);
-                    }
-                    prop_assert_eq!(theirs.headers(), &ours);
-                    prop_assert_eq!(
-                        kept,
-                        wants_keep_alive(&req),
-                        "{}: keep-alive here {}, in hyper {}",
-                        show(input),
-                        wants_keep_alive(&req),
-                        kept
-                    );
-                }
-                other => {
-                    return Err(TestCaseError::fail(format!(
-                        "{}: served here, but hyper: {other:?}",
-                        show(input)
-                    )))
-                }
-            }
+            same_as_httparse(input, &req, len, parsed)?;
+            same_as_hyper(input, &req, len)?;
         }
         Head::Partial => {
             prop_assert_eq!(&parsed, &Httparse::Partial, "{}", show(input));
@@ -423,6 +345,102 @@ fn check(input: &[u8]) -> Result<(), TestCaseError> {
                     theirs
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// A head served here is the one httparse (as hyper calls it) reads, as
+/// the same request.
+fn same_as_httparse(
+    input: &[u8],
+    req: &Request<()>,
+    len: usize,
+    parsed: Httparse,
+) -> Result<(), TestCaseError> {
+    // httparse as hyper calls it takes the same head, as the same
+    // request.
+    let Httparse::Complete {
+        len: their_len,
+        method,
+        path,
+        version,
+        headers,
+    } = parsed
+    else {
+        return Err(TestCaseError::fail(format!(
+            "{}: served here, but httparse says {parsed:?}",
+            show(input)
+        )));
+    };
+    prop_assert_eq!(len, their_len);
+    prop_assert_eq!(req.method().as_str(), method);
+    // As hyper reads the target (a fragment is dropped alike).
+    let target = Uri::try_from(path.as_str()).ok();
+    prop_assert_eq!(Some(req.uri()), target.as_ref());
+    let want = if version == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    prop_assert_eq!(req.version(), want);
+    let ours: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let mut theirs: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    // A HeaderMap groups a name's values; compare as hyper's map.
+    let mut grouped = HeaderMap::new();
+    for (n, v) in &theirs {
+        grouped.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(v).unwrap(),
+        );
+    }
+    theirs = grouped
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    prop_assert_eq!(ours, theirs);
+    Ok(())
+}
+
+/// hyper itself serves it, as the same request, and keeps the connection
+/// exactly when the static path does.
+fn same_as_hyper(input: &[u8], req: &Request<()>, len: usize) -> Result<(), TestCaseError> {
+    // And hyper itself serves it, as the same request, and keeps
+    // the connection exactly when the static path does.
+    match hyper_view(&input[..len]) {
+        Hyper::Served { req: theirs, kept } => {
+            prop_assert_eq!(theirs.method(), req.method());
+            prop_assert_eq!(theirs.uri(), req.uri());
+            prop_assert_eq!(theirs.version(), req.version());
+            // hyper keeps one of repeated equal `Content-Length`s
+            // (the static path accepts only `0`, and no handler
+            // reads a GET's length): compare the rest exactly.
+            let mut ours = req.headers().clone();
+            if let Some(length) = ours.get(header::CONTENT_LENGTH).cloned() {
+                ours.insert(header::CONTENT_LENGTH, length);
+            }
+            prop_assert_eq!(theirs.headers(), &ours);
+            prop_assert_eq!(
+                kept,
+                wants_keep_alive(req),
+                "{}: keep-alive here {}, in hyper {}",
+                show(input),
+                wants_keep_alive(req),
+                kept
+            );
+        }
+        other => {
+            return Err(TestCaseError::fail(format!(
+                "{}: served here, but hyper: {other:?}",
+                show(input)
+            )))
         }
     }
     Ok(())

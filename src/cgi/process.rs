@@ -123,13 +123,6 @@ impl ProcessHandle {
             let _ = tx.send(Finish::Done { grace });
         }
     }
-
-    /// Kill the process group now.
-    pub fn kill(mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Finish::Kill);
-        }
-    }
 }
 
 impl Drop for ProcessHandle {

@@ -32,7 +32,7 @@ mod slot;
 mod task;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -52,8 +52,6 @@ pub const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// What routes see of one generation.
 pub struct Generation {
-    pub id: u32,
-    pub socket: PathBuf,
     pub balancer: Balancer,
     /// Requests between `PoolHandle::current` and their checkout.
     users: AtomicUsize,

@@ -41,7 +41,7 @@ mod head;
 mod respond;
 
 use head::{parse_head, wants_keep_alive, Head};
-use respond::{respond, Exchange};
+use respond::{respond, Terms};
 
 /// Header lines one request may have here; more go to hyper (which takes
 /// up to 100).
@@ -223,7 +223,7 @@ impl<'a> Connection<'a> {
         req: &Request<()>,
         (resp, file, mut record): (Response<Body>, Option<FileRange>, AccessRecord),
     ) -> bool {
-        let ex = Exchange {
+        let ex = Terms {
             version: req.version(),
             head_only: req.method() == Method::HEAD,
             keep_alive: wants_keep_alive(req) && !*self.stop.borrow(),

@@ -70,7 +70,7 @@ impl Validators {
 
 /// What the preconditions say about a GET or HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Precondition {
     /// Serve the representation (possibly a range of it).
     Proceed,
     /// 304: the client's copy is current.
@@ -82,26 +82,26 @@ pub enum Outcome {
 /// Evaluate the preconditions of a GET/HEAD in RFC 9110 §13.2.2 order:
 /// If-Match, else If-Unmodified-Since; then If-None-Match, else
 /// If-Modified-Since. Unparseable dates make their header ignored.
-pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Outcome {
+pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Precondition {
     if let Some(list) = text(headers, header::IF_MATCH) {
         if !tag_list_matches(&list, &v.etag, Comparison::Strong) {
-            return Outcome::PreconditionFailed;
+            return Precondition::PreconditionFailed;
         }
     } else if let Some(since) = date(headers, header::IF_UNMODIFIED_SINCE) {
         if v.modified_secs().is_some_and(|m| m > since) {
-            return Outcome::PreconditionFailed;
+            return Precondition::PreconditionFailed;
         }
     }
     if let Some(list) = text(headers, header::IF_NONE_MATCH) {
         if tag_list_matches(&list, &v.etag, Comparison::Weak) {
-            return Outcome::NotModified;
+            return Precondition::NotModified;
         }
     } else if let Some(since) = date(headers, header::IF_MODIFIED_SINCE) {
         if v.modified_secs().is_some_and(|m| m <= since) {
-            return Outcome::NotModified;
+            return Precondition::NotModified;
         }
     }
-    Outcome::Proceed
+    Precondition::Proceed
 }
 
 /// True when a `Range` may be honoured: no `If-Range`, or one that names
@@ -225,11 +225,11 @@ mod tests {
 
     #[test]
     fn preconditions_in_rfc_order() {
-        use Outcome::*;
+        use Precondition::*;
         let tag = v().etag;
         let weak = format!("W/{tag}");
         let (before, same, after) = (date_at(T - 1), date_at(T), date_at(T + 1));
-        let table: Vec<(Vec<(&'static str, &str)>, Outcome)> = vec![
+        let table: Vec<(Vec<(&'static str, &str)>, Precondition)> = vec![
             (vec![], Proceed),
             (vec![("if-none-match", &tag)], NotModified),
             (vec![("if-none-match", &weak)], NotModified),
@@ -280,7 +280,7 @@ mod tests {
         assert!(tag_list_matches("\"a,b\"", "\"a,b\"", Comparison::Strong));
         assert!(!tag_list_matches("\"a", "\"a\"", Comparison::Weak));
         let h = headers(&[("if-none-match", "\"x\""), ("if-none-match", &tag)]);
-        assert_eq!(evaluate(&h, &v()), Outcome::NotModified);
+        assert_eq!(evaluate(&h, &v()), Precondition::NotModified);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use crate::uri_path::SafePath;
 use cache::OpenFileCache;
 pub use cache::{CacheLimits, CacheStats};
 use compression::{Accepted, Coding, GzipBody};
-use conditional::{Outcome, Validators};
+use conditional::{Precondition, Validators};
 use entry::{Entry, Form, Source};
 use file_body::FileBody;
 pub use file_body::{in_page_cache, read_append, read_now, shrank};
@@ -189,9 +189,9 @@ impl StaticFiles {
             self.negotiate(headers, entry)
         };
         match conditional::evaluate(headers, rep.validators()) {
-            Outcome::Proceed => {}
-            Outcome::NotModified => return Ok((self.not_modified(&rep), None)),
-            Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
+            Precondition::Proceed => {}
+            Precondition::NotModified => return Ok((self.not_modified(&rep), None)),
+            Precondition::PreconditionFailed => return Err(Error::PreconditionFailed),
         }
         let size = rep.source().found.meta.len();
         let part = match ranges.map(|specs| range::decide(&specs, size)) {

@@ -1,5 +1,5 @@
 //! The supervisor's view of a generation: its worker [`Slot`]s (one state
-//! enum per worker position) and the [`Gen`] that owns them, with the two
+//! enum per worker position) and the [`GenerationState`] that owns them, with the two
 //! stop paths (retire, shutdown) and the restart back-off.
 
 use std::os::unix::net::UnixListener;
@@ -76,7 +76,7 @@ impl Slot {
 }
 
 /// A generation as the supervisor holds it.
-pub(super) struct Gen {
+pub(super) struct GenerationState {
     pub(super) id: u32,
     /// Dropped when the generation retires: that closes its kept-alive
     /// connections (their workers go back to accept, then get SIGTERM).
@@ -88,7 +88,7 @@ pub(super) struct Gen {
     pub(super) retiring_since: Option<Instant>,
 }
 
-impl Gen {
+impl GenerationState {
     pub(super) fn live(&self) -> usize {
         self.slots.iter().filter(|s| s.live()).count()
     }

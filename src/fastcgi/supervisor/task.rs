@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 mod replace;
 
-use super::slot::{backoff, Gen, Slot};
+use super::slot::{backoff, GenerationState, Slot};
 use super::{Control, Generation, Shared, WorkerStatus, FAIL_AFTER, MIN_UPTIME, TERM_GRACE};
 use crate::config::{BackendAddr, SpawnRoute};
 use crate::fastcgi::pool::{Backend, Balancer};
@@ -30,7 +30,7 @@ const RETRY_REPLACE: Duration = Duration::from_secs(30);
 
 /// A generation being started to replace the serving one.
 struct Candidate {
-    gen: Gen,
+    gen: GenerationState,
     why: String,
     probe: oneshot::Receiver<io::Result<()>>,
     _probe_task: AbortOnDrop,
@@ -51,9 +51,9 @@ pub(super) struct Supervisor {
     runtime_dir: PathBuf,
     index: usize,
     drain_limit: Duration,
-    current: Option<Gen>,
+    current: Option<GenerationState>,
     candidate: Option<Candidate>,
-    retiring: Vec<Gen>,
+    retiring: Vec<GenerationState>,
     /// Consecutive workers of the serving generation that died young.
     fast_failures: u32,
     next_gen: u32,
@@ -72,7 +72,7 @@ pub(super) struct Supervisor {
     control: mpsc::Receiver<Control>,
 }
 
-fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(p: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
@@ -89,7 +89,7 @@ impl Supervisor {
     ) -> io::Result<()> {
         let mut sup = Supervisor {
             shared,
-            mtimes: spec.watch.iter().map(|p| stamp(p)).collect(),
+            mtimes: spec.watch.iter().map(|p| file_stamp(p)).collect(),
             spec,
             runtime_dir: runtime_dir.to_path_buf(),
             index,
@@ -180,7 +180,7 @@ impl Supervisor {
         &self.shared.label
     }
 
-    fn new_generation(&mut self) -> io::Result<Gen> {
+    fn new_generation(&mut self) -> io::Result<GenerationState> {
         let id = self.next_gen;
         self.next_gen += 1;
         let socket = self.runtime_dir.join(format!("p{}.g{id}.sock", self.index));
@@ -190,11 +190,9 @@ impl Supervisor {
             BackendAddr::Unix(socket.clone()),
             self.spec.workers as usize,
         );
-        let mut gen = Gen {
+        let mut gen = GenerationState {
             id,
             shared: Some(Arc::new(Generation {
-                id,
-                socket: socket.clone(),
                 balancer: Balancer::new(vec![backend]),
                 users: AtomicUsize::new(0),
             })),
@@ -210,7 +208,7 @@ impl Supervisor {
         Ok(gen)
     }
 
-    fn start_worker(&mut self, gen: &Gen) -> Slot {
+    fn start_worker(&mut self, gen: &GenerationState) -> Slot {
         let Some(listener) = &gen.listener else {
             return Slot::Exited;
         };
@@ -356,7 +354,7 @@ impl Supervisor {
     async fn stop(&mut self, grace: Duration) {
         *self.shared.write_current() = None;
         let kill_at = Instant::now() + grace;
-        let mut gens: Vec<Gen> = self.retiring.drain(..).collect();
+        let mut gens: Vec<GenerationState> = self.retiring.drain(..).collect();
         gens.extend(self.current.take());
         gens.extend(self.candidate.take().map(|c| c.gen));
         for gen in &mut gens {

@@ -22,7 +22,7 @@ use crate::log::AccessRecord;
 use crate::static_files::{read_append, FileRange};
 
 /// What the request asked of its response.
-pub(super) struct Exchange {
+pub(super) struct Terms {
     pub(super) version: Version,
     pub(super) head_only: bool,
     pub(super) keep_alive: bool,
@@ -44,7 +44,7 @@ pub(super) async fn respond(
     stream: &TcpStream,
     out: &mut BytesMut,
     (mut resp, mut file): (Response<Body>, Option<FileRange>),
-    ex: &Exchange,
+    ex: &Terms,
     send_timeout: Duration,
     record: &mut AccessRecord,
     sent: &mut u64,
@@ -124,7 +124,7 @@ pub(super) async fn respond(
 fn write_head(
     out: &mut BytesMut,
     resp: &Response<Body>,
-    ex: &Exchange,
+    ex: &Terms,
     file: Option<&FileRange>,
 ) -> Framing {
     let status = resp.status();

@@ -145,7 +145,7 @@ impl Supervisor {
         if !self.spec.reload {
             return previous;
         }
-        let now: Vec<_> = self.spec.watch.iter().map(|p| stamp(p)).collect();
+        let now: Vec<_> = self.spec.watch.iter().map(|p| file_stamp(p)).collect();
         for (i, stamp) in now.iter().enumerate() {
             if *stamp != self.mtimes[i] && *stamp == previous[i] && stamp.is_some() {
                 self.mtimes[i] = *stamp;
@@ -168,7 +168,7 @@ impl Supervisor {
             .spec
             .max_requests
             .saturating_mul(self.spec.workers as u64);
-        let used = self.current.as_ref().map_or(0, Gen::requests);
+        let used = self.current.as_ref().map_or(0, GenerationState::requests);
         if budget > 0 && used >= budget && Instant::now() >= self.replace_after {
             self.begin_replacement(format!(
                 "recycling after {used} requests (max_requests = {})",

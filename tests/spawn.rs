@@ -383,6 +383,31 @@ async fn sighup_starts_fresh_workers() {
     assert!(!old.contains(&pid_of(&resp).unwrap()));
 }
 
+/// A reload of a pool of the Perl example (libfcgi underneath) switches as
+/// soon as the new workers answer the probe; it used to wait out the
+/// probe's 10 s limit, because libfcgi ignores an unpadded FCGI_GET_VALUES.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_a_perl_pool_without_waiting_out_the_probe() {
+    let cmd = format!("/app=perl {}", example("app.fcgi"));
+    let srv = PoolServer::start(&["--spawn", &cmd, "--workers", "2"]);
+    let old = wait_workers(&srv, 2).await;
+    assert_eq!(get(srv.addr, "/app/").await.status, 200);
+    srv.signal(libc::SIGHUP);
+    let swapped = eventually(Duration::from_secs(5), || {
+        srv.stderr_text()
+            .contains("generation 2 is serving; generation 1 retires")
+    })
+    .await;
+    assert!(swapped, "{}", srv.stderr_text());
+    assert!(
+        !srv.stderr_text().contains("did not answer a probe"),
+        "{}",
+        srv.stderr_text()
+    );
+    let resp = get(srv.addr, "/app/").await;
+    assert!(!old.contains(&pid_of(&resp).unwrap()), "{}", resp.text());
+}
+
 /// The runtime dir named in the startup log.
 fn runtime_dir(srv: &BinServer) -> PathBuf {
     let log = srv.stderr_text();

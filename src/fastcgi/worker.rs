@@ -185,11 +185,17 @@ pub async fn probe(socket: &Path, limit: Duration) -> io::Result<()> {
         let mut s = tokio::net::UnixStream::connect(socket).await?;
         let mut pairs = Vec::with_capacity(32);
         proto::put_pair(&mut pairs, b"FCGI_MPXS_CONNS", b"");
-        let mut rec = BytesMut::with_capacity(proto::HEADER_LEN + pairs.len());
+        // Padded to a multiple of 8, as the spec recommends: libfcgi (Perl's
+        // FCGI module, C apps) never answers this record without padding —
+        // it waits for more input — and every reload then took the whole
+        // `limit`.
+        let padding = (8 - pairs.len() % 8) % 8;
+        let mut rec = BytesMut::with_capacity(proto::HEADER_LEN + pairs.len() + padding);
         rec.put_slice(&[1, GET_VALUES, 0, 0]);
         rec.put_u16(pairs.len() as u16);
-        rec.put_slice(&[0, 0]);
+        rec.put_slice(&[padding as u8, 0]);
         rec.put_slice(&pairs);
+        rec.put_bytes(0, padding);
         s.write_all(&rec).await?;
         let mut buf = [0u8; proto::HEADER_LEN];
         s.read(&mut buf).await.map(|_| ())

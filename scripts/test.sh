@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need (idempotent; Debian packages, as root), then run
-# the whole test suite: unit, integration, ignored (slow) tests included.
+# the whole test suite: unit, integration, ignored (slow) tests included; then
+# the soak and chaos check of the built binary (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +41,5 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo build --all-targets
 cargo test --all-targets -- --include-ignored
+# The standing soak and chaos check against the real binary (about 2 minutes).
+scripts/soak.sh

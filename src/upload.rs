@@ -22,6 +22,7 @@ use std::hash::BuildHasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request};
@@ -136,9 +137,11 @@ pub async fn offload(
     );
     // multer buffers the preamble and each part's header block whole:
     // cap them before it sees the bytes.
-    let body = framing::Capped::new(body, framing::Framing::new(&boundary, rule.framing));
+    let mut body = framing::Capped::new(body, framing::Framing::new(&boundary, rule.framing));
+    // multer borrows the body: after the close delimiter it is read to its
+    // end here (`drain_epilogue`).
     let mut multipart =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+        multer::Multipart::with_constraints((&mut body).into_data_stream(), boundary, constraints);
     let mut guard = UploadGuard::default();
     let mut out = Vec::with_capacity(512);
     let mut fields_bytes = 0usize;
@@ -175,7 +178,37 @@ pub async fn offload(
             }
         }
     }
+    drop(multipart);
+    drain_epilogue(&mut body).await;
     Ok((urlencoded_request(parts, out), guard))
+}
+
+/// Bytes after the close delimiter read (and ignored) before the response.
+const MAX_EPILOGUE: usize = 64 * 1024;
+/// How long the end of the body may take to arrive after the close delimiter.
+const EPILOGUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Read what follows the close delimiter — an epilogue (ignored, RFC 2046
+/// §5.1.1), a chunked body's last chunk — before answering, so the
+/// connection stays usable. multer stops reading at the delimiter; a body
+/// left unfinished made hyper close the connection after the response,
+/// and when the last chunk arrived while the response was being written it
+/// did so without saying `Connection: close`, failing the client's next
+/// request. Past `MAX_EPILOGUE` bytes or `EPILOGUE_WAIT`, the rest is left
+/// unread (hyper then ends the connection).
+async fn drain_epilogue(body: &mut framing::Capped) {
+    let drain = async {
+        let mut left = MAX_EPILOGUE;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                match left.checked_sub(data.len()) {
+                    Some(rest) => left = rest,
+                    None => return,
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(EPILOGUE_WAIT, drain).await;
 }
 
 /// A file part, saved.
@@ -189,7 +222,7 @@ struct Stored {
 /// Save a file part to a new file in the rule's dir (the guard removes it
 /// unless the handler moved it or the rule keeps it).
 async fn store_file(
-    field: &mut multer::Field<'static>,
+    field: &mut multer::Field<'_>,
     rule: &UploadRule,
     guard: &mut UploadGuard,
 ) -> Result<Stored, Error> {
@@ -210,7 +243,7 @@ async fn store_file(
 
 /// An ordinary field's value, counted against the cap on all of them.
 async fn read_field(
-    field: &mut multer::Field<'static>,
+    field: &mut multer::Field<'_>,
     fields_bytes: &mut usize,
 ) -> Result<Vec<u8>, Error> {
     let mut value = Vec::new();

@@ -115,6 +115,39 @@ async fn post_body_reaches_stdin_intact() {
     srv.stop().await;
 }
 
+/// `Content-Length: 0` announces a body of no bytes (RFC 9112 §6.3), so the
+/// script gets CONTENT_LENGTH=0, as it does for an empty chunked body; a
+/// request with neither header has no CONTENT_LENGTH at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_declared_body_is_content_length_zero() {
+    let srv = TestServer::start(fixture_config()).await;
+    let env = request(
+        srv.addr,
+        "POST",
+        "/cgi-bin/env.pl",
+        "Content-Length: 0\r\n",
+        b"",
+    )
+    .await
+    .env();
+    assert_eq!(env.get("CONTENT_LENGTH").map(String::as_str), Some("0"));
+    let env = request(
+        srv.addr,
+        "POST",
+        "/cgi-bin/env.pl",
+        "Transfer-Encoding: chunked\r\n",
+        b"0\r\n\r\n",
+    )
+    .await
+    .env();
+    assert_eq!(env.get("CONTENT_LENGTH").map(String::as_str), Some("0"));
+    let env = request(srv.addr, "POST", "/cgi-bin/env.pl", "", b"")
+        .await
+        .env();
+    assert!(!env.contains_key("CONTENT_LENGTH"), "{env:?}");
+    srv.stop().await;
+}
+
 fn tmp_spool_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()

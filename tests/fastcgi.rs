@@ -327,6 +327,28 @@ async fn client_disconnect_aborts_the_php_request() {
     srv.stop().await;
 }
 
+/// `Content-Length: 0` reaches a FastCGI application as CONTENT_LENGTH=0
+/// (PHP's `$_SERVER['CONTENT_LENGTH']`), as it does for CGI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_declared_body_is_content_length_zero() {
+    let app = PerlFcgi::start();
+    let mut cfg = fixture_config();
+    cfg.fastcgi = vec![cgihost::config::parse_fastcgi(
+        "--fastcgi",
+        &format!("/app=unix:{}", app.sock.display()),
+    )
+    .unwrap()];
+    let srv = TestServer::start(cfg).await;
+    let resp = request(srv.addr, "POST", "/app/x", "Content-Length: 0\r\n", b"").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let env = resp.env();
+    assert_eq!(env.get("CONTENT_LENGTH").map(String::as_str), Some("0"));
+    assert_eq!(env["BODY_LENGTH"], "0");
+    let env = request(srv.addr, "POST", "/app/x", "", b"").await.env();
+    assert!(!env.contains_key("CONTENT_LENGTH"), "{env:?}");
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_route_split_and_local_redirect() {
     let app = PerlFcgi::start();

@@ -116,11 +116,18 @@ impl CgiEngine {
         let (parts, body) = req.into_parts();
 
         // 2. The request body.
-        let body = request_body::prepare(body, self.max_body, &self.spool_dir, self.limits.timeout)
-            .await?;
+        let declared = request_body::declares_body(&parts.headers);
+        let body = request_body::prepare(
+            body,
+            declared,
+            self.max_body,
+            &self.spool_dir,
+            self.limits.timeout,
+        )
+        .await?;
         let content_length = body.content_length();
         let (stdin_source, pipe_body) = match body {
-            RequestBody::None => (StdinSource::Null, None),
+            RequestBody::None | RequestBody::Empty => (StdinSource::Null, None),
             RequestBody::Streamed(b, _) => (StdinSource::Pipe, Some(b)),
             RequestBody::Spooled(f, _) => (StdinSource::File(f), None),
         };

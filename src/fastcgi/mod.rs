@@ -231,11 +231,14 @@ impl FastCgi {
     ) -> Result<Outcome, Error> {
         let deadline = route.request_timeout.map(|t| Instant::now() + t);
         let (parts, body) = req.into_parts();
-        let body = request_body::prepare(body, route.max_body, &self.spool_dir, route.idle).await?;
+        let declared = request_body::declares_body(&parts.headers);
+        let body =
+            request_body::prepare(body, declared, route.max_body, &self.spool_dir, route.idle)
+                .await?;
         let mut head = self.request_head(route, &parts, body.content_length(), conn, &script);
         let tag = format!("{}#{request_id}", script.name);
         let mut source = Some(match body {
-            RequestBody::None => BodySource::None,
+            RequestBody::None | RequestBody::Empty => BodySource::None,
             RequestBody::Streamed(b, _) => BodySource::Stream(b),
             RequestBody::Spooled(f, _) => BodySource::File(f),
         });

@@ -66,7 +66,11 @@ pub async fn pump<S: BodySink>(
 
 /// A request body, ready to hand to a handler with an exact length.
 pub enum RequestBody {
+    /// No body: no `Content-Length` or `Transfer-Encoding` (CONTENT_LENGTH unset).
     None,
+    /// A declared body of no bytes (`Content-Length: 0`): CONTENT_LENGTH=0,
+    /// as for an empty chunked body, with nothing to send.
+    Empty,
     /// Known length: stream it as it arrives.
     Streamed(ReqBody, u64),
     /// Unknown length (chunked): spooled to an anonymous temp file.
@@ -78,22 +82,36 @@ impl RequestBody {
     pub fn content_length(&self) -> Option<u64> {
         match self {
             RequestBody::None => None,
+            RequestBody::Empty => Some(0),
             RequestBody::Streamed(_, n) | RequestBody::Spooled(_, n) => Some(*n),
         }
     }
 }
 
+/// Whether the request head announces a body (RFC 9112 §6.3: a
+/// `Content-Length`, even 0, or a `Transfer-Encoding`).
+pub fn declares_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::CONTENT_LENGTH)
+        || headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
 /// Enforce `--max-body` (before any handler runs when the length is
-/// known) and spool bodies of unknown length.
+/// known) and spool bodies of unknown length. `declared`: the head
+/// announced a body ([`declares_body`]), so an empty one is still a body.
 pub async fn prepare(
     body: ReqBody,
+    declared: bool,
     max_body: Option<u64>,
     spool_dir: &Path,
     idle: Duration,
 ) -> Result<RequestBody, Error> {
     use http_body::Body as _;
     if body.is_end_stream() {
-        return Ok(RequestBody::None);
+        return Ok(if declared {
+            RequestBody::Empty
+        } else {
+            RequestBody::None
+        });
     }
     match body.size_hint().exact() {
         Some(n) if max_body.is_some_and(|m| n > m) => Err(Error::PayloadTooLarge(format!(

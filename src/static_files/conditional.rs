@@ -76,7 +76,7 @@ pub enum Precondition {
     /// 304: the client's copy is current.
     NotModified,
     /// 412: `If-Match` / `If-Unmodified-Since` failed.
-    PreconditionFailed,
+    Failed,
 }
 
 /// Evaluate the preconditions of a GET/HEAD in RFC 9110 §13.2.2 order:
@@ -85,11 +85,11 @@ pub enum Precondition {
 pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Precondition {
     if let Some(list) = text(headers, header::IF_MATCH) {
         if !tag_list_matches(&list, &v.etag, Comparison::Strong) {
-            return Precondition::PreconditionFailed;
+            return Precondition::Failed;
         }
     } else if let Some(since) = date(headers, header::IF_UNMODIFIED_SINCE) {
         if v.modified_secs().is_some_and(|m| m > since) {
-            return Precondition::PreconditionFailed;
+            return Precondition::Failed;
         }
     }
     if let Some(list) = text(headers, header::IF_NONE_MATCH) {
@@ -252,9 +252,9 @@ mod tests {
             ),
             (vec![("if-match", &tag)], Proceed),
             (vec![("if-match", "*")], Proceed),
-            (vec![("if-match", &weak)], PreconditionFailed),
-            (vec![("if-match", "\"x\"")], PreconditionFailed),
-            (vec![("if-unmodified-since", &before)], PreconditionFailed),
+            (vec![("if-match", &weak)], Failed),
+            (vec![("if-match", "\"x\"")], Failed),
+            (vec![("if-unmodified-since", &before)], Failed),
             (vec![("if-unmodified-since", &same)], Proceed),
             // If-Match wins over If-Unmodified-Since.
             (
@@ -262,10 +262,7 @@ mod tests {
                 Proceed,
             ),
             // A failed If-Match beats a matching If-None-Match.
-            (
-                vec![("if-match", "\"x\""), ("if-none-match", &tag)],
-                PreconditionFailed,
-            ),
+            (vec![("if-match", "\"x\""), ("if-none-match", &tag)], Failed),
         ];
         for (pairs, want) in table {
             assert_eq!(evaluate(&headers(&pairs), &v()), want, "{pairs:?}");

@@ -191,7 +191,7 @@ impl StaticFiles {
         match conditional::evaluate(headers, rep.validators()) {
             Precondition::Proceed => {}
             Precondition::NotModified => return Ok((self.not_modified(&rep), None)),
-            Precondition::PreconditionFailed => return Err(Error::PreconditionFailed),
+            Precondition::Failed => return Err(Error::PreconditionFailed),
         }
         let size = rep.source().found.meta.len();
         let part = match ranges.map(|specs| range::decide(&specs, size)) {

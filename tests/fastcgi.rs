@@ -881,3 +881,29 @@ async fn empty_stdout_records_do_not_keep_a_silent_backend_alive() {
     assert!(resp.is_none(), "the body was not cut off");
     srv.stop().await;
 }
+
+/// A lone backend that was down for a while is tried again by the next
+/// request once it is back, not only when its back-off (doubled by each
+/// failed request) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_backend_serves_again_the_moment_it_is_back() {
+    let fpm = PhpFpm::start(2);
+    let sock = fpm.sock.clone();
+    let srv = TestServer::start(php_config(&sock)).await;
+    assert_eq!(get(srv.addr, "/hello.php").await.status, 200);
+    let (dir, sock) = fpm.stop();
+    // Six failed tries: a back-off of 30 s by the old rule.
+    for _ in 0..6 {
+        assert_eq!(get(srv.addr, "/hello.php").await.status, 502);
+    }
+    let _fpm = PhpFpm::restart(dir, sock, 2);
+    let back = Instant::now();
+    let resp = get(srv.addr, "/hello.php").await;
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "hello from php\n"),
+        "{:?} after php-fpm came back",
+        back.elapsed()
+    );
+    srv.stop().await;
+}

@@ -89,6 +89,8 @@ pub struct Backend {
     idle_timeout: Duration,
     /// A task is closing idle connections as they expire.
     reaping: std::sync::atomic::AtomicBool,
+    /// A request is trying this backend while it is in back-off.
+    probing: std::sync::atomic::AtomicBool,
 }
 
 /// A connection checked out of a backend, with its slot.
@@ -183,6 +185,7 @@ impl Backend {
             exact_cap,
             idle_timeout,
             reaping: std::sync::atomic::AtomicBool::new(false),
+            probing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -282,11 +285,17 @@ impl Backend {
         let backoff = Duration::from_secs(1 << (h.failures - 1).min(5)).min(BACKOFF_MAX);
         h.retry_at = Some(Instant::now() + backoff);
         h.last_error = err.to_string();
-        tracing::warn!(
-            "FastCGI backend {} unreachable ({err}); retrying it in {}s",
-            self.addr,
-            backoff.as_secs()
-        );
+        // Requests probe a backend that is down (see `Balancer::checkout`):
+        // say so on the first failure and then now and then, not per probe.
+        if h.failures.is_power_of_two() {
+            tracing::warn!(
+                "FastCGI backend {} unreachable ({err}; {} failures in a row); \
+                 balancing around it for {}s",
+                self.addr,
+                h.failures,
+                backoff.as_secs()
+            );
+        }
     }
 
     fn mark_up(&self) {
@@ -429,6 +438,18 @@ impl Balancer {
         &self.backends
     }
 
+    /// Try the backend whose back-off ends first, if no other request is
+    /// probing it already.
+    async fn probe(&self, connect_timeout: Duration) -> Option<Lease> {
+        let b = self.backends.iter().min_by_key(|b| b.health().retry_at)?;
+        if b.probing.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let lease = b.try_checkout(connect_timeout).await;
+        b.probing.store(false, Ordering::Release);
+        lease.ok().flatten()
+    }
+
     /// A connection from the best available backend.
     pub async fn checkout(
         &self,
@@ -457,6 +478,15 @@ impl Balancer {
                 Ok(None) => Err(CheckoutError::Busy),
                 Err(e) => Err(CheckoutError::AllDown(format!("{}: {e}", b.name()))),
             };
+        }
+        if !tried_any {
+            // Every backend is in back-off. As nginx does with a lone
+            // upstream, one request at a time still tries the one due
+            // soonest, so service returns the moment it is back rather
+            // than when the back-off ends.
+            if let Some(lease) = self.probe(connect_timeout).await {
+                return Ok(lease);
+            }
         }
         let why = self
             .backends

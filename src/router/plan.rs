@@ -70,20 +70,22 @@ pub fn plan(
             rule: None,
         }));
     }
-    let first_subject = first.to_rule_subject();
-    let mut path = first.clone();
-    let mut subject = first_subject.clone();
+    let first_subject = rule_subject(&first, uri.path());
+    let mut path = first;
+    // The current subject: the first one until a rewrite makes another.
+    let mut subject: Option<String> = None;
     let mut rewritten: Option<Uri> = None;
     let mut rule = None;
     loop {
         let query = rewritten.as_ref().unwrap_or(uri).query();
-        if let Some((status, location, origin)) = rules.redirect(&subject, query) {
+        let current = subject.as_deref().unwrap_or(&first_subject);
+        if let Some((status, location, origin)) = rules.redirect(current, query) {
             return Ok(Plan::Answer(
                 redirect(status, &location)?,
                 origin.to_string(),
             ));
         }
-        let Some((to, origin)) = rules.rewrite(&subject, query) else {
+        let Some((to, origin)) = rules.rewrite(current, query) else {
             break;
         };
         *hops += 1;
@@ -96,15 +98,16 @@ pub fn plan(
             .parse()
             .map_err(|_| Error::Internal(format!("{origin}: rewrote to an invalid URI {to:?}")))?;
         path = parse_path(site, &new)?;
-        subject = path.to_rule_subject();
+        subject = Some(path.to_rule_subject());
         rewritten = Some(new);
         rule = Some(origin.to_string());
     }
     let targets = [
-        Some((first_subject.as_str(), uri.query())),
+        Some((first_subject.as_ref(), uri.query())),
         rewritten
             .as_ref()
-            .map(|new| (subject.as_str(), new.query())),
+            .zip(subject.as_deref())
+            .map(|(new, subject)| (subject, new.query())),
     ];
     let checked = check_access_and_auth(site, method, peer, targets)?;
     Ok(Plan::Route(Planned {
@@ -165,15 +168,30 @@ fn check_access_and_auth(
     })
 }
 
+/// The decoded path as rules see it; the raw path itself (no copy) when
+/// decoding and normalising cannot change it.
+fn rule_subject<'a>(path: &SafePath, raw: &'a str) -> std::borrow::Cow<'a, str> {
+    let plain = !raw.contains('%')
+        && !raw.contains("//")
+        && !raw.contains("/./")
+        && !raw.ends_with("/.")
+        && raw.starts_with('/');
+    if plain {
+        std::borrow::Cow::Borrowed(raw)
+    } else {
+        std::borrow::Cow::Owned(path.to_rule_subject())
+    }
+}
+
 /// What access and auth regexes see: `path?query` (or `path`), and
 /// `path?decoded-query` too when decoding changes the query.
-fn subjects(path: &str, query: Option<&str>) -> Vec<String> {
+fn subjects<'a>(path: &'a str, query: Option<&str>) -> Vec<std::borrow::Cow<'a, str>> {
     let Some(q) = query else {
-        return vec![path.to_string()];
+        return vec![std::borrow::Cow::Borrowed(path)];
     };
-    let mut out = vec![format!("{path}?{q}")];
+    let mut out = vec![std::borrow::Cow::Owned(format!("{path}?{q}"))];
     if let Some(decoded) = decode_query(q) {
-        out.push(format!("{path}?{decoded}"));
+        out.push(std::borrow::Cow::Owned(format!("{path}?{decoded}")));
     }
     out
 }

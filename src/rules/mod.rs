@@ -75,7 +75,7 @@ impl<T> RuleList<T> {
             .filter(|(_, p)| PathMatch::prefix_takes(p, path))
             .map(|(i, _)| *i)
             .collect();
-        if !self.set_rules.is_empty() {
+        if !self.set_rules.is_empty() && self.set.is_match(subject) {
             hits.extend(self.set.matches(subject).iter().map(|k| self.set_rules[k]));
         }
         hits.sort_unstable();
@@ -94,16 +94,20 @@ impl<T> RuleList<T> {
             .find(|(_, p)| PathMatch::prefix_takes(p, path))
             .map(|(i, _)| *i);
         // A regex rule only wins if it comes before the first prefix hit.
-        let by_regex =
-            if self.set_rules.is_empty() || by_prefix.is_some_and(|p| self.set_rules[0] > p) {
-                None
-            } else {
-                self.set
-                    .matches(subject)
-                    .iter()
-                    .next()
-                    .map(|k| self.set_rules[k])
-            };
+        // `is_match` stops early, and most requests match no regex: only
+        // then is the set run for which one.
+        let by_regex = if self.set_rules.is_empty()
+            || by_prefix.is_some_and(|p| self.set_rules[0] > p)
+            || !self.set.is_match(subject)
+        {
+            None
+        } else {
+            self.set
+                .matches(subject)
+                .iter()
+                .next()
+                .map(|k| self.set_rules[k])
+        };
         let i = match (by_prefix, by_regex) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,

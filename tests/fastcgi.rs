@@ -561,13 +561,37 @@ fn fcgi_record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Read records until the empty STDIN that ends one request; false when
+/// the connection ends first.
+async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    loop {
+        while buf.len() >= 8 {
+            let len = u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
+            if buf.len() < 8 + len {
+                break;
+            }
+            let end = buf[1] == 5 && len == 0;
+            buf.drain(..8 + len);
+            if end {
+                return true;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A hand-written FastCGI backend on 127.0.0.1: for the Nth request it
 /// receives (on any connection) it writes `answers[N]` verbatim, then keeps
 /// the connection for more.
 async fn scripted_backend(answers: Vec<Vec<u8>>) -> std::net::SocketAddr {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let answers = Arc::new(answers);
@@ -578,25 +602,8 @@ async fn scripted_backend(answers: Vec<Vec<u8>>) -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    // Read records until the empty STDIN that ends a request.
-                    let mut ended = false;
-                    while !ended {
-                        while buf.len() >= 8 {
-                            let len =
-                                u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
-                            if buf.len() < 8 + len {
-                                break;
-                            }
-                            ended |= buf[1] == 5 && len == 0;
-                            buf.drain(..8 + len);
-                        }
-                        if !ended {
-                            let mut chunk = [0u8; 4096];
-                            match conn.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
+                    if !read_request(&mut conn, &mut buf).await {
+                        return;
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(answer) = answers.get(i) else { return };
@@ -679,7 +686,7 @@ async fn counting_backend(
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let open = Arc::new(AtomicUsize::new(0));
@@ -696,25 +703,9 @@ async fn counting_backend(
             open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                'conn: loop {
-                    let mut ended = false;
-                    while !ended {
-                        while buf.len() >= 8 {
-                            let len =
-                                u16::from_be_bytes([buf[4], buf[5]]) as usize + buf[6] as usize;
-                            if buf.len() < 8 + len {
-                                break;
-                            }
-                            ended |= buf[1] == 5 && len == 0;
-                            buf.drain(..8 + len);
-                        }
-                        if !ended {
-                            match conn.read(&mut chunk).await {
-                                Ok(0) | Err(_) => break 'conn,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
+                loop {
+                    if !read_request(&mut conn, &mut buf).await {
+                        break;
                     }
                     tokio::time::sleep(delay).await;
                     if conn.write_all(&answer).await.is_err() {

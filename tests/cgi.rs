@@ -461,11 +461,12 @@ async fn setsid_daemon_holding_stdout_does_not_hold_the_response() {
         line.contains("\" 200 ") && !line.contains("aborted"),
         "{line}"
     );
-    assert!(
-        srv.stderr_text().contains("escaped its group"),
-        "{}",
-        srv.stderr_text()
-    );
+    // The log writer is a thread of its own: wait for the line.
+    let logged = eventually(Duration::from_secs(10), || {
+        srv.stderr_text().contains("escaped its group")
+    })
+    .await;
+    assert!(logged, "{}", srv.stderr_text());
     // The connection is still good for the next request.
     let next = conn
         .request(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -265,11 +265,12 @@ async fn max_requests_recycles_workers_without_failing_a_request() {
         pids.difference(&first).count() >= 2,
         "not recycled: {pids:?} (first {first:?})"
     );
-    assert!(
-        srv.stderr_text().contains("recycling after"),
-        "{}",
-        srv.stderr_text()
-    );
+    // The log writer is a thread of its own: wait for the line.
+    let logged = eventually(Duration::from_secs(10), || {
+        srv.stderr_text().contains("recycling after")
+    })
+    .await;
+    assert!(logged, "{}", srv.stderr_text());
     let settled = eventually(Duration::from_secs(8), || workers(&srv).len() == 2).await;
     assert!(settled, "old generations left running: {:?}", workers(&srv));
 }

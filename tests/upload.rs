@@ -580,11 +580,12 @@ async fn endless_preamble_or_part_header_is_400_in_bounded_memory() {
         hwm < base + 16 * 1024,
         "cgihost peak RSS went from {base} to {hwm} KiB"
     );
-    assert!(
-        srv.stderr_text().contains("preamble"),
-        "{}",
-        srv.stderr_text()
-    );
+    // The log writer is a thread of its own: wait for the line.
+    let logged = eventually(Duration::from_secs(10), || {
+        srv.stderr_text().contains("preamble")
+    })
+    .await;
+    assert!(logged, "{}", srv.stderr_text());
     assert_empties(dir.path(), 2).await;
 }
 

@@ -53,7 +53,6 @@ pub(super) async fn handle(
 ) {
     let accepted = Instant::now();
     let activity = Arc::new(Activity::new(accepted));
-    let peer = conn.peer;
     let Some(acceptor) = tls else {
         // Static files first; hyper takes over at the first other request.
         let handed = static_h1::serve(stream, &conn, &live, front, &activity, accepted).await;
@@ -61,14 +60,32 @@ pub(super) async fn handle(
             return;
         };
         let io = Tracked::new(stream, read, &activity);
-        return serve(TokioIo::new(io), conn, live, front, activity).await;
+        return Box::pin(serve(TokioIo::new(io), conn, live, front, activity)).await;
     };
+    // Boxed, as is hyper's state: a cleartext connection on the static
+    // path (most of them) should not carry their size.
+    Box::pin(handshake_and_serve(
+        stream, acceptor, conn, live, front, activity,
+    ))
+    .await;
+}
+
+/// TLS: the handshake within the header timeout, then hyper.
+async fn handshake_and_serve(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    conn: ConnInfo,
+    live: Arc<Live>,
+    front: &FrontEnd,
+    activity: Arc<Activity>,
+) {
+    let peer = conn.peer;
     let io = Tracked::new(stream, BytesMut::new(), &activity);
     let mut stop = front.stop.clone();
     let handshake = tokio::time::timeout(front.header_read_timeout, acceptor.accept(io));
     tokio::select! {
         done = handshake => match done {
-            Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), conn, live, front, activity).await,
+            Ok(Ok(tls_stream)) => Box::pin(serve(TokioIo::new(tls_stream), conn, live, front, activity)).await,
             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },

@@ -88,7 +88,10 @@ pub(super) async fn serve(
         };
         c.input.advance(head_len);
         c.first = false;
-        if !c.send(&req, answered).await {
+        // Boxed: writing a response (sendfile windows, gzip) keeps more
+        // state than waiting for a head, which is what an idle connection
+        // does; the idle connection should not carry it.
+        if !Box::pin(c.send(&req, answered)).await {
             return None;
         }
         c.between_requests();
@@ -135,8 +138,10 @@ impl<'a> Connection<'a> {
         let deadline = accepted + front.header_read_timeout;
         Connection {
             stream,
-            input: BytesMut::with_capacity(4096),
-            out: BytesMut::with_capacity(4096),
+            // Nothing is allocated before the client sends a byte: a
+            // silent or idle connection costs no buffers (see `next_head`).
+            input: BytesMut::new(),
+            out: BytesMut::new(),
             stop: front.stop.clone(),
             front,
             peer,
@@ -174,6 +179,12 @@ impl<'a> Connection<'a> {
                 }
             }
             let was_empty = self.input.is_empty();
+            if self.input.capacity() == 0 {
+                // No buffer until there is something to read into.
+                if let Some(next) = self.wait_readable().await {
+                    return next;
+                }
+            }
             if self.input.capacity() - self.input.len() < 1024 {
                 self.input.reserve(4096);
             }

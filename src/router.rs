@@ -289,7 +289,13 @@ async fn serve_route(
             Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
         }
         Route::Static(dir, rel) => {
-            let Some((route, target)) = fallback_for(app, site, path, &rel, dir) else {
+            // Under a `scripts = false` prefix nothing runs, not even the
+            // front controller for a path with no file.
+            let fallback = planned
+                .scripts
+                .then(|| fallback_for(app, site, path, &rel, dir))
+                .flatten();
+            let Some((route, target)) = fallback else {
                 let served = dir
                     .statics
                     .serve(req.method(), &rel, req.uri(), req.headers());

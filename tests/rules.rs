@@ -166,6 +166,10 @@ root = "{d}/wiki"
 index = ["index.php", "index.html"]
 follow_symlinks = true
 encoded_slashes = "keep"
+
+[[site.access]]
+match = "/admin/"
+deny = true
 "#,
             sock = php_sock.display()
         );
@@ -715,4 +719,27 @@ async fn a_reload_with_a_broken_rule_keeps_the_old_rules() {
         .await
     );
     assert_eq!(secret(String::new()).await, 200);
+}
+
+/// Rules cannot be dodged by spelling: a kept encoded slash is a slash to
+/// the rules, a method in another letter case or HEAD for GET still needs
+/// the user, and a `scripts = false` prefix runs no front controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hold_against_other_spellings_of_a_request() {
+    let site = Site::new();
+    site.htpasswd();
+    let fpm = PhpFpm::start(2);
+    let srv = TestServer::start(site.config(&fpm.sock, "")).await;
+    let r = three_ways(srv.addr, "wiki.test", "/admin%2Fusers", &[], &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = three_ways(srv.addr, "wiki.test", "/admin/users", &[], &[]).await;
+    assert_eq!(r.status, 403);
+    for method in ["HEAD", "get", "Get"] {
+        let r = request(srv.addr, method, "/cgi-bin/env.sh", "", b"").await;
+        assert_eq!(r.status, 401, "{method} needs the user as GET does");
+    }
+    let r = three_ways(srv.addr, "test.local", "/uploads/nope", &[], &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (404, "custom not found\n"));
+    assert!(!r.text().contains("SCRIPT_NAME"));
+    srv.stop().await;
 }

@@ -143,21 +143,30 @@ fn check_access_and_auth(
         // The path that runs (the last target) decides whether a script
         // may; any of its subjects can turn scripts off.
         scripts = (true, None);
-        // The raw query, and its decoded form when that differs: a rule
-        // that names `service=x` must not be dodged by `service=%78`.
-        for full in subjects(subject_path, query) {
-            let verdict = rules.access(&full, subject_path, peer);
-            if let Some(denied) = verdict.denied_by {
-                return Err(Error::Forbidden(format!(
-                    "access ({}): {peer} refused for {subject_path}",
-                    denied.origin
-                )));
-            }
-            if auth.is_none() {
-                auth = rules.auth_rule(&full, subject_path, method);
-            }
-            if !verdict.scripts && scripts.0 {
-                scripts = (false, verdict.rule.map(|r| r.origin.clone()));
+        // A kept encoded slash (`encoded_slashes = "keep"`) is still a
+        // slash to the application behind: `/admin%2Fx` must meet the
+        // rules for `/admin/x` too.
+        let slashed = subject_path
+            .contains("%2F")
+            .then(|| subject_path.replace("%2F", "/"));
+        for path in std::iter::once(subject_path).chain(slashed.as_deref()) {
+            // The raw query, and its decoded form when that differs: a
+            // rule that names `service=x` must not be dodged by
+            // `service=%78`.
+            for full in subjects(path, query) {
+                let verdict = rules.access(&full, path, peer);
+                if let Some(denied) = verdict.denied_by {
+                    return Err(Error::Forbidden(format!(
+                        "access ({}): {peer} refused for {subject_path}",
+                        denied.origin
+                    )));
+                }
+                if auth.is_none() {
+                    auth = rules.auth_rule(&full, path, method);
+                }
+                if !verdict.scripts && scripts.0 {
+                    scripts = (false, verdict.rule.map(|r| r.origin.clone()));
+                }
             }
         }
     }

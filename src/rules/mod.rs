@@ -215,13 +215,23 @@ impl Rules {
             .matching(subject, path)
             .into_iter()
             .map(|i| &self.auth.rules[i])
-            .find(|(a, _)| a.methods.is_empty() || a.methods.contains(method))
+            .find(|(a, _)| a.methods.is_empty() || a.methods.iter().any(|m| covers(m, method)))
             .map(|(a, file)| AuthCheck {
                 realm: a.realm.clone(),
                 origin: a.origin.clone(),
                 file: file.clone(),
             })
     }
+}
+
+/// An `[[auth]]` rule listing `listed` applies to a request made with
+/// `method`: any letter case (hyper takes `post` as a method of its own,
+/// and applications upper-case it), and HEAD wherever GET is listed (as
+/// Apache's `<Limit GET>` and nginx's `limit_except GET`).
+fn covers(listed: &Method, method: &Method) -> bool {
+    let asked = method.as_str();
+    asked.eq_ignore_ascii_case(listed.as_str())
+        || (*listed == Method::GET && asked.eq_ignore_ascii_case("HEAD"))
 }
 
 /// An `[[auth]]` rule a request must pass.

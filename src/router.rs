@@ -240,13 +240,7 @@ async fn serve_route(
 ) -> Result<Outcome, Error> {
     let path = &planned.path;
     let route = route(app, site, path);
-    if !planned.scripts && (route.runs_a_script() || is_script_file(app, site, path)) {
-        note.rule = planned.scripts_rule.clone();
-        return Err(Error::Forbidden(format!(
-            "{}: scripts are off here (scripts = false)",
-            req.uri().path()
-        )));
-    }
+    refuse_scripts_if_off(app, site, planned, &route, req.uri(), note)?;
     note.route = Some(match &route {
         Route::FastCgiPrefix { route, .. } | Route::FastCgiScript(route, ..) => route.tag.clone(),
         Route::Cgi(_) => site.counters.cgi.clone(),
@@ -289,12 +283,7 @@ async fn serve_route(
             Box::pin(app.fastcgi.handle(route, req, conn, script, request_id)).await?
         }
         Route::Static(dir, rel) => {
-            // Under a `scripts = false` prefix nothing runs, not even the
-            // front controller for a path with no file.
-            let fallback = planned
-                .scripts
-                .then(|| fallback_for(app, site, path, &rel, dir))
-                .flatten();
+            let fallback = fallback_for(app, site, planned, &rel, dir);
             let Some((route, target)) = fallback else {
                 let served = dir
                     .statics
@@ -314,6 +303,25 @@ async fn serve_route(
     };
     note.upstream = Some(upstream_started.elapsed());
     Ok(outcome)
+}
+
+/// Under a `scripts = false` prefix a script is a 403, never its source.
+fn refuse_scripts_if_off(
+    app: &App,
+    site: &Site,
+    planned: &Planned,
+    route: &Route,
+    uri: &Uri,
+    note: &mut RequestNote,
+) -> Result<(), Error> {
+    if planned.scripts || !(route.runs_a_script() || is_script_file(app, site, &planned.path)) {
+        return Ok(());
+    }
+    note.rule = planned.scripts_rule.clone();
+    Err(Error::Forbidden(format!(
+        "{}: scripts are off here (scripts = false)",
+        uri.path()
+    )))
 }
 
 /// `PATH_INFO` of a `/prefix` route: the rest of the path, with the
@@ -337,13 +345,19 @@ fn is_script_file(app: &App, site: &Site, path: &SafePath) -> bool {
 /// The front controller for a static path that names no file (nor an
 /// index): the site's `*.EXT` route with a `fallback`, and its script.
 /// A path that itself names a script of that route stays a 404.
+/// Under a `scripts = false` prefix nothing runs, not even the front
+/// controller for a path with no file.
 fn fallback_for<'a>(
     app: &'a App,
     site: &Site,
-    path: &SafePath,
+    planned: &Planned,
     rel: &SafePath,
     dir: &FileDir,
 ) -> Option<(&'a fastcgi::Route, ScriptTarget)> {
+    let path = &planned.path;
+    if !planned.scripts {
+        return None;
+    }
     let (route, fallback) = app.fastcgi.fallback(site.fastcgi_group)?;
     if is_script_file(app, site, path) {
         return None;

@@ -345,8 +345,10 @@ fn is_script_file(app: &App, site: &Site, path: &SafePath) -> bool {
 /// The front controller for a static path that names no file (nor an
 /// index): the site's `*.EXT` route with a `fallback`, and its script.
 /// A path that itself names a script of that route stays a 404.
-/// Under a `scripts = false` prefix nothing runs, not even the front
-/// controller for a path with no file.
+/// Under a `scripts = false` prefix the front controller still answers a
+/// path with no file: the script that runs is not under the prefix (as
+/// nginx's `try_files … /index.php` beside a `deny` for `uploads/*.php`),
+/// and the application gives its own 404.
 fn fallback_for<'a>(
     app: &'a App,
     site: &Site,
@@ -355,9 +357,6 @@ fn fallback_for<'a>(
     dir: &FileDir,
 ) -> Option<(&'a fastcgi::Route, ScriptTarget)> {
     let path = &planned.path;
-    if !planned.scripts {
-        return None;
-    }
     let (route, fallback) = app.fastcgi.fallback(site.fastcgi_group)?;
     if is_script_file(app, site, path) {
         return None;

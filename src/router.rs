@@ -83,12 +83,12 @@ fn script_dir<'a>(site: &'a Site, dir: &'a FileDir) -> ScriptDir<'a> {
     }
 }
 
-/// The request's host: the target's authority (absolute-form, HTTP/2
-/// `:authority`), else `Host`.
+/// The request's host: the target's authority without userinfo (absolute-form,
+/// HTTP/2 `:authority`, as `SERVER_NAME` sees it), else `Host`.
 fn host_of<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()
-        .map(|a| a.as_str())
+        .map(|a| crate::uri_path::without_userinfo(a.as_str()))
         .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
 }
 

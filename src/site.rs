@@ -12,7 +12,7 @@ use crate::meta::ExtraVars;
 use crate::rules::Rules;
 use crate::static_files::{CacheLimits, StaticFiles};
 use crate::stats::{RouteCounters, Stats};
-use crate::uri_path::SafePath;
+use crate::uri_path::{without_port, SafePath};
 
 /// A directory files and `*.EXT` scripts are looked up in: the root, or
 /// an `[[alias]]` dir at its URL prefix.
@@ -167,12 +167,9 @@ impl Sites {
 
 /// `Example.ORG:8080` → `example.org`; `[::1]:80` → `[::1]`.
 fn host_name(host: &str) -> String {
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    without_port(host)
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 impl Site {

@@ -184,6 +184,45 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     Ok(text)
 }
 
+/// `s` percent-decoded as a CGI program or a FastCGI application reads
+/// it, if decoding changes it: a `%` that starts no escape stays as it is
+/// (where a path segment with one is refused, see `decode_segment`).
+pub fn percent_decode_lenient(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes.get(i + 1..i + 3).and_then(hex_pair) {
+            Some(v) if bytes[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `user@host:port` → `host:port`: userinfo is never part of the host.
+pub fn without_userinfo(authority: &str) -> &str {
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
+/// `host:port` → `host`; `[::1]:80` → `[::1]` (kept bracketed).
+pub fn without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    }
+}
+
 fn hex_pair(h: &[u8]) -> Option<u8> {
     let d = |c: u8| (c as char).to_digit(16);
     Some((d(h[0])? * 16 + d(h[1])?) as u8)
@@ -198,6 +237,19 @@ mod tests {
 
     fn segs(p: &str) -> Vec<String> {
         SafePath::parse(p).unwrap().segments
+    }
+
+    #[test]
+    fn hosts_and_lenient_decoding() {
+        assert_eq!(without_port("Example.org:8080"), "Example.org");
+        assert_eq!(without_port("[::1]:80"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_userinfo("u:p@a.example:81"), "a.example:81");
+        assert_eq!(percent_decode_lenient("a=1"), None);
+        assert_eq!(
+            percent_decode_lenient("s=%67it%zz%4").as_deref(),
+            Some("s=git%zz%4")
+        );
     }
 
     #[test]

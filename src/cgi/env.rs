@@ -16,6 +16,7 @@ use std::path::Path;
 use http::{header, HeaderMap, Method, Uri, Version};
 
 use crate::meta::{ClientUri, ErrorRedirect, ExtraVars, RemoteUser};
+use crate::uri_path::{without_port, without_userinfo};
 
 /// One variable: name and raw value bytes (header values need not be UTF-8).
 pub type EnvVar = (String, Vec<u8>);
@@ -112,8 +113,7 @@ fn target_authority<'a>(req: &RequestFacts<'a>) -> Option<&'a str> {
         .client_uri
         .and_then(|u| u.authority())
         .or_else(|| req.uri.authority())?;
-    let host = authority.as_str();
-    Some(host.rsplit_once('@').map_or(host, |(_, h)| h)).filter(|h| !h.is_empty())
+    Some(without_userinfo(authority.as_str())).filter(|h| !h.is_empty())
 }
 
 /// The target's host, else `Host`, without the port (`[::1]` kept
@@ -123,8 +123,7 @@ fn server_name(req: &RequestFacts) -> String {
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .filter(|h| !h.is_empty());
     match host {
-        Some(h) if h.starts_with('[') => h.split_inclusive(']').next().unwrap_or(h).to_string(),
-        Some(h) => h.split(':').next().unwrap_or(h).to_string(),
+        Some(h) => without_port(h).to_string(),
         None => req.local.ip().to_canonical().to_string(),
     }
 }

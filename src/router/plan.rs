@@ -199,34 +199,10 @@ fn subjects<'a>(path: &'a str, query: Option<&str>) -> Vec<std::borrow::Cow<'a, 
         return vec![std::borrow::Cow::Borrowed(path)];
     };
     let mut out = vec![std::borrow::Cow::Owned(format!("{path}?{q}"))];
-    if let Some(decoded) = decode_query(q) {
+    if let Some(decoded) = crate::uri_path::percent_decode_lenient(q) {
         out.push(std::borrow::Cow::Owned(format!("{path}?{decoded}")));
     }
     out
-}
-
-/// `q` percent-decoded (as a CGI program reads it), if that changes it.
-fn decode_query(q: &str) -> Option<String> {
-    if !q.contains('%') {
-        return None;
-    }
-    let bytes = q.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A `[[redirect]]` answer: status, Location, a one-line body.

@@ -515,18 +515,7 @@ async fn bad_content_length_is_502_and_a_204_loses_it() {
         "/hello.php",
     ];
     let mut conn = Conn::open(srv.addr).await;
-    let burst: String = paths
-        .iter()
-        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"))
-        .collect();
-    conn.send(burst.as_bytes()).await;
-    let mut got = Vec::new();
-    for p in paths {
-        let resp = tokio::time::timeout(Duration::from_secs(5), conn.read_response(false))
-            .await
-            .expect("a response in time");
-        got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
-    }
+    let got = conn.pipelined_gets(&paths).await;
     assert_eq!((got[0].status, got[2].status), (502, 502));
     assert_eq!(got[1].text(), "hello from php\n");
     assert_eq!(got[3].status, 204);

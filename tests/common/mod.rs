@@ -447,6 +447,24 @@ impl Conn {
         Some(resp)
     }
 
+    /// GET each of `paths` pipelined in one write; every response, in
+    /// order, each within 5 s.
+    pub async fn pipelined_gets(&mut self, paths: &[&str]) -> Vec<Resp> {
+        let burst: String = paths
+            .iter()
+            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"))
+            .collect();
+        self.send(burst.as_bytes()).await;
+        let mut got = Vec::new();
+        for p in paths {
+            let resp = tokio::time::timeout(Duration::from_secs(5), self.read_response(false))
+                .await
+                .expect("a response in time");
+            got.push(resp.unwrap_or_else(|| panic!("no response for {p}")));
+        }
+        got
+    }
+
     pub async fn request(&mut self, raw: &[u8]) -> Resp {
         self.send(raw).await;
         let head = raw.starts_with(b"HEAD ");

@@ -105,10 +105,19 @@ impl SafePath {
 /// Append `seg` percent-encoded as a path segment: everything but RFC 3986
 /// `pchar` (unreserved, sub-delims, `:` and `@`) is escaped.
 fn push_encoded_segment(out: &mut String, seg: &str) {
+    push_percent_encoded(out, seg, is_pchar);
+}
+
+/// RFC 3986 `pchar`: unreserved, sub-delims, `:` and `@`.
+pub fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// Append `text` with every byte `keep` refuses written as `%XX`.
+pub fn push_percent_encoded(out: &mut String, text: &str, keep: impl Fn(u8) -> bool) {
     use std::fmt::Write as _;
-    for &b in seg.as_bytes() {
-        let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
-        if plain {
+    for &b in text.as_bytes() {
+        if keep(b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");

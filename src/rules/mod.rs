@@ -24,6 +24,7 @@ use regex::{Captures, RegexSet};
 
 use crate::config::{Access, Auth, PathMatch, Redirect, Rewrite, SiteRules};
 use crate::error::Error;
+use crate::uri_path::{is_pchar, push_percent_encoded};
 use htpasswd::Htpasswd;
 
 /// The rules of one kind, with a combined matcher.
@@ -320,35 +321,15 @@ fn capture<'h>(caps: Option<&Captures<'h>>, n: usize) -> Option<&'h str> {
     caps?.get(n).map(|m| m.as_str())
 }
 
-/// Percent-encode a decoded capture: in a path everything but
-/// unreserved, sub-delims, `:`, `@` and `/`; in a query also `&`, `=`,
-/// `+` and `;` so a capture stays one value.
+/// Percent-encode a decoded capture: in a path everything but `pchar`
+/// and `/`; in a query also `&`, `=`, `+` and `;`, so a capture stays one
+/// value.
 fn encode_into(out: &mut String, text: &str, in_query: bool) {
-    for b in text.bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'/'
-                    | b':'
-                    | b'@'
-                    | b'!'
-                    | b'$'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b','
-            )
-            || (!in_query && matches!(b, b'&' | b'=' | b'+' | b';'));
-        if keep {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let keep = |b: u8| {
+        let splits_a_query = matches!(b, b'&' | b'=' | b'+' | b';');
+        b == b'/' || (is_pchar(b) && !(in_query && splits_a_query))
+    };
+    push_percent_encoded(out, text, keep);
 }
 
 #[cfg(test)]

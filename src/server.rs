@@ -14,11 +14,13 @@
 //! supervisors have reaped them, and the spawned FastCGI pools stop their
 //! workers (SIGTERM, then SIGKILL), so nothing is left behind.
 
+mod buffers;
 mod connection;
 mod listen;
 pub use listen::Listener;
 mod send_file;
 mod static_h1;
+mod trim;
 
 use std::future::Future;
 use std::io;
@@ -82,6 +84,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let front = Arc::new(FrontEnd::new(&live.current(), stop_rx));
     let accepting = tokio::spawn(accept_loop(listeners, live.clone(), front.clone()));
+    tokio::spawn(trim::after_bursts(front.stats.clone(), front.stop.clone()));
     shutdown.await;
     accepting.abort();
     let _ = accepting.await;
@@ -205,26 +208,30 @@ async fn accept_loop(listeners: Vec<Listener>, live: Arc<Live>, front: Arc<Front
         let tls = listeners[index].tls;
         let conn = ConnInfo { peer, local, tls };
         let acceptor = if tls { live.tls() } else { None };
-        let (live, front) = (live.clone(), front.clone());
-        tokio::spawn(async move {
-            // Counted and holding its slot until the task ends, even by panic.
-            let _open = OpenConnection::new(&front.stats, permit);
-            connection::handle(stream, acceptor, conn, live, &front).await;
-        });
+        // Counted and holding its slot until the task ends, even by panic.
+        let open = OpenConnection::new(front.clone(), permit);
+        tokio::spawn(connection::handle(
+            stream,
+            acceptor,
+            conn,
+            live.clone(),
+            open,
+        ));
     }
 }
 
-/// A connection's slot and its place in the open-connection count.
+/// A connection's slot and its place in the open-connection count, with
+/// the front end it is served by.
 struct OpenConnection {
-    stats: Arc<Stats>,
+    front: Arc<FrontEnd>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl OpenConnection {
-    fn new(stats: &Arc<Stats>, permit: OwnedSemaphorePermit) -> OpenConnection {
-        stats.connection_opened();
+    fn new(front: Arc<FrontEnd>, permit: OwnedSemaphorePermit) -> OpenConnection {
+        front.stats.connection_opened();
         OpenConnection {
-            stats: stats.clone(),
+            front,
             _permit: permit,
         }
     }
@@ -232,7 +239,7 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.stats.connection_closed();
+        self.front.stats.connection_closed();
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{serve_request, static_h1, FrontEnd};
+use super::{serve_request, static_h1, FrontEnd, OpenConnection};
 use crate::app::Live;
 use crate::conn::{ConnInfo, ConsumerWatch, WaitingSince};
 
@@ -44,30 +44,38 @@ use crate::conn::{ConnInfo, ConsumerWatch, WaitingSince};
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Handshake (for TLS), then serve until the connection ends.
-pub(super) async fn handle(
+///
+/// An async block rather than an async fn: an async fn keeps its arguments
+/// twice in its state (rust-lang/rust#62958), and this state is what every
+/// waiting connection carries.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn handle(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     conn: ConnInfo,
     live: Arc<Live>,
-    front: &FrontEnd,
-) {
-    let accepted = Instant::now();
-    let activity = Arc::new(Activity::new(accepted));
-    let Some(acceptor) = tls else {
-        // Static files first; hyper takes over at the first other request.
-        let handed = static_h1::serve(stream, &conn, &live, front, &activity, accepted).await;
-        let Some((stream, read)) = handed else {
-            return;
+    open: OpenConnection,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let front = &*open.front;
+        let accepted = Instant::now();
+        let Some(acceptor) = tls else {
+            // Static files first; hyper takes over at the first other request.
+            let handed = static_h1::serve(stream, &conn, &live, front, accepted).await;
+            let Some((stream, read, activity)) = handed else {
+                return;
+            };
+            let io = Tracked::new(stream, read, &activity);
+            return Box::pin(serve(TokioIo::new(io), conn, live, front, activity)).await;
         };
-        let io = Tracked::new(stream, read, &activity);
-        return Box::pin(serve(TokioIo::new(io), conn, live, front, activity)).await;
-    };
-    // Boxed, as is hyper's state: a cleartext connection on the static
-    // path (most of them) should not carry their size.
-    Box::pin(handshake_and_serve(
-        stream, acceptor, conn, live, front, activity,
-    ))
-    .await;
+        // Boxed, as is hyper's state: a cleartext connection on the static
+        // path (most of them) should not carry their size.
+        let activity = Arc::new(Activity::new(accepted));
+        Box::pin(handshake_and_serve(
+            stream, acceptor, conn, live, front, activity,
+        ))
+        .await;
+    }
 }
 
 /// TLS: the handshake within the header timeout, then hyper.
@@ -158,8 +166,13 @@ fn timer_decision(
 
 /// Resolves once the server is shutting down.
 pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here.
-    let _ = stop.wait_for(|stopping| *stopping).await.map(drop);
+    // `changed` rather than `wait_for`: a smaller future, and every waiting
+    // connection holds one. A sender gone counts as stopping.
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Requests in flight on one connection, since when it has been idle, and
@@ -178,7 +191,7 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    fn new(epoch: Instant) -> Activity {
+    pub(super) fn new(epoch: Instant) -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),

@@ -18,8 +18,10 @@
 //! for `send_timeout` is dropped; at shutdown an idle connection closes at
 //! once and a busy one after its response.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -28,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::buffers::{self, Kind};
 use super::connection::{stopped, Activity, InFlight};
 use super::{answer_static, FrontEnd};
 use crate::app::Live;
@@ -48,9 +51,8 @@ use respond::{respond, Terms};
 const MAX_HEADERS: usize = 64;
 
 /// Response bytes gathered before a write; a larger body chunk is written
-/// on its own. A connection keeps buffers of at most twice this between
-/// requests.
-const GATHER: usize = 16 * 1024;
+/// on its own.
+pub(super) const GATHER: usize = 16 * 1024;
 
 /// A file range up to this size is read behind the response head and sent
 /// in the same write; larger ones go with sendfile.
@@ -59,42 +61,59 @@ const INLINE_FILE: u64 = GATHER as u64 - 1024;
 /// Serve static requests on `stream` until the connection ends (None) or
 /// a request for hyper arrives: then the stream and the bytes already read
 /// from it are returned, for hyper to serve (those bytes first).
-pub(super) async fn serve(
+///
+/// Not an async fn, for the reason `connection::handle` gives.
+pub(super) fn serve<'a>(
     stream: TcpStream,
-    conn: &ConnInfo,
-    live: &Live,
-    front: &FrontEnd,
-    activity: &Arc<Activity>,
+    conn: &'a ConnInfo,
+    live: &'a Live,
+    front: &'a FrontEnd,
     accepted: Instant,
-) -> Option<(TcpStream, BytesMut)> {
-    let mut c = Connection::new(stream, front, conn.peer, accepted);
-    loop {
-        let (req, head_len) = match c.next_head().await {
-            Next::Head(req, len) => (req, len),
-            Next::HandOver => return Some(c.hand_over()),
-            Next::Close => return None,
-        };
-        // Reads and writes here bypass tokio's cooperative budget (they
-        // are `try_` calls): yield now and then, or a client whose next
-        // request is always ready would starve the worker's other tasks.
-        tokio::task::consume_budget().await;
-        let app = live.current();
-        let Some(answer) = router::static_path(&app, &req, c.peer.ip()) else {
-            return Some(c.hand_over());
-        };
-        let busy = || InFlight::start(activity);
-        let Some(answered) = answer_static(app, &req, answer, conn, busy) else {
-            return Some(c.hand_over());
-        };
-        c.input.advance(head_len);
-        c.first = false;
-        // Boxed: writing a response (sendfile windows, gzip) keeps more
-        // state than waiting for a head, which is what an idle connection
-        // does; the idle connection should not carry it.
-        if !Box::pin(c.send(&req, answered)).await {
-            return None;
+) -> impl Future<Output = Option<(TcpStream, BytesMut, Arc<Activity>)>> + Send + 'a {
+    let mut c = Connection::new(stream, front, &conn.peer, accepted);
+    // Made at the first request: a silent connection needs none.
+    let mut activity: Option<Arc<Activity>> = None;
+    async move {
+        loop {
+            // Reads and writes here bypass tokio's cooperative budget (they
+            // are `try_` calls): yield now and then, or a client whose next
+            // request is always ready would starve the worker's other tasks.
+            // (Before the head, so that no request is held across the yield:
+            // this future is what every waiting connection carries.)
+            tokio::task::consume_budget().await;
+            let (req, head_len) = match c.next_head().await {
+                Next::Head(req, len) => (req, len),
+                Next::HandOver => return Some(c.hand_over(activity, accepted)),
+                Next::Close => return None,
+            };
+            let app = live.current();
+            let Some(answer) = router::static_path(&app, &req, c.peer.ip()) else {
+                return Some(c.hand_over(activity, accepted));
+            };
+            let busy = || {
+                InFlight::start(activity.get_or_insert_with(|| Arc::new(Activity::new(accepted))))
+            };
+            let Some(answered) = answer_static(app, &req, answer, conn, busy) else {
+                return Some(c.hand_over(activity, accepted));
+            };
+            let terms = Terms {
+                version: req.version(),
+                head_only: req.method() == Method::HEAD,
+                keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
+            };
+            // The request is not kept across the write: what waits between
+            // requests (see below) should hold as little as possible.
+            drop(req);
+            c.input.advance(head_len);
+            c.first = false;
+            // Boxed: writing a response (sendfile windows, gzip) keeps more
+            // state than waiting for a head, which is what an idle connection
+            // does; the idle connection should not carry it.
+            if !Box::pin(c.send(terms, answered)).await {
+                return None;
+            }
+            c.between_requests();
         }
-        c.between_requests();
     }
 }
 
@@ -113,11 +132,13 @@ enum Next {
 /// One connection on this path: the socket, its buffers and its timer.
 struct Connection<'a> {
     stream: TcpStream,
+    /// What was read and not yet used: a buffer from the thread's pool
+    /// while a head is coming in, none while the connection waits.
     input: BytesMut,
-    out: BytesMut,
     stop: tokio::sync::watch::Receiver<bool>,
     front: &'a FrontEnd,
-    peer: std::net::SocketAddr,
+    /// Borrowed: this struct is what a waiting connection carries.
+    peer: &'a std::net::SocketAddr,
     /// When the head being read must be complete. The timer is armed for
     /// this or an earlier time and re-armed when it fires early, so a
     /// deadline that moves later (each keep-alive request) does not touch
@@ -132,7 +153,7 @@ impl<'a> Connection<'a> {
     fn new(
         stream: TcpStream,
         front: &'a FrontEnd,
-        peer: std::net::SocketAddr,
+        peer: &'a std::net::SocketAddr,
         accepted: Instant,
     ) -> Self {
         let deadline = accepted + front.header_read_timeout;
@@ -141,7 +162,6 @@ impl<'a> Connection<'a> {
             // Nothing is allocated before the client sends a byte: a
             // silent or idle connection costs no buffers (see `next_head`).
             input: BytesMut::new(),
-            out: BytesMut::new(),
             stop: front.stop.clone(),
             front,
             peer,
@@ -151,9 +171,15 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// The socket and what was read of it, for hyper.
-    fn hand_over(self) -> (TcpStream, BytesMut) {
-        (self.stream, self.input)
+    /// The socket, what was read of it and the connection's activity, for
+    /// hyper.
+    fn hand_over(
+        self,
+        activity: Option<Arc<Activity>>,
+        accepted: Instant,
+    ) -> (TcpStream, BytesMut, Arc<Activity>) {
+        let activity = activity.unwrap_or_else(|| Arc::new(Activity::new(accepted)));
+        (self.stream, self.input, activity)
     }
 
     /// Move the deadline; re-arm the timer only if it comes earlier.
@@ -180,12 +206,8 @@ impl<'a> Connection<'a> {
             }
             let was_empty = self.input.is_empty();
             if self.input.capacity() == 0 {
-                // No buffer until there is something to read into.
-                if let Some(next) = self.wait_readable().await {
-                    return next;
-                }
-            }
-            if self.input.capacity() - self.input.len() < 1024 {
+                self.input = buffers::take(Kind::Input);
+            } else if self.input.capacity() - self.input.len() < 1024 {
                 self.input.reserve(4096);
             }
             match self.stream.try_read_buf(&mut self.input) {
@@ -204,6 +226,11 @@ impl<'a> Connection<'a> {
                     return Next::Close;
                 }
             }
+            // Nothing came (an accepted socket is first assumed readable):
+            // wait without a buffer.
+            if self.input.is_empty() {
+                buffers::release(Kind::Input, &mut self.input);
+            }
             if let Some(next) = self.wait_readable().await {
                 return next;
             }
@@ -212,39 +239,53 @@ impl<'a> Connection<'a> {
 
     /// Wait for bytes; `Some(Close)` when the deadline passed, the client
     /// went or the server stops.
+    ///
+    /// Polled by hand rather than with `select!` over `readable()`: the
+    /// socket's poll keeps its waker in the reactor, not in a future, and
+    /// this future is what every waiting connection carries.
     async fn wait_readable(&mut self) -> Option<Next> {
-        tokio::select! {
-            ready = self.stream.readable() => ready.is_err().then_some(Next::Close),
-            _ = &mut self.timer => {
-                if Instant::now() < self.deadline {
-                    let at = self.deadline;
-                    self.timer.as_mut().reset(at);
-                    return None;
-                }
-                tracing::debug!(peer = %self.peer, "closing idle connection");
-                Some(Next::Close)
+        let Connection {
+            stream,
+            stop,
+            timer,
+            deadline,
+            peer,
+            ..
+        } = self;
+        let mut stopping = std::pin::pin!(stopped(stop));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                return Poll::Ready(ready.is_err().then_some(Next::Close));
             }
-            _ = stopped(&mut self.stop) => Some(Next::Close),
-        }
+            if timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() < *deadline {
+                    timer.as_mut().reset(*deadline);
+                    return Poll::Ready(None);
+                }
+                tracing::debug!(%peer, "closing idle connection");
+                return Poll::Ready(Some(Next::Close));
+            }
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Next::Close));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Send one response; false when the connection is over.
     async fn send(
         &mut self,
-        req: &Request<()>,
+        ex: Terms,
         (resp, file, mut record): (Response<Body>, Option<FileRange>, AccessRecord),
     ) -> bool {
-        let ex = Terms {
-            version: req.version(),
-            head_only: req.method() == Method::HEAD,
-            keep_alive: wants_keep_alive(req) && !*self.stop.borrow(),
-        };
         // Body bytes the client was sent (the access log's count).
         let mut sent = 0;
         let send_timeout = self.front.send_timeout;
+        let mut out = buffers::take(Kind::Output);
         let result = respond(
             &self.stream,
-            &mut self.out,
+            &mut out,
             (resp, file),
             &ex,
             send_timeout,
@@ -252,6 +293,7 @@ impl<'a> Connection<'a> {
             &mut sent,
         )
         .await;
+        buffers::give(Kind::Output, out);
         record.finish(sent, result.is_ok());
         let peer = self.peer;
         match result {
@@ -274,19 +316,16 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Between requests: skip empty lines, shrink buffers, set the timer
-    /// for the next head.
+    /// Between requests: skip empty lines, give the buffer back if nothing
+    /// of the next head is in, set the timer for the next head.
     fn between_requests(&mut self) {
         // Blank lines between requests are allowed (RFC 9112 §2.2) and
         // are not the start of a head.
         let blank = blank_lines(&self.input);
         self.input.advance(blank);
-        // An idle connection keeps small buffers, whatever it needed before.
-        if self.input.is_empty() && self.input.capacity() > 2 * GATHER {
-            self.input = BytesMut::with_capacity(4096);
-        }
-        if self.out.capacity() > 2 * GATHER {
-            self.out = BytesMut::with_capacity(4096);
+        // An idle connection holds no buffer, whatever it needed before.
+        if self.input.is_empty() {
+            buffers::release(Kind::Input, &mut self.input);
         }
         // A pipelined head has begun already: it gets the header timeout.
         let wait = if self.input.is_empty() {

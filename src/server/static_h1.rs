@@ -56,11 +56,12 @@ const GATHER: usize = 16 * 1024;
 /// in the same write; larger ones go with sendfile.
 const INLINE_FILE: u64 = GATHER as u64 - 1024;
 
-/// Serve static requests on `stream` until the connection ends (None) or
-/// a request for hyper arrives: then the stream and the bytes already read
-/// from it are returned, for hyper to serve (those bytes first).
+/// Serve static requests on `stream` (whose first bytes were read already:
+/// `read`) until the connection ends (None) or a request for hyper
+/// arrives: then the stream and the bytes already read from it are
+/// returned, for hyper to serve (those bytes first).
 pub(super) async fn serve(
-    stream: TcpStream,
+    (stream, read): (TcpStream, BytesMut),
     conn: &ConnInfo,
     live: &Live,
     front: &FrontEnd,
@@ -68,6 +69,7 @@ pub(super) async fn serve(
     accepted: Instant,
 ) -> Option<(TcpStream, BytesMut)> {
     let mut c = Connection::new(stream, front, conn.peer, accepted);
+    c.input = read;
     loop {
         let (req, head_len) = match c.next_head().await {
             Next::Head(req, len) => (req, len),
@@ -79,11 +81,13 @@ pub(super) async fn serve(
         // request is always ready would starve the worker's other tasks.
         tokio::task::consume_budget().await;
         let app = live.current();
-        let Some(answer) = router::static_path(&app, &req, c.peer.ip()) else {
+        // From a trusted proxy: the client and scheme it names.
+        let conn = app.trusted_proxies.apply(conn, req.headers());
+        let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
             return Some(c.hand_over());
         };
         let busy = || InFlight::start(activity);
-        let Some(answered) = answer_static(app, &req, answer, conn, busy) else {
+        let Some(answered) = answer_static(app, &req, answer, &conn, busy) else {
             return Some(c.hand_over());
         };
         c.input.advance(head_len);

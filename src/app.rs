@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cgi::CgiEngine;
 use crate::config::{Config, ConfigError};
+use crate::conn::forwarded::TrustedProxies;
 use crate::fastcgi::FastCgi;
 use crate::site::Sites;
 use crate::stats::{RouteCounters, Stats};
@@ -37,6 +38,11 @@ pub struct App {
     pub uploads: Vec<UploadRule>,
     pub stats: Arc<Stats>,
     pub(crate) labels: Labels,
+    /// `trusted_proxies`: whose `X-Forwarded-*` headers count.
+    pub trusted_proxies: TrustedProxies,
+    /// Shutdown has begun (the health endpoint answers 503); one flag for
+    /// every application a reload builds.
+    draining: Arc<AtomicBool>,
 }
 
 /// The built-in routes' counters.
@@ -57,6 +63,7 @@ impl App {
 
     fn build(config: Config, previous: Option<&App>) -> Result<Arc<App>, ConfigError> {
         let uploads = upload_rules(&config)?;
+        let trusted_proxies = TrustedProxies::new(&config.balancer.trusted_proxies);
         let cgi = CgiEngine::new(&config, previous.map(|p| &p.cgi));
         let stats: Arc<Stats> = previous.map_or_else(Default::default, |p| p.stats.clone());
         let fastcgi = FastCgi::new(&config, previous.map(|p| &p.fastcgi), &stats)?;
@@ -82,7 +89,14 @@ impl App {
                 status: stats.route("status"),
             },
             stats,
+            trusted_proxies,
+            draining: previous.map_or_else(Default::default, |p| p.draining.clone()),
         }))
+    }
+
+    /// Shutdown has begun: the health endpoint says so.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn next_request_id(&self) -> u64 {
@@ -274,6 +288,12 @@ impl Live {
         retiring.retain(|t| !t.is_finished());
         retiring.push(retire);
         Ok(new)
+    }
+
+    /// Shutdown has begun: the health endpoint answers 503 from now on
+    /// (requests are still served until the listeners close).
+    pub fn start_draining(&self) {
+        self.current().draining.store(true, Ordering::Relaxed);
     }
 
     /// Shutdown has begun: refuse further reloads.

@@ -125,10 +125,7 @@ impl Cli {
                 None => first.addr.ip(),
             };
             let addr = SocketAddr::new(ip, cli.port.unwrap_or(first.addr.port()));
-            config.listen = vec![Listen {
-                addr,
-                tls: first.tls,
-            }];
+            config.listen = vec![Listen { addr, ..first }];
         }
         match (&cli.tls_cert, &cli.tls_key) {
             (Some(cert), Some(key)) => {

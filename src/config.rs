@@ -11,14 +11,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod balancer;
 mod file;
 mod parse;
+mod route_lines;
 mod site;
 mod site_file;
 mod spawn;
 mod units;
 mod validate;
-use file::{read_file, FileConfig};
+pub use balancer::Balancer;
+use file::{read_file, FileAccessLog, FileConfig};
 use parse::{file_routes, parse_socket_addr};
 pub use parse::{parse_fastcgi, parse_size};
 pub(crate) use parse::{parse_ip, parse_log_format, parse_match, parse_pair, set, status_path};
@@ -122,6 +125,8 @@ pub struct FastCgiRoute {
 pub struct Listen {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// Connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// PEM files for HTTPS listeners.
@@ -184,8 +189,12 @@ pub struct Config {
     /// Workers per spawned pool that does not set its own (`--workers`).
     pub workers: u32,
     pub log_format: LogFormat,
-    /// Write access log lines (stdout).
+    /// Write access log lines: to stdout, or to `access_log_path`.
     pub access_log: bool,
+    /// The access log file (reopened on SIGUSR1); None: stdout.
+    pub access_log_path: Option<PathBuf>,
+    /// Behind a load balancer: trusted proxies, health path, drain delay.
+    pub balancer: Balancer,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
     pub max_header_size: usize,
@@ -262,6 +271,7 @@ impl Default for Config {
             listen: vec![Listen {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8992)),
                 tls: false,
+                proxy_protocol: false,
             }],
             tls: None,
             user: None,
@@ -286,6 +296,8 @@ impl Default for Config {
             workers: 4,
             log_format: LogFormat::Combined,
             access_log: true,
+            access_log_path: None,
+            balancer: Balancer::default(),
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
@@ -339,6 +351,7 @@ impl Config {
         let file_sites = std::mem::take(&mut f.site);
         let cgi_env = std::mem::take(&mut f.cgi.env);
         self.apply_listeners(&f)?;
+        self.balancer.apply(&mut f)?;
         match (f.tls_cert, f.tls_key) {
             (Some(cert), Some(key)) => self.tls = Some(TlsFiles { cert, key }),
             (None, None) => {}
@@ -358,13 +371,20 @@ impl Config {
         overlay!(self => f;
             keepalive_timeout, send_timeout, shutdown_grace, header_read_timeout,
             fastcgi_connect_timeout, fastcgi_idle_timeout, max_connections, root, cgi_dir, cgi_prefix,
-            fastcgi_max_conns, access_log, max_header_size, workers, open_file_cache,
+            fastcgi_max_conns, max_header_size, workers, open_file_cache,
             open_file_cache_entries, open_file_cache_bytes, open_file_cache_watch);
         overlay!(self.cgi => f.cgi;
             max_processes, queue_timeout, pass_authorization, max_response_header);
         set(&mut self.cgi.timeout, f.cgi_timeout.map(Into::into));
         self.max_body = f.max_body.map(Into::into).or(self.max_body);
         self.spool_dir = f.spool_dir.or(self.spool_dir.take());
+        match f.access_log.take() {
+            Some(FileAccessLog::On(on)) => self.access_log = on,
+            Some(FileAccessLog::File(path)) => {
+                (self.access_log, self.access_log_path) = (true, Some(path))
+            }
+            None => {}
+        }
         if let Some(fmt) = f.log_format {
             self.log_format = parse_log_format("log_format", &fmt)?;
         }
@@ -407,6 +427,7 @@ impl Config {
                 f.port.unwrap_or(self.listen[0].addr.port()),
             ),
             tls,
+            proxy_protocol: false,
         }];
         if !f.listen.is_empty() {
             if f.port.is_some() || f.bind.is_some() {
@@ -421,6 +442,7 @@ impl Config {
                     Ok(Listen {
                         addr,
                         tls: l.tls.unwrap_or(tls),
+                        proxy_protocol: l.proxy_protocol,
                     })
                 })
                 .collect::<Result<_, ConfigError>>()?;
@@ -458,42 +480,5 @@ impl Config {
             rules,
             fastcgi,
         })
-    }
-
-    /// One human line per route, for the startup log and `--check-config`.
-    pub fn route_lines(&self) -> Vec<String> {
-        let spawned = self.spawn.iter().map(|r| {
-            let mut extras = vec![format!("{} workers", r.workers)];
-            if r.max_requests > 0 {
-                extras.push(format!("max_requests {}", r.max_requests));
-            }
-            if r.reload {
-                extras.push("reload".into());
-            }
-            format!(
-                "spawn    {} -> {} ({})",
-                r.matcher,
-                r.argv.join(" "),
-                extras.join(", ")
-            )
-        });
-        let mut lines: Vec<String> = self
-            .fastcgi
-            .iter()
-            .map(|r| {
-                let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
-                format!("FastCGI  {} -> {}", r.matcher, addrs.join(", "))
-            })
-            .chain(spawned)
-            .collect();
-        lines.extend([
-            format!(
-                "CGI      {}/* -> programs in {}",
-                self.cgi_prefix.trim_end_matches('/'),
-                self.cgi_dir.display()
-            ),
-            format!("static   /* -> files in {}", self.root.display()),
-        ]);
-        lines
     }
 }

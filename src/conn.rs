@@ -1,20 +1,69 @@
 //! Facts about one client connection that handlers and the access log
 //! may see, without knowing the front end that owns the connection:
-//! who is on either end ([`ConnInfo`]), and the hand-over clock of one
-//! streamed response ([`ConsumerWatch`]).
+//! who is on either end ([`ConnInfo`]; behind a load balancer, who the
+//! client is: [`forwarded`]), and the hand-over clock of one streamed
+//! response ([`ConsumerWatch`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Facts about one client connection, fixed for its lifetime.
+pub mod forwarded;
+
+/// Facts about one client connection (and, once a trusted proxy's
+/// `X-Forwarded-*` headers are applied, one request on it).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The TCP peer: the client, or the proxy in front of it.
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub tls: bool,
+    /// Who the request is from (`REMOTE_ADDR`, the access log, `[[access]]`
+    /// rules): the peer, or the source a PROXY protocol header or a
+    /// trusted proxy's `X-Forwarded-For` names.
+    pub client: Client,
+    /// The client's scheme is https (`HTTPS`, `REQUEST_SCHEME`): TLS on
+    /// this connection, or a trusted proxy says so.
+    pub https: bool,
+}
+
+impl ConnInfo {
+    /// A connection whose client is its TCP peer.
+    pub fn direct(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        ConnInfo {
+            peer,
+            local,
+            client: Client::from(peer),
+            https: tls,
+        }
+    }
+}
+
+/// The client's address. `port` is `None` when only an address is known
+/// (an `X-Forwarded-For` hop without one): `REMOTE_PORT` is then unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl From<SocketAddr> for Client {
+    fn from(addr: SocketAddr) -> Client {
+        Client {
+            ip: addr.ip().to_canonical(),
+            port: Some(addr.port()),
+        }
+    }
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.ip, self.port) {
+            (ip, Some(port)) => SocketAddr::new(ip, port).fmt(f),
+            (ip, None) => ip.fmt(f),
+        }
+    }
 }
 
 /// "Since when" something has been waiting, as milliseconds after an

@@ -6,13 +6,15 @@
 //! - [`cli`]: the command line (clap derive).
 //! - [`config`]: defaults, CLI overrides, validation (`config/file.rs`:
 //!   the TOML model; `config/spawn.rs`: `--spawn` / `[[spawn]]` pools).
-//! - [`log`]: tracing setup and the access log line.
+//! - [`log`]: tracing setup and the access log line (stdout, or a file
+//!   reopened on SIGUSR1: `log/access_writer.rs`).
 //! - [`server`]: listeners (plain, TLS), HTTP/1.1 and HTTP/2, connection
 //!   limits, graceful drain (`server/connection.rs`: one connection's
 //!   timers; `server/static_h1.rs` + `send_file.rs`: cleartext static
 //!   requests served without hyper, files sent with sendfile, until the
-//!   first other request hands the connection to hyper); [`tls`]: rustls
-//!   from PEM files.
+//!   first other request hands the connection to hyper;
+//!   `server/proxy_protocol.rs`: PROXY v1/v2 headers on listeners that take
+//!   them); [`tls`]: rustls from PEM files.
 //! - [`app`]: the [`app::App`] one configuration builds (handlers,
 //!   counters, the status snapshot) and [`app::Live`], the swap cell
 //!   holding the one serving new requests.
@@ -21,7 +23,7 @@
 //! - [`privileges`]: `--user` (drop root after binding) and systemd
 //!   socket activation (`LISTEN_FDS`).
 //! - [`stats`], [`status`]: counters and the status page (HTML, JSON,
-//!   Prometheus).
+//!   Prometheus); `status/health.rs`: the load balancer's health endpoint.
 //! - [`router`]: the routing order (SPEC.md "Routing").
 //! - [`uri_path`]: percent-decoding and path safety, shared by every handler.
 //! - [`static_files`]: files under the document root — `resolve` (path →
@@ -44,7 +46,8 @@
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
 //! - [`body`], [`error`]: the body types and the one error-to-status map;
-//!   [`conn`]: facts about a client connection that handlers may see.
+//!   [`conn`]: facts about a client connection that handlers may see
+//!   (`conn/forwarded.rs`: the client a trusted proxy names).
 //!
 //! Request flow: accept → `router::dispatch` picks FastCGI, CGI or static → the
 //! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors

@@ -1,5 +1,5 @@
 //! Logging: diagnostics through tracing on stderr, and the access log on
-//! stdout — one line per request, written when its response body is done
+//! stdout or in the `access_log` file — one line per request, written when its response body is done
 //! (so the byte count and duration are real), in combined log format or JSON.
 //! Lines are handed to one writer thread, which batches them under load;
 //! diagnostics likewise go to their own writer thread ([`diagnostics`]).
@@ -23,7 +23,10 @@ use crate::stats::RouteCounters;
 mod access_writer;
 pub mod diagnostics;
 use access_writer::access_line;
-pub use access_writer::{access_log_bytes_lost, flush_access_log};
+pub use access_writer::{
+    access_log_bytes_lost, access_log_file, flush_access_log, reopen_access_log,
+    set_access_log_file,
+};
 pub use diagnostics::{init, FlushOnExit};
 
 /// What routing learned about a request, for the log line and the counters.
@@ -37,6 +40,8 @@ pub struct RequestNote {
     pub rule: Option<String>,
     /// The user an `[[auth]]` rule authenticated.
     pub user: Option<String>,
+    /// No access log line (a load balancer's health check).
+    pub unlogged: bool,
 }
 
 /// The facts of one request the access log line needs.
@@ -114,6 +119,9 @@ impl AccessRecord {
         self.site = note.site;
         self.rule = note.rule;
         self.user = note.user;
+        if note.unlogged {
+            self.format = None;
+        }
         self._held = Some(held);
     }
 

@@ -1,7 +1,8 @@
 //! Thin entry point: parse the CLI, load the config, set up logging, bind
 //! (or take systemd's sockets), drop privileges, hand over to
 //! `server::serve` (SIGINT/SIGTERM: drain and stop; SIGHUP: reload the
-//! configuration); print one error line and exit 0, 1 or 2.
+//! configuration; SIGUSR1: reopen the access log file); print one error
+//! line and exit 0, 1 or 2.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -140,6 +141,11 @@ async fn serve(
         ),
         None => {}
     }
+    // As the user that will reopen it on SIGUSR1.
+    if let Some(path) = &config.access_log_path {
+        cgihost::log::set_access_log_file(Some(path))
+            .map_err(|e| Failure::Config(format!("access_log {e}")))?;
+    }
     let app = App::new(config).map_err(|e| Failure::Config(e.0))?;
     let live = Live::new(app.clone(), tls);
     // Install the handlers before announcing readiness: a signal that
@@ -150,6 +156,7 @@ async fn serve(
     let term = sig(SignalKind::terminate(), "SIGTERM")?;
     let int = sig(SignalKind::interrupt(), "SIGINT")?;
     let hup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
     for line in app.config.route_lines() {
         tracing::info!("route: {line}");
     }
@@ -157,9 +164,13 @@ async fn serve(
     for l in &listeners {
         let scheme = if l.tls { "https" } else { "http" };
         let addr = l.tcp.local_addr().map_err(|e| runtime(e.to_string()))?;
+        if l.proxy_protocol {
+            tracing::info!("connections to {addr} start with a PROXY protocol header");
+        }
         tracing::info!("listening on {scheme}://{addr}");
     }
     tokio::spawn(reload_on_sighup(live.clone(), hup, cli));
+    tokio::spawn(reopen_on_sigusr1(usr1));
     notify::ready();
     notify::spawn_watchdog();
     let shutdown = async {
@@ -182,12 +193,20 @@ fn bind_all(
             "using {} socket(s) from systemd (LISTEN_FDS)",
             sockets.len()
         );
+        // Socket N takes [[listen]] N's proxy_protocol (else the first's).
         return sockets
             .into_iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let tcp = tokio::net::TcpListener::from_std(s)
                     .map_err(|e| Failure::Runtime(format!("LISTEN_FDS: {e}")))?;
-                Ok(Listener { tcp, tls })
+                let listen = config.listen.get(i).unwrap_or(&config.listen[0]);
+                let proxy_protocol = listen.proxy_protocol;
+                Ok(Listener {
+                    tcp,
+                    tls,
+                    proxy_protocol,
+                })
             })
             .collect();
     }
@@ -209,6 +228,24 @@ async fn reload_on_sighup(live: Arc<Live>, mut hup: tokio::signal::unix::Signal,
         }
         // Done either way: the old or the new configuration serves.
         notify::ready();
+    }
+}
+
+/// SIGUSR1 (logrotate's convention, after it renamed the file): open the
+/// access log file again by its name.
+async fn reopen_on_sigusr1(mut usr1: tokio::signal::unix::Signal) {
+    while usr1.recv().await.is_some() {
+        let reopened = tokio::task::spawn_blocking(cgihost::log::reopen_access_log).await;
+        match reopened {
+            Ok(Ok(Some(path))) => {
+                tracing::info!("SIGUSR1: reopened the access log {}", path.display())
+            }
+            Ok(Ok(None)) => tracing::info!("SIGUSR1: the access log is stdout; nothing to reopen"),
+            Ok(Err(e)) => tracing::error!(
+                "SIGUSR1: cannot reopen the access log ({e}); writing to the old file"
+            ),
+            Err(e) => tracing::error!("SIGUSR1: reopening the access log failed: {e}"),
+        }
     }
 }
 

@@ -34,9 +34,24 @@ pub fn reload(live: &Live, cli: &Cli) -> Result<(), ConfigError> {
     for line in new.config.route_lines() {
         tracing::info!("route: {line}");
     }
+    switch_access_log(new.config.access_log_path.as_deref());
     let generation = new.stats.config_generation.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!("configuration reloaded (generation {generation})");
     Ok(())
+}
+
+/// A changed `access_log` path takes effect now (the lines of requests
+/// still running go to the new file); if it cannot be opened, the old one
+/// stays.
+fn switch_access_log(path: Option<&std::path::Path>) {
+    if crate::log::access_log_file().as_deref() == path {
+        return;
+    }
+    let to = path.map_or_else(|| "stdout".into(), |p| p.display().to_string());
+    match crate::log::set_access_log_file(path) {
+        Ok(()) => tracing::info!("reload: the access log goes to {to}"),
+        Err(e) => tracing::error!("reload: keeping the running access log: {e}"),
+    }
 }
 
 /// The new files' acceptor, when TLS is on and they load.

@@ -1,4 +1,5 @@
-//! Routing (SPEC.md "Routing, in order"): the status page; the site for
+//! Routing (SPEC.md "Routing, in order"): the health endpoint and the
+//! status page; the site for
 //! the request's host; the site's rules (`plan.rs`: redirect, rewrite,
 //! access, auth); then (1) `/prefix` FastCGI routes, longest first; (2)
 //! the CGI prefix; (3) `*.EXT` FastCGI routes whose script exists under
@@ -102,6 +103,10 @@ pub async fn dispatch(
     request_id: u64,
     note: &mut RequestNote,
 ) -> Result<Response<Body>, Error> {
+    if status::health::is_health_path(&app.config, req.uri().path()) {
+        note.unlogged = true;
+        return Ok(status::health::answer(req.method(), app.is_draining()));
+    }
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
             note.route = Some(app.labels.status.clone());
@@ -134,7 +139,7 @@ async fn serve_in_site(
     let mut hops = 0;
     let mut offloaded = None;
     loop {
-        let planned = match plan::plan(site, req.method(), req.uri(), conn.peer.ip(), &mut hops) {
+        let planned = match plan::plan(site, req.method(), req.uri(), conn.client.ip, &mut hops) {
             Ok(Plan::Route(p)) => p,
             Ok(Plan::Answer(resp, rule)) => {
                 note.rule = Some(rule);
@@ -154,7 +159,7 @@ async fn serve_in_site(
         }
         if let Some(check) = &planned.auth {
             let headers = req.headers().clone();
-            let user = authenticate(check, headers, conn.peer.ip())
+            let user = authenticate(check, headers, conn.client.ip)
                 .await
                 .inspect_err(|_| {
                     note.route = site.counters.rules.clone();
@@ -383,21 +388,19 @@ pub enum StaticAnswer {
 
 /// For a bodiless GET or HEAD: what `dispatch` would do when that is to
 /// serve a static file or a rule's redirect, or None when another route
-/// or a password check owns it (status page, upload rule, CGI, FastCGI,
-/// auth). An unusable path or a denied client is `Some(Err)`: its page is
-/// the same whoever answers.
+/// or a password check owns it (status page, health endpoint, upload
+/// rule, CGI, FastCGI, auth). An unusable path or a denied client (at
+/// `client`) is `Some(Err)`: its page is the same whoever answers.
 pub fn static_path<B>(
     app: &App,
     req: &Request<B>,
-    peer: IpAddr,
+    client: IpAddr,
 ) -> Option<Result<StaticAnswer, Error>> {
-    if let Some(status) = &app.config.status {
-        if status::is_status_path(&status.path, req.uri().path()) {
-            return None;
-        }
+    if status::health::is_server_path(&app.config, req.uri().path()) {
+        return None;
     }
     let (position, site) = app.sites.pick_position(host_of(req));
-    let planned = match plan::plan(site, req.method(), req.uri(), peer, &mut 0) {
+    let planned = match plan::plan(site, req.method(), req.uri(), client, &mut 0) {
         Ok(Plan::Route(p)) => p,
         Ok(Plan::Answer(resp, rule)) => return Some(Ok(StaticAnswer::Rule(resp, rule))),
         Err(e) if errors::has_page(site, &e) => return None,

@@ -8,8 +8,14 @@
 //! over all listeners: further clients wait in the kernel's accept queue
 //! rather than being refused.
 //!
-//! Shutdown, in order: stop accepting; idle keep-alive connections close at
-//! once, in-flight requests get up to the grace period; then every CGI
+//! Behind a load balancer, a listener may take the PROXY protocol
+//! (`server/proxy_protocol.rs`), and a trusted proxy's `X-Forwarded-For`
+//! and `-Proto` name each request's client (`conn/forwarded.rs`).
+//!
+//! Shutdown, in order: the health endpoint answers 503, and for
+//! `shutdown_delay` everything else is served as before (the balancer
+//! notices and stops sending); stop accepting; idle keep-alive connections
+//! close at once, in-flight requests get up to the grace period; then every CGI
 //! process group still alive is killed; finally we wait (briefly) until the
 //! supervisors have reaped them, and the spawned FastCGI pools stop their
 //! workers (SIGTERM, then SIGKILL), so nothing is left behind.
@@ -18,6 +24,7 @@ mod buffers;
 mod connection;
 mod listen;
 pub use listen::Listener;
+mod proxy_protocol;
 mod send_file;
 mod static_h1;
 mod trim;
@@ -70,6 +77,7 @@ pub async fn run(
     let listeners = vec![Listener {
         tcp: listener,
         tls: tls.is_some(),
+        proxy_protocol: false,
     }];
     serve(listeners, Live::new(app, tls), shutdown).await
 }
@@ -86,6 +94,15 @@ pub async fn serve(
     let accepting = tokio::spawn(accept_loop(listeners, live.clone(), front.clone()));
     tokio::spawn(trim::after_bursts(front.stats.clone(), front.stop.clone()));
     shutdown.await;
+    live.start_draining();
+    let delay = live.current().config.balancer.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            "shutting down: the health endpoint answers 503; serving on for {}s (shutdown_delay)",
+            delay.as_secs()
+        );
+        tokio::time::sleep(delay).await;
+    }
     accepting.abort();
     let _ = accepting.await;
     let _ = stop_tx.send(true);
@@ -205,18 +222,21 @@ async fn accept_loop(listeners: Vec<Listener>, live: Arc<Live>, front: Arc<Front
         warned_full = false;
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let tls = listeners[index].tls;
-        let conn = ConnInfo { peer, local, tls };
+        let Listener {
+            tls,
+            proxy_protocol,
+            ..
+        } = listeners[index];
+        let conn = ConnInfo::direct(peer, local, tls);
         let acceptor = if tls { live.tls() } else { None };
         // Counted and holding its slot until the task ends, even by panic.
         let open = OpenConnection::new(front.clone(), permit);
-        tokio::spawn(connection::handle(
+        let accepted = connection::Accepted {
             stream,
-            acceptor,
+            proxy_protocol,
             conn,
-            live.clone(),
-            open,
-        ));
+        };
+        tokio::spawn(connection::handle(accepted, acceptor, live.clone(), open));
     }
 }
 
@@ -310,7 +330,9 @@ async fn serve_request(
     busy: connection::InFlight,
 ) -> Response<Body> {
     let id = app.next_request_id();
-    let mut record = access_record(&app, conn.as_ref(), &req);
+    // From a trusted proxy: the client and scheme it names.
+    let conn = app.trusted_proxies.apply(&conn, req.headers());
+    let mut record = access_record(&app, &conn, &req);
     let span = tracing::info_span!("req", id);
     let req = req.map(|b| b.boxed_unsync());
     let mut note = RequestNote::default();
@@ -398,7 +420,7 @@ fn say_close_if_close_delimited(resp: &mut Response<Body>, head_only: bool) {
 fn access_record<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> AccessRecord {
     AccessRecord::new(
         app.config.access_log.then_some(app.config.log_format),
-        conn.peer.ip(),
+        conn.client.ip,
         req.method(),
         req.uri(),
         req.version(),

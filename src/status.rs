@@ -14,6 +14,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use crate::body::ReqBody;
+pub mod health;
 mod html;
 mod metrics;
 
@@ -38,8 +39,8 @@ pub fn serve(
     req: &Request<ReqBody>,
     conn: &ConnInfo,
 ) -> Result<Response<Body>, Error> {
-    if cfg.local_only && !conn.peer.ip().to_canonical().is_loopback() {
-        tracing::debug!("status page refused to non-loopback client {}", conn.peer);
+    if cfg.local_only && !conn.client.ip.to_canonical().is_loopback() {
+        tracing::debug!("status page refused to non-loopback client {}", conn.client);
         return Err(Error::NotFound);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {

@@ -13,6 +13,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::conn::Client;
+
 use http::{header, HeaderMap, Method, Uri, Version};
 
 use crate::meta::{ClientUri, ErrorRedirect, ExtraVars, RemoteUser};
@@ -27,9 +29,11 @@ pub struct RequestFacts<'a> {
     pub uri: &'a Uri,
     pub version: Version,
     pub headers: &'a HeaderMap,
-    pub peer: SocketAddr,
+    /// The client (behind a proxy: the one it names), not always the peer.
+    pub client: Client,
     pub local: SocketAddr,
-    pub tls: bool,
+    /// The client's scheme is https.
+    pub https: bool,
     /// Exact body length, when there is a body.
     pub content_length: Option<u64>,
     /// What routing decided (`meta`): the client's URI before rewrites,
@@ -52,9 +56,9 @@ impl<'a> RequestFacts<'a> {
             uri: &parts.uri,
             version: parts.version,
             headers: &parts.headers,
-            peer: conn.peer,
+            client: conn.client,
             local: conn.local,
-            tls: conn.tls,
+            https: conn.https,
             content_length,
             client_uri: parts.extensions.get::<ClientUri>().map(|c| &c.0),
             user: parts.extensions.get::<RemoteUser>().map(|u| u.0.as_str()),
@@ -201,7 +205,7 @@ fn server_vars(out: &mut Put, req: &RequestFacts, server: &ServerFacts) {
     out.display("SERVER_ADDR", &req.local.ip().to_canonical());
     out.bytes("SERVER_PROTOCOL", protocol(req.version).as_bytes());
     out.bytes("REQUEST_METHOD", req.method.as_str().as_bytes());
-    out.bytes("REQUEST_SCHEME", if req.tls { b"https" } else { b"http" });
+    out.bytes("REQUEST_SCHEME", if req.https { b"https" } else { b"http" });
 }
 
 /// The script and the URL split around it.
@@ -232,17 +236,20 @@ fn script_vars(out: &mut Put, req: &RequestFacts, script: &ScriptFacts) {
 
 /// The client, its body and who it is.
 fn client_vars(out: &mut Put, req: &RequestFacts) {
-    let remote = req.peer.ip().to_canonical();
+    let remote = req.client.ip.to_canonical();
     out.display("REMOTE_ADDR", &remote);
     out.display("REMOTE_HOST", &remote);
-    out.display("REMOTE_PORT", &req.peer.port());
+    // Unknown behind a proxy that names no port: unset, not the proxy's.
+    if let Some(port) = req.client.port {
+        out.display("REMOTE_PORT", &port);
+    }
     if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
         out.bytes("CONTENT_TYPE", ct.as_bytes());
     }
     if let Some(n) = req.content_length {
         out.display("CONTENT_LENGTH", &n);
     }
-    if req.tls {
+    if req.https {
         out.bytes("HTTPS", b"on");
     }
     if let Some(user) = req.user {
@@ -335,9 +342,9 @@ mod tests {
             uri: &uri,
             version: Version::HTTP_11,
             headers,
-            peer: "[::ffff:127.0.0.1]:5555".parse().unwrap(),
+            client: Client::from("[::ffff:127.0.0.1]:5555".parse::<SocketAddr>().unwrap()),
             local: "127.0.0.1:8992".parse().unwrap(),
-            tls: false,
+            https: false,
             content_length: Some(3),
             client_uri: None,
             user: None,

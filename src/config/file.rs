@@ -32,8 +32,9 @@ pub(super) struct FileConfig {
     pub(super) max_body: Option<Size>,
     pub(super) workers: Option<u32>,
     pub(super) log_format: Option<String>,
-    /// `false`: no access log lines (like nginx `access_log off`).
-    pub(super) access_log: Option<bool>,
+    /// `false`: no access log lines (like nginx `access_log off`); a path:
+    /// lines go to that file instead of stdout.
+    pub(super) access_log: Option<FileAccessLog>,
     pub(super) status_path: Option<String>,
     pub(super) user: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
@@ -45,6 +46,10 @@ pub(super) struct FileConfig {
     pub(super) max_connections: Option<usize>,
     /// Serve the status page to loopback clients only (default true).
     pub(super) status_local_only: Option<bool>,
+    /// Behind a load balancer (`config/balancer.rs`).
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) health_path: Option<String>,
+    pub(super) shutdown_delay: Option<u64>,
     pub(super) max_header_size: Option<Size>,
     pub(super) spool_dir: Option<PathBuf>,
     pub(super) fastcgi_max_conns: Option<usize>,
@@ -104,6 +109,38 @@ pub(super) struct FileListen {
     pub(super) addr: String,
     /// Default: TLS when `tls_cert` is set.
     pub(super) tls: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    #[serde(default)]
+    pub(super) proxy_protocol: bool,
+}
+
+/// `access_log = true | false | "/path/to/access.log"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FileAccessLog {
+    On(bool),
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for FileAccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileAccessLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or the path of a log file")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<FileAccessLog, E> {
+                Ok(FileAccessLog::On(on))
+            }
+            fn visit_str<E: serde::de::Error>(self, path: &str) -> Result<FileAccessLog, E> {
+                if path.is_empty() {
+                    return Err(E::custom("an empty path (true: stdout; false: off)"));
+                }
+                Ok(FileAccessLog::File(PathBuf::from(path)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[[upload]]`: offload multipart uploads under `prefix` into `dir`.

@@ -71,10 +71,22 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     if config.listen.iter().any(|l| l.tls) && config.tls.is_none() {
         return err("listen: a TLS listener needs tls_cert and tls_key");
     }
+    config
+        .balancer
+        .check(config.status.as_ref().map(|s| s.path.as_str()))?;
+    check_access_log(config.access_log_path.as_deref())?;
     if let Some(user) = &config.user {
         if user.is_empty() {
             return err("user: must name a user");
         }
     }
     Ok(())
+}
+
+/// The access log file, when it names one, must not be a directory.
+fn check_access_log(path: Option<&std::path::Path>) -> Result<(), ConfigError> {
+    match path {
+        Some(p) if p.is_dir() => err(format!("access_log: {} is a directory", p.display())),
+        _ => Ok(()),
+    }
 }

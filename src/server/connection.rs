@@ -1,5 +1,6 @@
-//! One client connection: the TLS handshake, hyper serving HTTP/1.1 or
-//! HTTP/2 on it, and the one timer that enforces the connection limits.
+//! One client connection: the PROXY protocol header (on listeners that
+//! take it), the TLS handshake, hyper serving HTTP/1.1 or HTTP/2 on it,
+//! and the one timer that enforces the connection limits.
 //!
 //! The timer, per connection rather than per request, wakes at most every
 //! few seconds and decides:
@@ -35,52 +36,113 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::proxy_protocol::{self, Refused};
 use super::{serve_request, static_h1, FrontEnd, OpenConnection};
 use crate::app::Live;
-use crate::conn::{ConnInfo, ConsumerWatch, WaitingSince};
+use crate::conn::{Client, ConnInfo, ConsumerWatch, WaitingSince};
 
 /// How long an idle connection closed by a timeout may take to close
 /// gracefully before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Handshake (for TLS), then serve until the connection ends.
+/// A connection just accepted, nothing read from it yet.
+pub(super) struct Accepted {
+    pub(super) stream: TcpStream,
+    /// It must start with a PROXY protocol header.
+    pub(super) proxy_protocol: bool,
+    pub(super) conn: ConnInfo,
+}
+
+/// The PROXY header (where the listener takes one), the handshake (for
+/// TLS), then serve until the connection ends.
 ///
 /// An async block rather than an async fn: an async fn keeps its arguments
 /// twice in its state (rust-lang/rust#62958), and this state is what every
-/// waiting connection carries.
+/// waiting connection carries. For the same reason the fields of
+/// `accepted` are used in place, not moved out into new locals.
 #[allow(clippy::manual_async_fn)]
 pub(super) fn handle(
-    stream: TcpStream,
+    mut accepted: Accepted,
     tls: Option<TlsAcceptor>,
-    conn: ConnInfo,
     live: Arc<Live>,
     open: OpenConnection,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let front = &*open.front;
-        let accepted = Instant::now();
+        let start = Instant::now();
+        // The client's first bytes, read with the PROXY header.
+        let mut first = BytesMut::new();
+        if accepted.proxy_protocol {
+            let header = proxy_header(&mut accepted.stream, &mut accepted.conn, front);
+            let Some(rest) = Box::pin(header).await else {
+                return;
+            };
+            first = rest;
+        }
         let Some(acceptor) = tls else {
             // Static files first; hyper takes over at the first other request.
-            let handed = static_h1::serve(stream, &conn, &live, front, accepted).await;
-            let Some((stream, read, activity)) = handed else {
+            let conn = &accepted.conn;
+            let handed = static_h1::serve((accepted.stream, first), conn, &live, front, start);
+            let Some((stream, read, activity)) = handed.await else {
                 return;
             };
             let io = Tracked::new(stream, read, &activity);
+            let conn = accepted.conn;
             return Box::pin(serve(TokioIo::new(io), conn, live, front, activity)).await;
         };
         // Boxed, as is hyper's state: a cleartext connection on the static
         // path (most of them) should not carry their size.
-        let activity = Arc::new(Activity::new(accepted));
+        let activity = Arc::new(Activity::new(start));
+        let io = Tracked::new(accepted.stream, first, &activity);
+        let conn = accepted.conn;
         Box::pin(handshake_and_serve(
-            stream, acceptor, conn, live, front, activity,
+            io, acceptor, conn, live, front, activity,
         ))
         .await;
     }
 }
 
+/// Read the PROXY protocol header, within the header timeout (or until
+/// shutdown), and take the client it names. The bytes read past it; None:
+/// no usable header, the connection closes (said in the log).
+async fn proxy_header(
+    stream: &mut TcpStream,
+    conn: &mut ConnInfo,
+    front: &FrontEnd,
+) -> Option<BytesMut> {
+    let mut stop = front.stop.clone();
+    let read = tokio::select! {
+        read = proxy_protocol::read_header(stream, front.header_read_timeout) => read,
+        _ = stopped(&mut stop) => return None,
+    };
+    let peer = conn.peer;
+    match read {
+        Ok((proxied, rest)) => {
+            if let Some(source) = proxied.source {
+                conn.client = Client::from(source);
+            }
+            conn.https |= proxied.tls;
+            Some(rest)
+        }
+        // A TCP health check, or a port scan: nothing to say.
+        Err(why @ Refused::Silent) => {
+            tracing::debug!(%peer, "{why}");
+            None
+        }
+        Err(why @ Refused::Invalid(_)) => {
+            tracing::warn!(%peer, "PROXY protocol listener: {why}; closing the connection");
+            None
+        }
+        Err(why) => {
+            tracing::info!(%peer, "PROXY protocol listener: {why}; closing the connection");
+            None
+        }
+    }
+}
+
 /// TLS: the handshake within the header timeout, then hyper.
 async fn handshake_and_serve(
-    stream: TcpStream,
+    io: Tracked<TcpStream>,
     acceptor: TlsAcceptor,
     conn: ConnInfo,
     live: Arc<Live>,
@@ -88,7 +150,6 @@ async fn handshake_and_serve(
     activity: Arc<Activity>,
 ) {
     let peer = conn.peer;
-    let io = Tracked::new(stream, BytesMut::new(), &activity);
     let mut stop = front.stop.clone();
     let handshake = tokio::time::timeout(front.header_read_timeout, acceptor.accept(io));
     tokio::select! {

@@ -9,10 +9,12 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Listen;
 
-/// A bound socket; `tls`: HTTPS only (with the live certificate).
+/// A bound socket; `tls`: HTTPS only (with the live certificate);
+/// `proxy_protocol`: every connection starts with a PROXY header.
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: bool,
+    pub proxy_protocol: bool,
 }
 
 /// Connections the kernel queues for a listener before cgihost accepts
@@ -32,6 +34,7 @@ impl Listener {
         Ok(Listener {
             tcp: socket.listen(LISTEN_BACKLOG)?,
             tls: listen.tls,
+            proxy_protocol: listen.proxy_protocol,
         })
     }
 }
@@ -78,6 +81,7 @@ mod tests {
         Listen {
             addr: addr.parse().unwrap(),
             tls,
+            proxy_protocol: false,
         }
     }
 

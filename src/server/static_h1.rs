@@ -58,19 +58,22 @@ pub(super) const GATHER: usize = 16 * 1024;
 /// in the same write; larger ones go with sendfile.
 const INLINE_FILE: u64 = GATHER as u64 - 1024;
 
-/// Serve static requests on `stream` until the connection ends (None) or
-/// a request for hyper arrives: then the stream and the bytes already read
-/// from it are returned, for hyper to serve (those bytes first).
+/// Serve static requests on `stream` (whose first bytes were read already:
+/// `read`) until the connection ends (None) or a request for hyper
+/// arrives: then the stream, the bytes already read from it and the
+/// connection's activity are returned, for hyper to serve (those bytes
+/// first).
 ///
 /// Not an async fn, for the reason `connection::handle` gives.
 pub(super) fn serve<'a>(
-    stream: TcpStream,
+    (stream, read): (TcpStream, BytesMut),
     conn: &'a ConnInfo,
     live: &'a Live,
     front: &'a FrontEnd,
     accepted: Instant,
 ) -> impl Future<Output = Option<(TcpStream, BytesMut, Arc<Activity>)>> + Send + 'a {
     let mut c = Connection::new(stream, front, &conn.peer, accepted);
+    c.input = read;
     // Made at the first request: a silent connection needs none.
     let mut activity: Option<Arc<Activity>> = None;
     async move {
@@ -81,30 +84,35 @@ pub(super) fn serve<'a>(
             // (Before the head, so that no request is held across the yield:
             // this future is what every waiting connection carries.)
             tokio::task::consume_budget().await;
-            let (req, head_len) = match c.next_head().await {
-                Next::Head(req, len) => (req, len),
-                Next::HandOver => return Some(c.hand_over(activity, accepted)),
-                Next::Close => return None,
+            // In a block: nothing of the request is held across the write.
+            let (terms, answered) = {
+                let (req, head_len) = match c.next_head().await {
+                    Next::Head(req, len) => (req, len),
+                    Next::HandOver => return Some(c.hand_over(activity, accepted)),
+                    Next::Close => return None,
+                };
+                let app = live.current();
+                // From a trusted proxy: the client and scheme it names.
+                let conn = app.trusted_proxies.apply(conn, req.headers());
+                let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
+                    return Some(c.hand_over(activity, accepted));
+                };
+                let busy = || {
+                    InFlight::start(
+                        activity.get_or_insert_with(|| Arc::new(Activity::new(accepted))),
+                    )
+                };
+                let Some(answered) = answer_static(app, &req, answer, &conn, busy) else {
+                    return Some(c.hand_over(activity, accepted));
+                };
+                c.input.advance(head_len);
+                let terms = Terms {
+                    version: req.version(),
+                    head_only: req.method() == Method::HEAD,
+                    keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
+                };
+                (terms, answered)
             };
-            let app = live.current();
-            let Some(answer) = router::static_path(&app, &req, c.peer.ip()) else {
-                return Some(c.hand_over(activity, accepted));
-            };
-            let busy = || {
-                InFlight::start(activity.get_or_insert_with(|| Arc::new(Activity::new(accepted))))
-            };
-            let Some(answered) = answer_static(app, &req, answer, conn, busy) else {
-                return Some(c.hand_over(activity, accepted));
-            };
-            let terms = Terms {
-                version: req.version(),
-                head_only: req.method() == Method::HEAD,
-                keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
-            };
-            // The request is not kept across the write: what waits between
-            // requests (see below) should hold as little as possible.
-            drop(req);
-            c.input.advance(head_len);
             c.first = false;
             // Boxed: writing a response (sendfile windows, gzip) keeps more
             // state than waiting for a head, which is what an idle connection

@@ -61,11 +61,7 @@ async fn rig(pipe: usize) -> Rig {
     let activity = Arc::new(Activity::new(start));
     let io = Tracked::new(server, BytesMut::new(), &activity);
     let addr: SocketAddr = "127.0.0.1:8992".parse().unwrap();
-    let conn = ConnInfo {
-        peer: "127.0.0.1:40000".parse().unwrap(),
-        local: addr,
-        tls: false,
-    };
+    let conn = ConnInfo::direct("127.0.0.1:40000".parse().unwrap(), addr, false);
     let served = tokio::spawn(async move {
         serve(TokioIo::new(io), conn, live, &front, activity).await;
     });

@@ -37,6 +37,8 @@ pub struct App {
     pub uploads: Vec<UploadRule>,
     pub stats: Arc<Stats>,
     pub(crate) labels: Labels,
+    /// Automatic HTTPS; one for the process (a reload keeps it).
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 /// The built-in routes' counters.
@@ -69,7 +71,12 @@ impl App {
                 ))
             })?
             .segments;
+        let acme = match previous {
+            Some(p) => p.acme.clone(),
+            None => crate::acme::Acme::new(&config)?,
+        };
         Ok(Arc::new(App {
+            acme,
             config,
             cgi,
             fastcgi,
@@ -205,6 +212,7 @@ impl App {
             },
             "fastcgi_pools": pools,
             "fastcgi_backends": backends,
+            "acme": app.acme.as_ref().map(|a| a.status()),
         })
     }
 }

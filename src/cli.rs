@@ -81,6 +81,11 @@ pub struct Cli {
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
 
+    /// Get (and renew) a certificate for NAME from the ACME CA (repeatable;
+    /// adds an HTTPS listener on port 443 when none is configured)
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Vec<String>,
+
     /// Serve a status page at PATH (HTML, ?json, PATH/metrics) [default: off]
     #[arg(long, value_name = "PATH")]
     pub status_path: Option<String>,
@@ -142,6 +147,11 @@ impl Cli {
             }
             (None, None) => {}
             _ => return err("--tls-cert and --tls-key: give both or neither"),
+        }
+        crate::config::acme::AcmeConfig::add_flag_names(&mut config.acme, &cli.acme_domain)?;
+        if !cli.acme_domain.is_empty() && !config.listen.iter().any(|l| l.tls) {
+            let addr = SocketAddr::new(config.listen[0].addr.ip(), 443);
+            config.listen.push(Listen { addr, tls: true });
         }
         if cli.user.is_some() {
             config.user = cli.user.clone();

@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod acme;
 mod file;
 mod parse;
+mod route_lines;
 mod site;
 mod site_file;
 mod spawn;
@@ -161,6 +163,7 @@ pub struct Config {
     /// Where to accept connections; the first is `--bind`/`--port`.
     pub listen: Vec<Listen>,
     pub tls: Option<TlsFiles>,
+    pub acme: Option<acme::AcmeConfig>,
     /// Run CGI programs, workers and (after binding) cgihost as this user.
     pub user: Option<String>,
     pub status: Option<StatusConfig>,
@@ -264,6 +267,7 @@ impl Default for Config {
                 tls: false,
             }],
             tls: None,
+            acme: None,
             user: None,
             status: None,
             status_local_only: true,
@@ -337,6 +341,7 @@ impl Config {
     fn apply_file(&mut self, mut f: FileConfig, src: &Source) -> Result<(), ConfigError> {
         let mut default_site = f.take_default_site();
         let file_sites = std::mem::take(&mut f.site);
+        self.acme = acme::from_file(&f, &file_sites)?;
         let cgi_env = std::mem::take(&mut f.cgi.env);
         self.apply_listeners(&f)?;
         match (f.tls_cert, f.tls_key) {
@@ -458,42 +463,5 @@ impl Config {
             rules,
             fastcgi,
         })
-    }
-
-    /// One human line per route, for the startup log and `--check-config`.
-    pub fn route_lines(&self) -> Vec<String> {
-        let spawned = self.spawn.iter().map(|r| {
-            let mut extras = vec![format!("{} workers", r.workers)];
-            if r.max_requests > 0 {
-                extras.push(format!("max_requests {}", r.max_requests));
-            }
-            if r.reload {
-                extras.push("reload".into());
-            }
-            format!(
-                "spawn    {} -> {} ({})",
-                r.matcher,
-                r.argv.join(" "),
-                extras.join(", ")
-            )
-        });
-        let mut lines: Vec<String> = self
-            .fastcgi
-            .iter()
-            .map(|r| {
-                let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
-                format!("FastCGI  {} -> {}", r.matcher, addrs.join(", "))
-            })
-            .chain(spawned)
-            .collect();
-        lines.extend([
-            format!(
-                "CGI      {}/* -> programs in {}",
-                self.cgi_prefix.trim_end_matches('/'),
-                self.cgi_dir.display()
-            ),
-            format!("static   /* -> files in {}", self.root.display()),
-        ]);
-        lines
     }
 }

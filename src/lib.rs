@@ -54,6 +54,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod acme;
 pub mod app;
 pub mod body;
 pub mod cgi;

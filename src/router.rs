@@ -9,6 +9,7 @@
 //! A CGI local redirect (`Location: /path`) and a rewrite both restart
 //! routing with the new path; together at most [`MAX_HOPS`] times.
 
+mod acme;
 mod errors;
 mod plan;
 
@@ -102,6 +103,9 @@ pub async fn dispatch(
     request_id: u64,
     note: &mut RequestNote,
 ) -> Result<Response<Body>, Error> {
+    if let Some(answer) = acme::answer(app, &req, conn.tls) {
+        return answer;
+    }
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
             note.route = Some(app.labels.status.clone());
@@ -391,6 +395,9 @@ pub fn static_path<B>(
     req: &Request<B>,
     peer: IpAddr,
 ) -> Option<Result<StaticAnswer, Error>> {
+    if acme::owns(app, req) {
+        return None;
+    }
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
             return None;

@@ -139,3 +139,74 @@ async fn http01_certificate_is_issued_served_and_reused_after_restart() {
     assert!(ok, "{body}");
     assert!(!srv.stderr_text().contains("ordering a certificate"), "{}", srv.stderr_text());
 }
+
+#[tokio::test]
+async fn tls_alpn01_certificate_is_issued_and_served() {
+    let site = Site::new();
+    let ca = Pebble::start(site.http, site.https, None);
+    // TLS only: the CA checks the name on the TLS listener (acme-tls/1).
+    let conf = site.config(&ca.directory(), &ca.ca_root, "tls-alpn-01");
+    let srv = site.start(&conf);
+    log_says(&srv, "now serving it", Duration::from_secs(30)).await;
+    let (ok, body) = site.curl_https(&ca.issuing_root(), "/index.html");
+    assert!(ok && body == "hello over acme\n", "{body}");
+}
+
+#[tokio::test]
+async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
+    let site = Site::new();
+    // 9-second certificates: renewal falls due about 6 seconds in.
+    let ca = Pebble::start(site.http, site.https, Some(9));
+    let conf = site.config(&ca.directory(), &ca.ca_root, "http-01");
+    let srv = site.start(&conf);
+    log_says(&srv, "now serving it", Duration::from_secs(30)).await;
+    let root = ca.issuing_root();
+    let first = served_serial(site.https, NAME, &root).await.unwrap();
+    // New handshakes all along, until one sees the new serial.
+    let start = std::time::Instant::now();
+    let mut handshakes = 0;
+    let renewed = loop {
+        let serial = served_serial(site.https, NAME, &root).await;
+        let serial = serial.unwrap_or_else(|e| panic!("handshake {handshakes} failed: {e}"));
+        handshakes += 1;
+        if serial != first {
+            break serial;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never renewed:\n{}", srv.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(handshakes > 10, "renewed too soon ({handshakes} handshakes)");
+    let (ok, body) = site.curl_https(&root, "/index.html");
+    assert!(ok, "{body}");
+    // The status page names the certificate now served.
+    let status = get_host(format!("127.0.0.1:{}", site.http).parse().unwrap(), "/status?json", "localhost").await;
+    let json: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    let cert = &json["acme"][0];
+    assert_eq!(cert["serial"].as_str(), Some(renewed.as_str()), "{json}");
+    assert_eq!(cert["names"][0], NAME);
+    assert_eq!(cert["last_renewal"]["ok"], true);
+    assert!(cert["issuer"].as_str().unwrap_or("").contains("Pebble"), "{json}");
+}
+
+#[tokio::test]
+async fn ca_down_at_start_http_serves_and_the_order_is_retried() {
+    let site = Site::new();
+    let acme_port = free_port();
+    let directory = format!("https://127.0.0.1:{acme_port}/dir");
+    // The CA's endpoint certificate exists before the CA runs.
+    let endpoint = tempfile::tempdir().unwrap();
+    pebble::write_endpoint_files(endpoint.path());
+    let ca_root = endpoint.path().join("ca.pem");
+    let conf = site.config(&directory, &ca_root, "http-01");
+    let srv = site.start(&conf);
+    log_says(&srv, "retrying in", Duration::from_secs(10)).await;
+    let plain: std::net::SocketAddr = format!("127.0.0.1:{}", site.http).parse().unwrap();
+    assert_eq!(get_host(plain, "/index.html", "other.test").await.status, 200);
+    // No certificate yet: the handshake is refused, with a reason.
+    assert!(served_serial(site.https, NAME, &ca_root).await.is_err());
+    log_says(&srv, "TLS handshake refused: no ACME certificate yet", Duration::from_secs(5)).await;
+    let ca = Pebble::start_in(endpoint, acme_port, site.http, site.https, None);
+    log_says(&srv, "now serving it", Duration::from_secs(40)).await;
+    let (ok, body) = site.curl_https(&ca.issuing_root(), "/index.html");
+    assert!(ok, "{body}");
+}

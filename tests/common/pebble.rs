@@ -68,8 +68,17 @@ pub struct Pebble {
     pub ca_root: PathBuf,
 }
 
+/// Pebble's endpoint files in `dir`: `ca.pem` (for `acme_ca_root`), and
+/// `cert.pem` and `key.pem` for localhost, signed by it.
+pub fn write_endpoint_files(dir: &Path) {
+    let (ca, cert, key) = endpoint_files();
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+}
+
 /// The CA certificate (PEM) and a localhost certificate and key it signed.
-fn pebble_tls_files() -> (String, String, String) {
+fn endpoint_files() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -90,16 +99,20 @@ impl Pebble {
     /// Pebble validating on `http_port` and `tls_port` (cgihost's),
     /// issuing certificates valid `validity` seconds (None: its default).
     pub fn start(http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
-        Self::start_on(free_port(), http_port, tls_port, validity)
+        let dir = tempfile::tempdir().expect("pebble dir");
+        write_endpoint_files(dir.path());
+        Self::start_in(dir, free_port(), http_port, tls_port, validity)
     }
 
-    pub fn start_on(acme_port: u16, http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
-        let dir = tempfile::tempdir().expect("pebble dir");
-        let (ca, cert, key) = pebble_tls_files();
-        let ca_root = dir.path().join("pebble-endpoint-ca.pem");
-        std::fs::write(&ca_root, ca).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    /// As `start`, on `acme_port`, with the endpoint files `dir` holds.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        acme_port: u16,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<u64>,
+    ) -> Pebble {
+        let ca_root = dir.path().join("ca.pem");
         let mgmt_port = free_port();
         let mut settings = serde_json::json!({
             "listenAddress": format!("127.0.0.1:{acme_port}"),

@@ -186,6 +186,14 @@ async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
     assert_eq!(cert["names"][0], NAME);
     assert_eq!(cert["last_renewal"]["ok"], true);
     assert!(cert["issuer"].as_str().unwrap_or("").contains("Pebble"), "{json}");
+    let left = cert["expires_in_secs"].as_i64().unwrap_or(-1);
+    assert!((0..=9).contains(&left), "{json}");
+    let plain = format!("127.0.0.1:{}", site.http).parse().unwrap();
+    let metrics = get_host(plain, "/status/metrics", "localhost").await.text();
+    let line = format!("cgihost_acme_certificate_expiry_seconds{{names=\"{NAME}\"}} ");
+    assert!(metrics.contains(&line), "{metrics}");
+    let page = get_host(plain, "/status", "localhost").await.text();
+    assert!(page.contains("Certificates (ACME)") && page.contains(NAME), "{page}");
 }
 
 #[tokio::test]

@@ -100,7 +100,11 @@ impl Acme {
                 managed
             })
             .collect();
-        let https_port = config.listen.iter().find(|l| l.tls).map_or(443, |l| l.addr.port());
+        let https_port = config
+            .listen
+            .iter()
+            .find(|l| l.tls)
+            .map_or(443, |l| l.addr.port());
         Ok(Some(Arc::new(Acme {
             challenge: settings.challenge_for(&config.listen),
             settings,
@@ -201,7 +205,10 @@ async fn keep(acme: Arc<Acme>, i: usize) {
             tokio::time::sleep(Duration::from_secs(wait as u64).min(MAX_SLEEP)).await;
             continue;
         }
-        tracing::info!("acme: ordering a certificate for {names} from {}", acme.settings.directory);
+        tracing::info!(
+            "acme: ordering a certificate for {names} from {}",
+            acme.settings.directory
+        );
         match obtain(&acme, i).await {
             Ok(info) => {
                 failures = 0;

@@ -43,6 +43,9 @@
 //!   the request-body pump.
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
+//! - [`acme`]: automatic HTTPS — certificates from an ACME CA (`order`),
+//!   kept on disk (`store`), served and swapped by a rustls resolver that
+//!   also answers TLS-ALPN-01 (`resolver`), renewed in the background.
 //! - [`body`], [`error`]: the body types and the one error-to-status map;
 //!   [`conn`]: facts about a client connection that handlers may see.
 //!

@@ -33,7 +33,11 @@ pub fn acceptor_with_resolver(resolver: Arc<dyn ResolvesServerCert>) -> TlsAccep
         .unwrap_or_else(|_| ServerConfig::builder())
         .with_no_client_auth();
     let mut config = builder.with_cert_resolver(resolver);
-    config.alpn_protocols = ALPN.iter().chain([&ACME_TLS_ALPN]).map(|p| p.to_vec()).collect();
+    config.alpn_protocols = ALPN
+        .iter()
+        .chain([&ACME_TLS_ALPN])
+        .map(|p| p.to_vec())
+        .collect();
     TlsAcceptor::from(Arc::new(config))
 }
 

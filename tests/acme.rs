@@ -44,7 +44,10 @@ impl Site {
     /// The config: both listeners (or TLS only), pebble as the CA.
     fn config(&self, directory: &str, ca_root: &Path, challenge: &str) -> ConfFile {
         let plain = if challenge == "http-01" {
-            format!("[[listen]]\naddr = \"127.0.0.1:{}\"\ntls = false\n", self.http)
+            format!(
+                "[[listen]]\naddr = \"127.0.0.1:{}\"\ntls = false\n",
+                self.http
+            )
         } else {
             String::new()
         };
@@ -112,9 +115,13 @@ async fn http01_certificate_is_issued_served_and_reused_after_restart() {
     // Stored atomically and privately.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&site.acme_dir()), 0o700);
-    let stored = site.acme_dir().join(format!("127.0.0.1-{}-dir/{NAME}", ca.acme_port));
+    let stored = site
+        .acme_dir()
+        .join(format!("127.0.0.1-{}-dir/{NAME}", ca.acme_port));
     assert_eq!(mode(&stored.join("key.pem")), 0o600);
-    assert!(std::fs::read_to_string(stored.join("cert.pem")).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(std::fs::read_to_string(stored.join("cert.pem"))
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
 
     // Plain HTTP: 308 to HTTPS with path and query, but the challenge
     // path stays on HTTP (an unknown token: 404, not a redirect).
@@ -133,11 +140,20 @@ async fn http01_certificate_is_issued_served_and_reused_after_restart() {
     drop(srv);
     drop(ca);
     let srv = site.start(&conf);
-    log_says(&srv, "using the stored certificate", Duration::from_secs(10)).await;
+    log_says(
+        &srv,
+        "using the stored certificate",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(served_serial(site.https, NAME, &root).await.unwrap(), first);
     let (ok, body) = site.curl_https(&root, "/index.html");
     assert!(ok, "{body}");
-    assert!(!srv.stderr_text().contains("ordering a certificate"), "{}", srv.stderr_text());
+    assert!(
+        !srv.stderr_text().contains("ordering a certificate"),
+        "{}",
+        srv.stderr_text()
+    );
 }
 
 #[tokio::test]
@@ -172,20 +188,35 @@ async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
         if serial != first {
             break serial;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "never renewed:\n{}", srv.stderr_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never renewed:\n{}",
+            srv.stderr_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(handshakes > 10, "renewed too soon ({handshakes} handshakes)");
+    assert!(
+        handshakes > 10,
+        "renewed too soon ({handshakes} handshakes)"
+    );
     let (ok, body) = site.curl_https(&root, "/index.html");
     assert!(ok, "{body}");
     // The status page names the certificate now served.
-    let status = get_host(format!("127.0.0.1:{}", site.http).parse().unwrap(), "/status?json", "localhost").await;
+    let status = get_host(
+        format!("127.0.0.1:{}", site.http).parse().unwrap(),
+        "/status?json",
+        "localhost",
+    )
+    .await;
     let json: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     let cert = &json["acme"][0];
     assert_eq!(cert["serial"].as_str(), Some(renewed.as_str()), "{json}");
     assert_eq!(cert["names"][0], NAME);
     assert_eq!(cert["last_renewal"]["ok"], true);
-    assert!(cert["issuer"].as_str().unwrap_or("").contains("Pebble"), "{json}");
+    assert!(
+        cert["issuer"].as_str().unwrap_or("").contains("Pebble"),
+        "{json}"
+    );
     let left = cert["expires_in_secs"].as_i64().unwrap_or(-1);
     assert!((0..=9).contains(&left), "{json}");
     let plain = format!("127.0.0.1:{}", site.http).parse().unwrap();
@@ -193,7 +224,10 @@ async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
     let line = format!("cgihost_acme_certificate_expiry_seconds{{names=\"{NAME}\"}} ");
     assert!(metrics.contains(&line), "{metrics}");
     let page = get_host(plain, "/status", "localhost").await.text();
-    assert!(page.contains("Certificates (ACME)") && page.contains(NAME), "{page}");
+    assert!(
+        page.contains("Certificates (ACME)") && page.contains(NAME),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -209,10 +243,18 @@ async fn ca_down_at_start_http_serves_and_the_order_is_retried() {
     let srv = site.start(&conf);
     log_says(&srv, "retrying in", Duration::from_secs(10)).await;
     let plain: std::net::SocketAddr = format!("127.0.0.1:{}", site.http).parse().unwrap();
-    assert_eq!(get_host(plain, "/index.html", "other.test").await.status, 200);
+    assert_eq!(
+        get_host(plain, "/index.html", "other.test").await.status,
+        200
+    );
     // No certificate yet: the handshake is refused, with a reason.
     assert!(served_serial(site.https, NAME, &ca_root).await.is_err());
-    log_says(&srv, "TLS handshake refused: no ACME certificate yet", Duration::from_secs(5)).await;
+    log_says(
+        &srv,
+        "TLS handshake refused: no ACME certificate yet",
+        Duration::from_secs(5),
+    )
+    .await;
     let ca = Pebble::start_in(endpoint, acme_port, site.http, site.https, None);
     log_says(&srv, "now serving it", Duration::from_secs(40)).await;
     let (ok, body) = site.curl_https(&ca.issuing_root(), "/index.html");

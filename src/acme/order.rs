@@ -32,12 +32,21 @@ pub(super) async fn issue(acme: &Acme, names: &[String]) -> Result<(String, Stri
     let result = async {
         answer_challenges(acme, &mut order, &mut answered).await?;
         let retries = RetryPolicy::new().timeout(VALIDATION_LIMIT);
-        let status = order.poll_ready(&retries).await.map_err(|e| format!("validation: {e}"))?;
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(|e| format!("validation: {e}"))?;
         if status != OrderStatus::Ready {
             let why = order.state().error.as_ref().map(|p| p.to_string());
-            return Err(format!("the CA did not validate the names ({status:?}): {}", why.unwrap_or_default()));
+            return Err(format!(
+                "the CA did not validate the names ({status:?}): {}",
+                why.unwrap_or_default()
+            ));
         }
-        let key = order.finalize().await.map_err(|e| format!("finalize: {e}"))?;
+        let key = order
+            .finalize()
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
         let chain = order
             .poll_certificate(&retries)
             .await
@@ -46,7 +55,10 @@ pub(super) async fn issue(acme: &Acme, names: &[String]) -> Result<(String, Stri
     }
     .await;
     for (token, name) in answered {
-        acme.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+        acme.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token);
         acme.resolver.set_validation(&name, None);
     }
     result
@@ -87,7 +99,10 @@ async fn answer_challenges(
             }
         }
         answered.push((challenge.token.clone(), name));
-        challenge.set_ready().await.map_err(|e| format!("challenge: {e}"))?;
+        challenge
+            .set_ready()
+            .await
+            .map_err(|e| format!("challenge: {e}"))?;
     }
     Ok(())
 }
@@ -103,7 +118,10 @@ fn validation_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Strin
     let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let signer = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| format!("tls-alpn-01 key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }
 
 /// The ACME account: the one in memory, else the stored one, else a new
@@ -122,15 +140,19 @@ async fn account(acme: &Acme) -> Result<Account, String> {
     let path = store::ca_dir(settings).join("account.json");
     let account = match std::fs::read(&path) {
         Ok(bytes) => {
-            let creds: AccountCredentials = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let creds: AccountCredentials =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             builder
                 .from_credentials(creds)
                 .await
                 .map_err(|e| format!("account: {e}"))?
         }
         Err(_) => {
-            let contact: Vec<String> = settings.email.iter().map(|e| format!("mailto:{e}")).collect();
+            let contact: Vec<String> = settings
+                .email
+                .iter()
+                .map(|e| format!("mailto:{e}"))
+                .collect();
             let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
             let new = NewAccount {
                 contact: &contact,
@@ -142,7 +164,8 @@ async fn account(acme: &Acme) -> Result<Account, String> {
                 .await
                 .map_err(|e| format!("new account at {}: {e}", settings.directory))?;
             let json = serde_json::to_vec(&creds).map_err(|e| format!("account: {e}"))?;
-            store::write_atomic(&path, &json, 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
+            store::write_atomic(&path, &json, 0o600)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             tracing::info!("acme: account created at {}", settings.directory);
             account
         }

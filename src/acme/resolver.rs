@@ -48,7 +48,12 @@ impl Resolver {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let last = self.last_refusal_log.load(Ordering::Relaxed);
-        if now >= last + 10 && self.last_refusal_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if now >= last + 10
+            && self
+                .last_refusal_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!("TLS handshake refused: {why}");
         }
     }
@@ -57,14 +62,16 @@ impl Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name().map(str::to_ascii_lowercase);
-        let validating = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none());
+        let validating = hello.alpn().is_some_and(|mut offered| {
+            offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none()
+        });
         if validating {
             let validation = self.validation.lock().unwrap_or_else(|p| p.into_inner());
             let key = name.as_ref().and_then(|n| validation.get(n)).cloned();
             if key.is_none() {
-                self.refuse(format_args!("an acme-tls/1 check for {name:?}, which no order awaits"));
+                self.refuse(format_args!(
+                    "an acme-tls/1 check for {name:?}, which no order awaits"
+                ));
             }
             return key;
         }

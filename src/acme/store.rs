@@ -38,17 +38,27 @@ pub(super) fn ca_dir(settings: &AcmeConfig) -> PathBuf {
     let url = settings.directory.trim_start_matches("https://");
     let name: String = url
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     settings.dir.join(name.trim_matches('-'))
 }
 
-/// `dir` and its parents, the last one 0700 (also when it existed).
+/// `dir` (0700, also when it existed) and its parents (the usual mode,
+/// so the user cgihost runs as can reach `dir` under a root-made parent).
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
@@ -77,7 +87,12 @@ fn cert_dir(settings: &AcmeConfig, names: &[String]) -> PathBuf {
 
 /// Save a new certificate's chain and key (the key first: a chain on
 /// disk always has its key beside it).
-pub(super) fn save(settings: &AcmeConfig, names: &[String], chain: &str, key: &str) -> std::io::Result<()> {
+pub(super) fn save(
+    settings: &AcmeConfig,
+    names: &[String],
+    chain: &str,
+    key: &str,
+) -> std::io::Result<()> {
     let dir = cert_dir(settings, names);
     write_atomic(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
     write_atomic(&dir.join("cert.pem"), chain.as_bytes(), 0o644)
@@ -97,11 +112,17 @@ pub(super) fn load(settings: &AcmeConfig, names: &[String]) -> Option<Loaded> {
     match parse(&chain, &key) {
         Ok(loaded) if names.iter().all(|n| loaded.info.names.contains(n)) => Some(loaded),
         Ok(_) => {
-            tracing::info!("acme: stored certificate in {} lacks some of {names:?}; ordering a new one", dir.display());
+            tracing::info!(
+                "acme: stored certificate in {} lacks some of {names:?}; ordering a new one",
+                dir.display()
+            );
             None
         }
         Err(e) => {
-            tracing::warn!("acme: stored certificate in {} is unusable ({e}); ordering a new one", dir.display());
+            tracing::warn!(
+                "acme: stored certificate in {} is unusable ({e}); ordering a new one",
+                dir.display()
+            );
             None
         }
     }
@@ -115,9 +136,12 @@ pub(super) fn parse(chain: &[u8], key: &[u8]) -> Result<Loaded, String> {
     let leaf = certs.first().ok_or("no certificate in the chain")?;
     let info = info(leaf)?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("key: {e}"))?;
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("key: {e}"))?;
     let certified = CertifiedKey::new(certs, signer);
-    certified.keys_match().map_err(|e| format!("key and certificate: {e}"))?;
+    certified
+        .keys_match()
+        .map_err(|e| format!("key and certificate: {e}"))?;
     Ok(Loaded {
         key: Arc::new(certified),
         info,

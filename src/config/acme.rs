@@ -71,7 +71,10 @@ impl AcmeConfig {
     }
 
     /// `--acme-domain`: one more certificate for the default site.
-    pub fn add_flag_names(acme: &mut Option<AcmeConfig>, names: &[String]) -> Result<(), ConfigError> {
+    pub fn add_flag_names(
+        acme: &mut Option<AcmeConfig>,
+        names: &[String],
+    ) -> Result<(), ConfigError> {
         if names.is_empty() {
             return Ok(());
         }
@@ -94,7 +97,8 @@ pub(super) fn from_file(
     for (i, site) in sites.iter().enumerate() {
         if site.acme == Some(true) {
             let key = format!("site[{i}].hosts");
-            acme.certs.push(checked_names(&key, site.hosts.iter().map(String::as_str))?);
+            acme.certs
+                .push(checked_names(&key, site.hosts.iter().map(String::as_str))?);
         }
     }
     let set_any = f.acme_email.is_some()
@@ -104,7 +108,9 @@ pub(super) fn from_file(
         || f.acme_challenge.is_some();
     if acme.certs.is_empty() {
         if set_any {
-            return err("acme_*: no names to certify (set acme_domains or a [[site]]'s acme = true)");
+            return err(
+                "acme_*: no names to certify (set acme_domains or a [[site]]'s acme = true)",
+            );
         }
         return Ok(None);
     }
@@ -123,7 +129,11 @@ pub(super) fn from_file(
         None => None,
         Some("http-01") => Some(Challenge::Http01),
         Some("tls-alpn-01") => Some(Challenge::TlsAlpn01),
-        Some(other) => return err(format!("acme_challenge: '{other}' is neither http-01 nor tls-alpn-01")),
+        Some(other) => {
+            return err(format!(
+                "acme_challenge: '{other}' is neither http-01 nor tls-alpn-01"
+            ))
+        }
     };
     acme.https_redirect = f.https_redirect.unwrap_or(true);
     Ok(Some(acme))
@@ -160,7 +170,11 @@ fn checked_names<'a>(
 
 /// The checks that need the merged settings: a TLS listener, and no
 /// `tls_cert` beside ACME.
-pub(super) fn check(acme: &AcmeConfig, listen: &[Listen], tls_files: bool) -> Result<(), ConfigError> {
+pub(super) fn check(
+    acme: &AcmeConfig,
+    listen: &[Listen],
+    tls_files: bool,
+) -> Result<(), ConfigError> {
     if tls_files {
         return err("tls_cert and acme: use one or the other");
     }
@@ -179,7 +193,10 @@ mod tests {
 
     #[test]
     fn only_plain_dns_names_are_certified() {
-        let ok = checked_names("k", ["Example.org", "www.example.org", "example.org"].into_iter());
+        let ok = checked_names(
+            "k",
+            ["Example.org", "www.example.org", "example.org"].into_iter(),
+        );
         assert_eq!(ok.unwrap(), ["example.org", "www.example.org"]);
         for bad in ["*.example.org", "127.0.0.1", "example.org:443", "", "a..b"] {
             assert!(checked_names("k", [bad].into_iter()).is_err(), "{bad}");

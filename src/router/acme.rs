@@ -34,7 +34,11 @@ pub(super) fn answer<B>(
     }
     let host = without_port(super::host_of(req)?).to_ascii_lowercase();
     let port = acme.https_redirect_port(&host)?;
-    let port = if port == 443 { String::new() } else { format!(":{port}") };
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{host}{port}{target}");
     let resp = Response::builder()
@@ -52,6 +56,8 @@ pub(super) fn owns<B>(app: &App, req: &Request<B>) -> bool {
         return false;
     };
     req.uri().path().starts_with(CHALLENGE_PATH)
-        || super::host_of(req)
-            .is_some_and(|h| acme.https_redirect_port(&without_port(h).to_ascii_lowercase()).is_some())
+        || super::host_of(req).is_some_and(|h| {
+            acme.https_redirect_port(&without_port(h).to_ascii_lowercase())
+                .is_some()
+        })
 }

@@ -241,7 +241,12 @@ fn certificate_table(o: &mut String, s: &Value) {
 <th>issuer</th><th>expires in</th><th>last renewal</th></tr>"
     );
     for c in certs {
-        let names: Vec<String> = c["names"].as_array().into_iter().flatten().map(esc).collect();
+        let names: Vec<String> = c["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(esc)
+            .collect();
         let expires = match c["expires_in_secs"].as_i64() {
             Some(left) if left > 0 => duration(left as u64),
             Some(_) => "<span class=bad>expired</span>".into(),
@@ -250,7 +255,10 @@ fn certificate_table(o: &mut String, s: &Value) {
         let last = match c["last_renewal"]["ok"].as_bool() {
             None => "none this run".to_string(),
             Some(true) => "<span class=ok>ok</span>".into(),
-            Some(false) => format!("<span class=bad>failed: {}</span>", esc(&c["last_renewal"]["error"])),
+            Some(false) => format!(
+                "<span class=bad>failed: {}</span>",
+                esc(&c["last_renewal"]["error"])
+            ),
         };
         let _ = write!(
             o,

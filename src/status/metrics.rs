@@ -169,10 +169,16 @@ fn certificates(out: &mut Families, s: &Value) {
         .filter(|c| c["expires_in_secs"].is_number())
         .map(|c| {
             let names = c["names"].as_array().map(|n| {
-                n.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+                n.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
             });
             let names = Value::from(names.unwrap_or_default());
-            (format!("{{names=\"{}\"}}", label_value(&names)), c["expires_in_secs"].clone())
+            (
+                format!("{{names=\"{}\"}}", label_value(&names)),
+                c["expires_in_secs"].clone(),
+            )
         })
         .collect();
     out.family(

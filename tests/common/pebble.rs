@@ -128,7 +128,11 @@ impl Pebble {
             settings["certificateValidityPeriod"] = secs.into();
         }
         let config = dir.path().join("pebble.json");
-        std::fs::write(&config, serde_json::json!({ "pebble": settings }).to_string()).unwrap();
+        std::fs::write(
+            &config,
+            serde_json::json!({ "pebble": settings }).to_string(),
+        )
+        .unwrap();
         let child = Command::new("pebble")
             .arg("-config")
             .arg(&config)
@@ -140,12 +144,21 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("pebble (apt-get install pebble)");
-        let pebble = Pebble { child, dir, acme_port, mgmt_port, ca_root };
+        let pebble = Pebble {
+            child,
+            dir,
+            acme_port,
+            mgmt_port,
+            ca_root,
+        };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", mgmt_port)).is_err()
             || TcpStream::connect(("127.0.0.1", acme_port)).is_err()
         {
-            assert!(start.elapsed() < Duration::from_secs(20), "pebble did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "pebble did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         pebble
@@ -164,7 +177,11 @@ impl Pebble {
             .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
             .output()
             .expect("curl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::write(&path, &out.stdout).unwrap();
         path
     }
@@ -184,7 +201,9 @@ pub async fn served_serial(port: u16, name: &str, root: &Path) -> Result<String,
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(root).map_err(|e| e.to_string())? {
-        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -196,10 +215,17 @@ pub async fn served_serial(port: u16, name: &str, root: &Path) -> Result<String,
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
-    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-    let tls = connector.connect(server_name, tcp).await.map_err(|e| e.to_string())?;
+    let server_name =
+        rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
-    let leaf = session.peer_certificates().and_then(|c| c.first()).ok_or("no certificate")?;
+    let leaf = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no certificate")?;
     let (_, cert) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
         x509_parser::error::X509Error,
     >>::from_der(leaf)

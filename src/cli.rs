@@ -276,4 +276,70 @@ mod tests {
             "{why}"
         );
     }
+
+    #[test]
+    fn acme_keys_and_flags_are_checked() {
+        use crate::config::acme::{Challenge, LETS_ENCRYPT};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str, cli: Cli| {
+            std::fs::write(&file, toml).unwrap();
+            let root = Some(std::env::temp_dir());
+            let config = Some(file.clone());
+            (Cli {
+                config,
+                root,
+                ..cli
+            })
+            .load_config()
+        };
+        // The one-line case: an HTTPS listener on 443 is added.
+        let flags = Cli {
+            port: Some(80),
+            acme_domain: vec!["Example.org".into()],
+            ..Cli::default()
+        };
+        let c = load("", flags).unwrap();
+        let tls: Vec<_> = c.listen.iter().map(|l| (l.addr.port(), l.tls)).collect();
+        assert_eq!(tls, [(80, false), (443, true)]);
+        let acme = c.acme.unwrap();
+        assert_eq!(acme.certs, [vec!["example.org".to_string()]]);
+        assert_eq!(acme.directory, LETS_ENCRYPT);
+        assert_eq!(acme.challenge_for(&c.listen), Challenge::Http01);
+        assert!(acme.https_redirect && acme.covers("EXAMPLE.org"));
+        let https = "[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n";
+        let bad = [
+            ("acme_email = \"a@b\"\n", "no names"),
+            ("acme_domains = [\"a.org\"]\n", "needs a TLS listener"),
+            (
+                "acme_domains = [\"a.org\"]\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+                "one or the other",
+            ),
+            (
+                "[[site]]\nhosts = [\"*.a.org\"]\nacme = true\n",
+                "no wildcard",
+            ),
+        ];
+        for (toml, why) in bad {
+            let toml = format!(
+                "{toml}{}",
+                if why == "needs a TLS listener" {
+                    ""
+                } else {
+                    https
+                }
+            );
+            let e = load(&toml, Cli::default()).unwrap_err().0;
+            assert!(e.contains(why), "{toml}: {e}");
+        }
+        let c = load(
+            &format!("acme_domains = [\"a.org\"]\n{https}"),
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.acme.unwrap().challenge_for(&c.listen),
+            Challenge::TlsAlpn01
+        );
+    }
 }

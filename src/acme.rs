@@ -95,7 +95,7 @@ impl Acme {
                         (loaded.info.not_after - unix_now()) / 86400
                     );
                     resolver.install(names, loaded.key);
-                    managed.set_info(loaded.info);
+                    managed.set_info(loaded.info, false);
                 }
                 managed
             })
@@ -169,12 +169,19 @@ impl Acme {
 
 impl Managed {
     /// A certificate now in use: renew at two-thirds of its lifetime,
-    /// less up to 1/30 of it (so many servers do not ask at once).
-    fn set_info(&self, info: CertInfo) {
+    /// less up to 1/30 of it (so many servers do not ask at once). A
+    /// `fresh` one (just issued) is kept at least a tenth of its lifetime,
+    /// whatever its dates say, so a CA's odd dates cannot make us order
+    /// again and again.
+    fn set_info(&self, info: CertInfo, fresh: bool) {
         let life = (info.not_after - info.not_before).max(0);
         let jitter = (life as f64 / 30.0 * random_fraction()) as i64;
+        let mut renew_at = info.not_before + life * 2 / 3 - jitter;
+        if fresh {
+            renew_at = renew_at.max(unix_now() + (life / 10).max(1));
+        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.renew_at = info.not_before + life * 2 / 3 - jitter;
+        state.renew_at = renew_at;
         state.info = Some(info);
     }
 
@@ -217,7 +224,7 @@ async fn keep(acme: Arc<Acme>, i: usize) {
                     info.issuer,
                     info.serial
                 );
-                managed.set_info(info);
+                managed.set_info(info, true);
                 managed.record(Ok(()));
             }
             Err(e) => {

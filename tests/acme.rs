@@ -112,6 +112,11 @@ async fn http01_certificate_is_issued_served_and_reused_after_restart() {
     assert!(ok && body == "hello over acme\n", "{body}");
     let first = served_serial(site.https, NAME, &root).await.unwrap();
 
+    // A reload (SIGHUP) keeps the certificate.
+    srv.signal(libc::SIGHUP);
+    log_says(&srv, "configuration reloaded", Duration::from_secs(10)).await;
+    assert_eq!(served_serial(site.https, NAME, &root).await.unwrap(), first);
+
     // Stored atomically and privately.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&site.acme_dir()), 0o700);

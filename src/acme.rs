@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::acme::{AcmeConfig, Challenge};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 pub use store::{private_dir, CertInfo};
 
 /// The longest single sleep before the renewal time is looked at again
@@ -74,10 +74,8 @@ fn random_fraction() -> f64 {
 impl Acme {
     /// ACME for `config`, with the stored certificates loaded; `None`
     /// when no name asks for one.
-    pub fn new(config: &Config) -> Result<Option<Arc<Acme>>, ConfigError> {
-        let Some(settings) = config.acme.clone() else {
-            return Ok(None);
-        };
+    pub fn new(config: &Config) -> Option<Arc<Acme>> {
+        let settings = config.acme.clone()?;
         let resolver = Arc::new(resolver::Resolver::default());
         let certs = settings
             .certs
@@ -105,7 +103,7 @@ impl Acme {
             .iter()
             .find(|l| l.tls)
             .map_or(443, |l| l.addr.port());
-        Ok(Some(Arc::new(Acme {
+        Some(Arc::new(Acme {
             challenge: settings.challenge_for(&config.listen),
             settings,
             certs,
@@ -113,7 +111,7 @@ impl Acme {
             resolver,
             account: tokio::sync::Mutex::new(None),
             https_port,
-        })))
+        }))
     }
 
     /// The acceptor for the TLS listeners: certificates from here.

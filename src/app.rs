@@ -73,7 +73,7 @@ impl App {
             .segments;
         let acme = match previous {
             Some(p) => p.acme.clone(),
-            None => crate::acme::Acme::new(&config)?,
+            None => crate::acme::Acme::new(&config),
         };
         Ok(Arc::new(App {
             acme,

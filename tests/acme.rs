@@ -182,14 +182,27 @@ async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
     let srv = site.start(&conf);
     log_says(&srv, "now serving it", Duration::from_secs(30)).await;
     let root = ca.issuing_root();
-    let first = served_serial(site.https, NAME, &root).await.unwrap();
-    // New handshakes all along, until one sees the new serial.
+    // A connection opened before the swap, used all along (so it stays
+    // open): the swap must not end it.
+    let mut before = pebble::tls_connect(site.https, NAME, &root).await.unwrap();
+    let first = pebble::serial_of(&before).unwrap();
+    // A new connection and a request on it all along, until one sees the
+    // new serial: none may fail.
     let start = std::time::Instant::now();
-    let mut handshakes = 0;
+    let mut requests = 0;
     let renewed = loop {
-        let serial = served_serial(site.https, NAME, &root).await;
-        let serial = serial.unwrap_or_else(|e| panic!("handshake {handshakes} failed: {e}"));
-        handshakes += 1;
+        let fresh = pebble::tls_connect(site.https, NAME, &root).await;
+        let mut fresh = fresh.unwrap_or_else(|e| panic!("handshake {requests} failed: {e}"));
+        let code = pebble::get_over(&mut fresh, NAME, "/index.html").await;
+        assert_eq!(code, Ok(200), "request {requests}");
+        let on_old = pebble::get_over(&mut before, NAME, "/index.html").await;
+        assert_eq!(
+            on_old,
+            Ok(200),
+            "request {requests} on the first connection"
+        );
+        requests += 1;
+        let serial = pebble::serial_of(&fresh).unwrap();
         if serial != first {
             break serial;
         }
@@ -200,10 +213,10 @@ async fn renewal_swaps_in_a_new_certificate_without_a_failed_request() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        handshakes > 10,
-        "renewed too soon ({handshakes} handshakes)"
-    );
+    assert!(requests > 10, "renewed too soon ({requests} requests)");
+    let after = pebble::get_over(&mut before, NAME, "/index.html").await;
+    assert_eq!(after, Ok(200), "the first connection after the swap");
+    assert_eq!(pebble::serial_of(&before).unwrap(), first);
     let (ok, body) = site.curl_https(&root, "/index.html");
     assert!(ok, "{body}");
     // The status page names the certificate now served.

@@ -194,41 +194,85 @@ impl Drop for Pebble {
     }
 }
 
-/// The serial number (hex, colon-separated) of the certificate served
-/// for `name` on `port`, verified against `root`; Err: the handshake
-/// failed.
-pub async fn served_serial(port: u16, name: &str, root: &Path) -> Result<String, String> {
+/// A TLS connection to `port` (SNI `name`), verified against `root`.
+pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+pub async fn tls_connect(port: u16, name: &str, root: &Path) -> Result<Tls, String> {
     use rustls_pki_types::pem::PemObject;
+    let text = |e: &dyn std::fmt::Display| e.to_string();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root).map_err(|e| e.to_string())? {
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root).map_err(|e| text(&e))? {
         roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+            .add(cert.map_err(|e| text(&e))?)
+            .map_err(|e| text(&e))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| text(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| text(&e))?;
     let server_name =
-        rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-    let tls = connector
+        rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| text(&e))?;
+    connector
         .connect(server_name, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| text(&e))
+}
+
+/// The serial number (hex, colon-separated) of the certificate `tls` got.
+pub fn serial_of(tls: &Tls) -> Result<String, String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, session) = tls.get_ref();
     let leaf = session
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or("no certificate")?;
-    let (_, cert) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
-        x509_parser::error::X509Error,
-    >>::from_der(leaf)
-    .map_err(|e| e.to_string())?;
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| e.to_string())?;
     Ok(cert.raw_serial_as_string())
+}
+
+/// The serial of the certificate served for `name` on `port`; Err: the
+/// handshake failed.
+pub async fn served_serial(port: u16, name: &str, root: &Path) -> Result<String, String> {
+    serial_of(&tls_connect(port, name, root).await?)
+}
+
+/// One keep-alive `GET path` on `tls`: the status code.
+pub async fn get_over(tls: &mut Tls, name: &str, path: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\n\r\n");
+    tls.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Small bodies with Content-Length: read until the head and body are in.
+    loop {
+        let n = tls.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if body.len() >= length {
+                let code = head.get(9..12).and_then(|c| c.parse().ok());
+                return code.ok_or_else(|| format!("bad response: {head}"));
+            }
+        }
+    }
 }

@@ -38,7 +38,7 @@ impl Site {
     }
 
     fn acme_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("acme")
+        self.dir.path().join("state/acme")
     }
 
     /// The config: both listeners (or TLS only), pebble as the CA.
@@ -65,8 +65,12 @@ impl Site {
     }
 
     fn start(&self, conf: &ConfFile) -> BinServer {
+        self.start_with(conf, &[])
+    }
+
+    fn start_with(&self, conf: &ConfFile, args: &[&str]) -> BinServer {
         let mut cmd = Command::new(bin_path());
-        cmd.arg("--config").arg(conf.arg());
+        cmd.arg("--config").arg(conf.arg()).args(args);
         BinServer::start_cmd(cmd)
     }
 
@@ -277,4 +281,32 @@ async fn ca_down_at_start_http_serves_and_the_order_is_retried() {
     log_says(&srv, "now serving it", Duration::from_secs(40)).await;
     let (ok, body) = site.curl_https(&ca.issuing_root(), "/index.html");
     assert!(ok, "{body}");
+}
+
+#[tokio::test]
+async fn run_as_a_user_the_certificate_is_stored_in_a_dir_it_owns() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain syscall.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root, as CI runs it"
+    );
+    let site = Site::new();
+    // `nobody` must reach the document root and the ACME dir's parents.
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = Pebble::start(site.http, site.https, None);
+    let conf = site.config(&ca.directory(), &ca.ca_root, "http-01");
+    let srv = site.start_with(&conf, &["--user", "nobody"]);
+    log_says(&srv, "now serving it", Duration::from_secs(30)).await;
+    assert!(srv.stderr_text().contains("running as user nobody"));
+    let meta = std::fs::metadata(site.acme_dir()).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o700));
+    let key = site
+        .acme_dir()
+        .join(format!("127.0.0.1-{}-dir/{NAME}/key.pem", ca.acme_port));
+    let meta = std::fs::metadata(key).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+    let (ok, body) = site.curl_https(&ca.issuing_root(), "/index.html");
+    assert!(ok && body == "hello over acme\n", "{body}");
 }

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # wordpress (its default theme is only a Recommends), php-mysql and
 # mariadb-server: the WordPress deploy test, which starts its own mariadbd.
 need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi openssl chromium fonts-dejavu-core apache2-utils git
-      wordpress wordpress-theme-twentytwentythree php-mysql mariadb-server)
+      wordpress wordpress-theme-twentytwentythree php-mysql mariadb-server
+      # pebble: the ACME test CA tests/acme.rs issues certificates from.
+      pebble)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -43,6 +43,8 @@ pub struct App {
     /// Shutdown has begun (the health endpoint answers 503); one flag for
     /// every application a reload builds.
     draining: Arc<AtomicBool>,
+    /// Automatic HTTPS; one for the process (a reload keeps it).
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 /// The built-in routes' counters.
@@ -76,7 +78,12 @@ impl App {
                 ))
             })?
             .segments;
+        let acme = match previous {
+            Some(p) => p.acme.clone(),
+            None => crate::acme::Acme::new(&config),
+        };
         Ok(Arc::new(App {
+            acme,
             config,
             cgi,
             fastcgi,
@@ -219,6 +226,7 @@ impl App {
             },
             "fastcgi_pools": pools,
             "fastcgi_backends": backends,
+            "acme": app.acme.as_ref().map(|a| a.status()),
         })
     }
 }

@@ -81,6 +81,11 @@ pub struct Cli {
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
 
+    /// Get (and renew) a certificate for NAME from the ACME CA (repeatable;
+    /// adds an HTTPS listener on port 443 when none is configured)
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Vec<String>,
+
     /// Serve a status page at PATH (HTML, ?json, PATH/metrics) [default: off]
     #[arg(long, value_name = "PATH")]
     pub status_path: Option<String>,
@@ -139,6 +144,15 @@ impl Cli {
             }
             (None, None) => {}
             _ => return err("--tls-cert and --tls-key: give both or neither"),
+        }
+        crate::config::acme::AcmeConfig::add_flag_names(&mut config.acme, &cli.acme_domain)?;
+        if !cli.acme_domain.is_empty() && !config.listen.iter().any(|l| l.tls) {
+            let addr = SocketAddr::new(config.listen[0].addr.ip(), 443);
+            config.listen.push(Listen {
+                addr,
+                tls: true,
+                proxy_protocol: false,
+            });
         }
         if cli.user.is_some() {
             config.user = cli.user.clone();
@@ -261,6 +275,72 @@ mod tests {
         assert!(
             why.contains(":4:") && why.contains("timeout: at most"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn acme_keys_and_flags_are_checked() {
+        use crate::config::acme::{Challenge, LETS_ENCRYPT};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str, cli: Cli| {
+            std::fs::write(&file, toml).unwrap();
+            let root = Some(std::env::temp_dir());
+            let config = Some(file.clone());
+            (Cli {
+                config,
+                root,
+                ..cli
+            })
+            .load_config()
+        };
+        // The one-line case: an HTTPS listener on 443 is added.
+        let flags = Cli {
+            port: Some(80),
+            acme_domain: vec!["Example.org".into()],
+            ..Cli::default()
+        };
+        let c = load("", flags).unwrap();
+        let tls: Vec<_> = c.listen.iter().map(|l| (l.addr.port(), l.tls)).collect();
+        assert_eq!(tls, [(80, false), (443, true)]);
+        let acme = c.acme.unwrap();
+        assert_eq!(acme.certs, [vec!["example.org".to_string()]]);
+        assert_eq!(acme.directory, LETS_ENCRYPT);
+        assert_eq!(acme.challenge_for(&c.listen), Challenge::Http01);
+        assert!(acme.https_redirect && acme.covers("EXAMPLE.org"));
+        let https = "[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n";
+        let bad = [
+            ("acme_email = \"a@b\"\n", "no names"),
+            ("acme_domains = [\"a.org\"]\n", "needs a TLS listener"),
+            (
+                "acme_domains = [\"a.org\"]\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+                "one or the other",
+            ),
+            (
+                "[[site]]\nhosts = [\"*.a.org\"]\nacme = true\n",
+                "no wildcard",
+            ),
+        ];
+        for (toml, why) in bad {
+            let toml = format!(
+                "{toml}{}",
+                if why == "needs a TLS listener" {
+                    ""
+                } else {
+                    https
+                }
+            );
+            let e = load(&toml, Cli::default()).unwrap_err().0;
+            assert!(e.contains(why), "{toml}: {e}");
+        }
+        let c = load(
+            &format!("acme_domains = [\"a.org\"]\n{https}"),
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.acme.unwrap().challenge_for(&c.listen),
+            Challenge::TlsAlpn01
         );
     }
 }

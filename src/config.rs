@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod acme;
 mod balancer;
 mod file;
 mod parse;
@@ -166,6 +167,7 @@ pub struct Config {
     /// Where to accept connections; the first is `--bind`/`--port`.
     pub listen: Vec<Listen>,
     pub tls: Option<TlsFiles>,
+    pub acme: Option<acme::AcmeConfig>,
     /// Run CGI programs, workers and (after binding) cgihost as this user.
     pub user: Option<String>,
     pub status: Option<StatusConfig>,
@@ -274,6 +276,7 @@ impl Default for Config {
                 proxy_protocol: false,
             }],
             tls: None,
+            acme: None,
             user: None,
             status: None,
             status_local_only: true,
@@ -349,6 +352,7 @@ impl Config {
     fn apply_file(&mut self, mut f: FileConfig, src: &Source) -> Result<(), ConfigError> {
         let mut default_site = f.take_default_site();
         let file_sites = std::mem::take(&mut f.site);
+        self.acme = acme::from_file(&f, &file_sites)?;
         let cgi_env = std::mem::take(&mut f.cgi.env);
         self.apply_listeners(&f)?;
         self.balancer.apply(&mut f)?;

@@ -45,6 +45,9 @@
 //!   the request-body pump.
 //! - [`upload`]: multipart uploads parsed as they stream, files written to
 //!   disk, handlers given a small urlencoded description.
+//! - [`acme`]: automatic HTTPS — certificates from an ACME CA (`order`),
+//!   kept on disk (`store`), served and swapped by a rustls resolver that
+//!   also answers TLS-ALPN-01 (`resolver`), renewed in the background.
 //! - [`body`], [`error`]: the body types and the one error-to-status map;
 //!   [`conn`]: facts about a client connection that handlers may see
 //!   (`conn/forwarded.rs`: the client a trusted proxy names).
@@ -57,6 +60,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod acme;
 pub mod app;
 pub mod body;
 pub mod cgi;

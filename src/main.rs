@@ -131,6 +131,9 @@ async fn serve(
         );
     }
     let listeners = bind_all(&config, tls.is_some(), systemd)?;
+    // While still root: the ACME dir, owned by the user who renews into it.
+    cgihost::acme::prepare_dir(&config, user.as_ref().map(|u| (u.uid, u.gid)))
+        .map_err(Failure::Config)?;
     match &user {
         Some(u) => {
             privileges::drop_to(u).map_err(runtime)?;
@@ -147,6 +150,7 @@ async fn serve(
             .map_err(|e| Failure::Config(format!("access_log {e}")))?;
     }
     let app = App::new(config).map_err(|e| Failure::Config(e.0))?;
+    let tls = tls.or_else(|| app.acme.as_ref().map(|a| a.acceptor()));
     let live = Live::new(app.clone(), tls);
     // Install the handlers before announcing readiness: a signal that
     // arrives right after "listening on" must drain, not kill.
@@ -171,6 +175,9 @@ async fn serve(
     }
     tokio::spawn(reload_on_sighup(live.clone(), hup, cli));
     tokio::spawn(reopen_on_sigusr1(usr1));
+    if let Some(acme) = &live.current().acme {
+        acme.start();
+    }
     notify::ready();
     notify::spawn_watchdog();
     let shutdown = async {

@@ -80,6 +80,7 @@ fn warn_fixed_settings(old: &Config, new: &Config) {
     let changed = [
         ("listeners", old.listen != new.listen),
         ("user", old.user != new.user),
+        ("acme settings", old.acme != new.acme),
         (
             "max_connections",
             old.max_connections != new.max_connections,

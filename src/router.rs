@@ -10,6 +10,7 @@
 //! A CGI local redirect (`Location: /path`) and a rewrite both restart
 //! routing with the new path; together at most [`MAX_HOPS`] times.
 
+mod acme;
 mod errors;
 mod plan;
 
@@ -106,6 +107,9 @@ pub async fn dispatch(
     if status::health::is_health_path(&app.config, req.uri().path()) {
         note.unlogged = true;
         return Ok(status::health::answer(req.method(), app.is_draining()));
+    }
+    if let Some(answer) = acme::answer(app, &req, conn.https) {
+        return answer;
     }
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
@@ -396,6 +400,9 @@ pub fn static_path<B>(
     req: &Request<B>,
     client: IpAddr,
 ) -> Option<Result<StaticAnswer, Error>> {
+    if acme::owns(app, req) {
+        return None;
+    }
     if status::health::is_server_path(&app.config, req.uri().path()) {
         return None;
     }

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,6 +19,27 @@ use crate::config::{ConfigError, TlsFiles};
 
 /// ALPN protocols we offer, in order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// RFC 8737: the protocol an ACME CA offers, alone, to check a name.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// An acceptor whose certificates come from `resolver` (ACME), which
+/// also accepts `acme-tls/1` (chosen only when a client offers nothing
+/// else we speak).
+pub fn acceptor_with_resolver(resolver: Arc<dyn ResolvesServerCert>) -> TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| ServerConfig::builder())
+        .with_no_client_auth();
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN
+        .iter()
+        .chain([&ACME_TLS_ALPN])
+        .map(|p| p.to_vec())
+        .collect();
+    TlsAcceptor::from(Arc::new(config))
+}
 
 /// Build the acceptor for `files`; the error names the file and the problem.
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ConfigError> {

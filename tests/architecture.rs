@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "status",
             "gateway",
             "rules",
+            "acme",
         ],
     ),
     ("app", &["app", "router", "site"]),

@@ -79,6 +79,14 @@ pub(super) struct FileConfig {
     pub(super) errors: Option<Spanned<BTreeMap<String, String>>>,
     /// …and the virtual hosts.
     pub(super) site: Vec<FileSite>,
+    // Automatic HTTPS (config/acme.rs).
+    pub(super) acme_domains: Vec<String>,
+    pub(super) acme_email: Option<String>,
+    pub(super) acme_directory: Option<String>,
+    pub(super) acme_ca_root: Option<PathBuf>,
+    pub(super) acme_dir: Option<PathBuf>,
+    pub(super) acme_challenge: Option<String>,
+    pub(super) https_redirect: Option<bool>,
 }
 
 impl FileConfig {
@@ -98,6 +106,7 @@ impl FileConfig {
             access: std::mem::take(&mut self.access),
             auth: std::mem::take(&mut self.auth),
             errors: self.errors.take(),
+            acme: None,
         }
     }
 }

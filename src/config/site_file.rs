@@ -46,6 +46,8 @@ pub(super) struct FileSite {
     pub(super) access: Vec<Spanned<FileAccess>>,
     pub(super) auth: Vec<Spanned<FileAuth>>,
     pub(super) errors: Option<Spanned<BTreeMap<String, String>>>,
+    /// A certificate for `hosts` from the ACME CA (config/acme.rs).
+    pub(super) acme: Option<bool>,
 }
 
 /// `follow_symlinks = true | false | "owner"`.

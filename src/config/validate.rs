@@ -68,8 +68,10 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             "keepalive_timeout, header_read_timeout, send_timeout: must be at least 1 second",
         );
     }
-    if config.listen.iter().any(|l| l.tls) && config.tls.is_none() {
-        return err("listen: a TLS listener needs tls_cert and tls_key");
+    if let Some(acme) = &config.acme {
+        super::acme::check(acme, &config.listen, config.tls.is_some())?;
+    } else if config.listen.iter().any(|l| l.tls) && config.tls.is_none() {
+        return err("listen: a TLS listener needs tls_cert and tls_key (or acme)");
     }
     config
         .balancer

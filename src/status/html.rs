@@ -58,6 +58,7 @@ pub fn html(s: &Value) -> String {
     routes(&mut o, s);
     pool_sections(&mut o, &pools);
     backend_table(&mut o, &backends);
+    certificate_table(&mut o, s);
     footer(&mut o);
     o
 }
@@ -227,6 +228,46 @@ fn backend_table(o: &mut String, backends: &[Value]) {
         }
         let _ = write!(o, "</table></section>");
     }
+}
+
+/// Automatic HTTPS: names, issuer, expiry, the last order's outcome.
+fn certificate_table(o: &mut String, s: &Value) {
+    let Some(certs) = s["acme"].as_array() else {
+        return;
+    };
+    let _ = write!(
+        o,
+        "<section id=certificates><h2>Certificates (ACME)</h2><table><tr><th>names</th>\
+<th>issuer</th><th>expires in</th><th>last renewal</th></tr>"
+    );
+    for c in certs {
+        let names: Vec<String> = c["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(esc)
+            .collect();
+        let expires = match c["expires_in_secs"].as_i64() {
+            Some(left) if left > 0 => duration(left as u64),
+            Some(_) => "<span class=bad>expired</span>".into(),
+            None => "<span class=bad>none yet</span>".into(),
+        };
+        let last = match c["last_renewal"]["ok"].as_bool() {
+            None => "none this run".to_string(),
+            Some(true) => "<span class=ok>ok</span>".into(),
+            Some(false) => format!(
+                "<span class=bad>failed: {}</span>",
+                esc(&c["last_renewal"]["error"])
+            ),
+        };
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{expires}</td><td>{last}</td></tr>",
+            names.join(", "),
+            esc(&c["issuer"]),
+        );
+    }
+    let _ = write!(o, "</table></section>");
 }
 
 fn footer(o: &mut String) {

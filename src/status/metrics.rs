@@ -30,6 +30,7 @@ pub fn metrics(s: &Value) -> String {
     routes(&mut out, s);
     pools(&mut out, s);
     backends(&mut out, s);
+    certificates(&mut out, s);
     out.0
 }
 
@@ -155,6 +156,36 @@ fn backends(out: &mut Families, s: &Value) {
         "gauge",
         "1 when the last connection to the backend succeeded.",
         up,
+    );
+}
+
+/// Automatic HTTPS: each certificate's time left (absent without ACME).
+fn certificates(out: &mut Families, s: &Value) {
+    let Some(certs) = s["acme"].as_array() else {
+        return;
+    };
+    let samples = certs
+        .iter()
+        .filter(|c| c["expires_in_secs"].is_number())
+        .map(|c| {
+            let names = c["names"].as_array().map(|n| {
+                n.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            let names = Value::from(names.unwrap_or_default());
+            (
+                format!("{{names=\"{}\"}}", label_value(&names)),
+                c["expires_in_secs"].clone(),
+            )
+        })
+        .collect();
+    out.family(
+        "cgihost_acme_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until the ACME certificate for these names expires.",
+        samples,
     );
 }
 

@@ -20,6 +20,21 @@ pub type Body = BoxBody<Bytes, io::Error>;
 /// redirect or a rewrite).
 pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// hyper's request body as handlers take it, adding the bytes of each
+/// data frame to `bytes_in` as it is read.
+pub fn counted_request(
+    body: hyper::body::Incoming,
+    bytes_in: prometheus_client::metrics::counter::Counter,
+) -> ReqBody {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes_in.inc_by(data.len() as u64);
+        }
+        frame
+    })
+    .boxed_unsync()
+}
+
 /// No body at all.
 pub fn empty() -> Body {
     Empty::<Bytes>::new()

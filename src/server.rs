@@ -27,7 +27,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -38,7 +37,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::app::Live;
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::cgi::process::GroupRegistry;
 use crate::conn::ConnInfo;
 use crate::error::Error;
@@ -305,7 +304,7 @@ async fn serve_request(
     let id = app.next_request_id();
     let mut record = access_record(&app, conn.as_ref(), &req);
     let span = tracing::info_span!("req", id);
-    let req = req.map(|b| b.boxed_unsync());
+    let req = req.map(|b| body::counted_request(b, app.stats.bytes_in.clone()));
     let mut note = RequestNote::default();
     let mut resp = match host_problem(req.version(), req.headers()) {
         Some(why) => span.in_scope(|| {

@@ -10,8 +10,13 @@ cd "$(dirname "$0")/.."
 # git-http-backend and the client, for the git-over-HTTP deploy test;
 # wordpress (its default theme is only a Recommends), php-mysql and
 # mariadb-server: the WordPress deploy test, which starts its own mariadbd.
+# zsh, fish: each parses its completion script (tests/completions.rs);
+# groff-base: renders the man page. systemd: systemd-analyze verify on the
+# packaged units, and dpkg-dev: what cargo-deb's dependency look-up runs
+# (tests/package.rs).
 need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi openssl chromium fonts-dejavu-core apache2-utils git
-      wordpress wordpress-theme-twentytwentythree php-mysql mariadb-server)
+      wordpress wordpress-theme-twentytwentythree php-mysql mariadb-server
+      zsh fish groff-base systemd dpkg-dev)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

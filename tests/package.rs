@@ -2,15 +2,19 @@
 //! around the test build of the binary, `dpkg -i` installs it, the files
 //! are checked (paths, modes, conffile, units through `systemd-analyze
 //! verify`, the completions and man page the binary generates), the
-//! installed binary validates the packaged configuration, then `dpkg
-//! --purge` must leave nothing behind. Needs root, as CI runs it; a
+//! installed binary validates the packaged configuration and serves with
+//! the unit's command line as systemd would start it (socket passed,
+//! notify socket, www-data), then `dpkg --purge` must leave nothing behind. Needs root, as CI runs it; a
 //! `cgihost` package already installed (a run that died half-way) is
 //! purged first.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -182,4 +186,78 @@ fn check_installed() {
     }
     let page = ok("man", &["-P", "cat", "cgihost"]);
     assert!(page.contains("--status-path"), "man cgihost:\n{page}");
+    serve_as_the_units_would(&service);
+}
+
+/// Run the service's `ExecStart=` as cgihost.socket and systemd would:
+/// a listening socket on fd 3 (`LISTEN_FDS`), `NOTIFY_SOCKET` for
+/// `Type=notify`. It must say READY=1, run as www-data, answer HTTP, and
+/// on SIGTERM say STOPPING=1 and exit 0.
+fn serve_as_the_units_would(service: &str) {
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let dir = tempfile::tempdir().unwrap();
+    // cgihost sends its notifications after it became www-data.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let launcher = "import os, socket, sys\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)\n\
+        open(sys.argv[1], 'w').write(str(s.getsockname()[1]))\n\
+        os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n\
+        os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())\n\
+        os.execv(sys.argv[2], sys.argv[2:])\n";
+    let port_file = dir.path().join("port");
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(launcher)
+        .arg(&port_file)
+        .args(exec.split_whitespace())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id();
+    let next_message = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notify message within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next_message();
+    let port = std::fs::read_to_string(&port_file).expect("the launcher's port");
+    let uid = ok("id", &["-u", "www-data"]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mut http = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    http.write_all(b"GET /no-such-file HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = http.read_to_string(&mut answer);
+    // SAFETY: signalling the child we started, by its pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let stopping = next_message();
+    let exit = child.0.wait().expect("wait");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default();
+    assert!(uid_line.split_whitespace().skip(1).all(|u| u == uid.trim()), "{uid_line}");
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer:?}");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert_eq!(exit.code(), Some(0));
+}
+
+/// A child that is killed if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

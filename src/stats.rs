@@ -80,11 +80,13 @@ pub struct CgiCounters {
     pub queue_rejections: Counter,
 }
 
-/// FastCGI connections: fresh ones and idle ones used again.
+/// FastCGI connections: fresh ones, idle ones used again, none in time.
 #[derive(Debug, Clone, Default)]
 pub struct FastCgiCounters {
     pub connects: Counter,
     pub reuses: Counter,
+    /// Requests that got no connection within `queue_timeout` (503).
+    pub queue_rejections: Counter,
 }
 
 impl FastCgiCounters {
@@ -120,7 +122,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct RouteCounters {
     pub route: Arc<str>,
-    kind: RouteKind,
+    /// Its kind's histograms (shared by every route of that kind).
     times: Arc<KindTimes>,
     requests: AtomicU64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
@@ -136,7 +138,6 @@ pub struct RouteCounters {
 #[derive(Debug, Clone)]
 pub struct RouteSnapshot {
     pub route: Arc<str>,
-    pub kind: RouteKind,
     pub requests: u64,
     pub by_class: [u64; 5],
     pub bytes_out: u64,
@@ -146,10 +147,9 @@ pub struct RouteSnapshot {
 }
 
 impl RouteCounters {
-    fn new(route: &str, kind: RouteKind, times: Arc<KindTimes>) -> RouteCounters {
+    fn new(route: &str, times: Arc<KindTimes>) -> RouteCounters {
         RouteCounters {
             route: route.into(),
-            kind,
             times,
             requests: AtomicU64::new(0),
             by_class: Default::default(),
@@ -180,7 +180,6 @@ impl RouteCounters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RouteSnapshot {
             route: self.route.clone(),
-            kind: self.kind,
             requests: get(&self.requests),
             by_class: std::array::from_fn(|i| get(&self.by_class[i])),
             bytes_out: get(&self.bytes_out),
@@ -216,7 +215,7 @@ impl Stats {
         if let Some(r) = routes.iter().find(|r| &*r.route == route) {
             return r.clone();
         }
-        let r = Arc::new(RouteCounters::new(route, kind, self.times(kind).clone()));
+        let r = Arc::new(RouteCounters::new(route, self.times(kind).clone()));
         routes.push(r.clone());
         r
     }

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -56,7 +57,10 @@ fn parse(text: &str) -> Result<Scrape, String> {
             if !valid_name(name) || !known.contains(&kind) || s.types.contains_key(name) {
                 return fail("bad or repeated TYPE");
             }
-            if s.samples.keys().any(|(n, _)| family_of(n, &s.types) == Some(name)) {
+            if s.samples
+                .keys()
+                .any(|(n, _)| family_of(n, &s.types) == Some(name))
+            {
                 return fail("TYPE after its samples");
             }
             s.types.insert(name.to_string(), kind.to_string());
@@ -129,7 +133,9 @@ fn sample(line: &str) -> Result<(Series, f64), String> {
         }
         i += 1;
     }
-    let value = line[i..].strip_prefix(' ').ok_or("no space before the value")?;
+    let value = line[i..]
+        .strip_prefix(' ')
+        .ok_or("no space before the value")?;
     let value = match value {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
@@ -227,23 +233,39 @@ async fn scrape(addr: std::net::SocketAddr) -> Scrape {
 }
 
 const SCRIPTS: &[(&str, &str)] = &[
-    ("hello.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n"),
+    (
+        "hello.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhi\\n'\n",
+    ),
     (
         "drain.sh",
         "#!/bin/sh\ncat >/dev/null\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n",
     ),
-    ("slow.sh", "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow\\n'\n"),
+    (
+        "slow.sh",
+        "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow\\n'\n",
+    ),
     ("broken.sh", "#!/nonexistent/interpreter\n"),
 ];
 
+/// A FastCGI worker that takes 2 s per request (Perl's FCGI module).
+const SLOW_FCGI: &str = "use FCGI; my $r = FCGI::Request();\n\
+    while ($r->Accept() >= 0) { sleep 2; print \"Content-Type: text/plain\\r\\n\\r\\nslow\\n\" }\n";
+
 /// The binary with the scripts above as its CGI directory, a pool of one
-/// worker at /app, the status page, and `config` (TOML) as its file.
-fn start(cgi: &tempfile::TempDir, config: &tempfile::NamedTempFile) -> PoolServer {
-    let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cgi-bin/app.fcgi");
+/// worker (`app`) at /app, the status page, and `config` (TOML) as its file.
+fn start(cgi: &tempfile::TempDir, config: &tempfile::NamedTempFile, app: &Path) -> PoolServer {
     let spawn = format!("/app=perl {}", app.display());
     let mut cmd = BinServer::command_with(&fixtures().join("static"), cgi.path(), &[]);
     cmd.arg("--config").arg(config.path());
-    cmd.args(["--status-path", "/status", "--spawn", &spawn, "--workers", "1"]);
+    cmd.args([
+        "--status-path",
+        "/status",
+        "--spawn",
+        &spawn,
+        "--workers",
+        "1",
+    ]);
     PoolServer::start_cmd(cmd)
 }
 
@@ -258,14 +280,23 @@ async fn cgi_queue_waits_and_503s_are_counted() {
     let cgi = script_dir(SCRIPTS);
     // One CGI slot, one second of queueing: a second program must wait.
     let conf = config("[cgi]\nmax_processes = 1\nqueue_timeout = 1\n");
-    let srv = start(&cgi, &conf);
+    let slow_app = cgi.path().join("slow.fcgi");
+    std::fs::write(&slow_app, SLOW_FCGI).unwrap();
+    let srv = start(&cgi, &conf, &slow_app);
     let addr = srv.addr;
     // The slow program holds the only slot; hello.sh queues, then gets 503.
     let slow = tokio::spawn(get(addr, "/cgi-bin/slow.sh"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get(addr, "/cgi-bin/hello.sh").await.status, 503);
     assert_eq!(slow.await.unwrap().status, 200);
+    // The pool's one worker busy for 2 s: the next request gets no
+    // connection within queue_timeout.
+    let slow = tokio::spawn(get(addr, "/app/x"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(addr, "/app/x").await.status, 503);
+    assert_eq!(slow.await.unwrap().status, 200);
     let m = scrape(addr).await;
+    assert_eq!(m.value("cgihost_fastcgi_queue_rejections_total", &[]), 1.0);
     assert_eq!(m.value("cgihost_cgi_queue_waits_total", &[]), 1.0);
     assert_eq!(m.value("cgihost_cgi_queue_rejections_total", &[]), 1.0);
     assert_eq!(m.value("cgihost_cgi_spawns_total", &[]), 1.0);
@@ -277,7 +308,8 @@ async fn cgi_queue_waits_and_503s_are_counted() {
 async fn metrics_count_known_traffic_exactly() {
     let cgi = script_dir(SCRIPTS);
     let conf = config("");
-    let srv = start(&cgi, &conf);
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("cgi-bin/app.fcgi");
+    let srv = start(&cgi, &conf, &app);
     let addr = srv.addr;
 
     for _ in 0..3 {
@@ -300,7 +332,10 @@ async fn metrics_count_known_traffic_exactly() {
     let mut m = Scrape::default();
     for _ in 0..100 {
         m = scrape(addr).await;
-        let spawned = m.get("cgihost_request_duration_seconds_count", &[("kind", "spawn")]);
+        let spawned = m.get(
+            "cgihost_request_duration_seconds_count",
+            &[("kind", "spawn")],
+        );
         if spawned == Some(3.0) && m.get("cgihost_connections_open", &[]) == Some(3.0) {
             break;
         }
@@ -320,6 +355,7 @@ async fn metrics_count_known_traffic_exactly() {
     assert_eq!(m.value("cgihost_cgi_spawn_failures_total", &[]), 1.0);
     assert_eq!(m.value("cgihost_cgi_queue_waits_total", &[]), 0.0);
     assert_eq!(m.value("cgihost_cgi_queue_rejections_total", &[]), 0.0);
+    assert_eq!(m.value("cgihost_fastcgi_queue_rejections_total", &[]), 0.0);
     let connects = m.value("cgihost_fastcgi_connects_total", &[]);
     let reuses = m.value("cgihost_fastcgi_connection_reuses_total", &[]);
     // One worker, requests one after another: one connection, kept.

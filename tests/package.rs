@@ -78,7 +78,11 @@ const MADE_BY_SCRIPTS: [&str; 4] = [
 #[test]
 fn the_package_installs_checks_out_and_purges_clean() {
     // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "dpkg -i needs root, as CI runs it");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "dpkg -i needs root, as CI runs it"
+    );
     if installed() {
         ok("dpkg", &["--purge", "cgihost"]);
     }
@@ -101,7 +105,10 @@ fn the_package_installs_checks_out_and_purges_clean() {
         .collect();
 
     // Images that leave out man pages and docs (path-exclude) get them anyway.
-    let include = ["--path-include=/usr/share/man/*", "--path-include=/usr/share/doc/*"];
+    let include = [
+        "--path-include=/usr/share/man/*",
+        "--path-include=/usr/share/doc/*",
+    ];
     ok("dpkg", &[include[0], include[1], "-i", &deb]);
     let checked = std::panic::catch_unwind(check_installed);
     ok("dpkg", &["--purge", "cgihost"]);
@@ -144,7 +151,10 @@ fn check_installed() {
     let log = mode_of("/var/log/cgihost");
     assert_eq!(log, (0o750, "www-data".into(), "adm".into()));
     let conffiles = ok("dpkg-query", &["-W", "-f=${Conffiles}", "cgihost"]);
-    assert!(conffiles.contains("/etc/cgihost/cgihost.toml"), "{conffiles}");
+    assert!(
+        conffiles.contains("/etc/cgihost/cgihost.toml"),
+        "{conffiles}"
+    );
 
     // The units as systemd reads them (it finds the binary and the man page).
     let units = [
@@ -153,7 +163,10 @@ fn check_installed() {
     ];
     let verify = run("systemd-analyze", &["verify", units[0], units[1]]);
     let complaints = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success() && complaints.is_empty(), "{verify:?}");
+    assert!(
+        verify.status.success() && complaints.is_empty(),
+        "{verify:?}"
+    );
     // Hardening: systemd's own exposure score stays "OK" (≤ 4.0 of 10).
     let score = ["security", "--offline=true", "--threshold=40", units[0]];
     let security = run("systemd-analyze", &score);
@@ -167,15 +180,29 @@ fn check_installed() {
         "NoNewPrivileges=true",
         "ReadWritePaths=-/var/log/cgihost",
     ] {
-        assert!(service.lines().any(|l| l == line), "cgihost.service lacks {line}");
+        assert!(
+            service.lines().any(|l| l == line),
+            "cgihost.service lacks {line}"
+        );
     }
 
     // The installed binary: its version, the packaged configuration (with
     // the user the service switches to), its generated files.
     let version = ok("/usr/bin/cgihost", &["--version"]);
-    assert_eq!(version.trim(), format!("cgihost {}", env!("CARGO_PKG_VERSION")));
-    let config = ["--config", "/etc/cgihost/cgihost.toml", "--user", "www-data"];
-    ok("/usr/bin/cgihost", &[&["--check-config"], &config[..]].concat());
+    assert_eq!(
+        version.trim(),
+        format!("cgihost {}", env!("CARGO_PKG_VERSION"))
+    );
+    let config = [
+        "--config",
+        "/etc/cgihost/cgihost.toml",
+        "--user",
+        "www-data",
+    ];
+    ok(
+        "/usr/bin/cgihost",
+        &[&["--check-config"], &config[..]].concat(),
+    );
     for (shell, path) in [
         ("bash", "/usr/share/bash-completion/completions/cgihost"),
         ("zsh", "/usr/share/zsh/vendor-completions/_cgihost"),
@@ -204,7 +231,9 @@ fn serve_as_the_units_would(service: &str) {
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let launcher = "import os, socket, sys\n\
         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)\n\
         open(sys.argv[1], 'w').write(str(s.getsockname()[1]))\n\
@@ -243,8 +272,14 @@ fn serve_as_the_units_would(service: &str) {
     let stopping = next_message();
     let exit = child.0.wait().expect("wait");
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default();
-    assert!(uid_line.split_whitespace().skip(1).all(|u| u == uid.trim()), "{uid_line}");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == uid.trim()),
+        "{uid_line}"
+    );
     assert!(answer.starts_with("HTTP/1.1 404 "), "{answer:?}");
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert_eq!(exit.code(), Some(0));

@@ -75,11 +75,7 @@ pub struct CgiEngine {
 impl CgiEngine {
     /// `previous` (on a reload): keep its process registry, so shutdown
     /// still finds every group, and its slots when the limit is unchanged.
-    pub fn new(
-        config: &Config,
-        previous: Option<&CgiEngine>,
-        counters: &CgiCounters,
-    ) -> CgiEngine {
+    pub fn new(config: &Config, previous: Option<&CgiEngine>, counters: &CgiCounters) -> CgiEngine {
         let slots = match previous {
             Some(p) if p.limits.max_processes == config.cgi.max_processes => p.slots.clone(),
             _ => Arc::new(Semaphore::new(config.cgi.max_processes)),

@@ -341,6 +341,11 @@ impl FastCgi {
                 gen.balancer.checkout(c, q).await
             }
         }
+        .inspect_err(|e| {
+            if matches!(e, CheckoutError::Busy) {
+                self.counters.queue_rejections.inc();
+            }
+        })
         .map_err(|e| checkout_error(route, e))
         .inspect(|lease| {
             let reused = lease.conn.as_ref().is_some_and(|c| c.reused);

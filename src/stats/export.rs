@@ -63,10 +63,25 @@ fn server(enc: &mut DescriptorEncoder, s: &Stats) -> std::fmt::Result {
     let open = i64::try_from(s.connections_open.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
     let generation = s.config_generation.load(Ordering::Relaxed);
     let sent: u64 = s.routes().iter().map(|r| r.bytes_out).sum();
-    gauge(enc, "cgihost_uptime_seconds", "Seconds since cgihost started.", secs)?;
-    gauge(enc, "cgihost_connections_open", "Client connections open now.", open)?;
+    gauge(
+        enc,
+        "cgihost_uptime_seconds",
+        "Seconds since cgihost started.",
+        secs,
+    )?;
+    gauge(
+        enc,
+        "cgihost_connections_open",
+        "Client connections open now.",
+        open,
+    )?;
     let total = s.connections_total.load(Ordering::Relaxed);
-    counter(enc, "cgihost_connections", "Client connections accepted.", total)?;
+    counter(
+        enc,
+        "cgihost_connections",
+        "Client connections accepted.",
+        total,
+    )?;
     let help = "Configuration generation: 1 at start, +1 per reload.";
     gauge(enc, "cgihost_config_generation", help, generation as i64)?;
     let help = "Request body bytes read from clients.";
@@ -125,7 +140,12 @@ fn upstreams(enc: &mut DescriptorEncoder, s: &Stats) -> std::fmt::Result {
     let help = "CGI programs started.";
     counter(enc, "cgihost_cgi_spawns", help, cgi.spawns.get())?;
     let help = "CGI programs that could not be started (answered 502).";
-    counter(enc, "cgihost_cgi_spawn_failures", help, cgi.spawn_failures.get())?;
+    counter(
+        enc,
+        "cgihost_cgi_spawn_failures",
+        help,
+        cgi.spawn_failures.get(),
+    )?;
     let help = "CGI requests that found every process slot busy and queued.";
     counter(enc, "cgihost_cgi_queue_waits", help, cgi.queue_waits.get())?;
     let help = "Queued CGI requests that got no slot within queue_timeout (answered 503).";
@@ -134,5 +154,9 @@ fn upstreams(enc: &mut DescriptorEncoder, s: &Stats) -> std::fmt::Result {
     let help = "New connections to FastCGI backends.";
     counter(enc, "cgihost_fastcgi_connects", help, fcgi.connects.get())?;
     let help = "Requests sent on an idle FastCGI connection used again.";
-    counter(enc, "cgihost_fastcgi_connection_reuses", help, fcgi.reuses.get())
+    let n = fcgi.reuses.get();
+    counter(enc, "cgihost_fastcgi_connection_reuses", help, n)?;
+    let help = "FastCGI requests that got no connection within queue_timeout (answered 503).";
+    let n = fcgi.queue_rejections.get();
+    counter(enc, "cgihost_fastcgi_queue_rejections", help, n)
 }

@@ -77,9 +77,6 @@ mod tests {
         let at = |i: usize| h.buckets[i].load(Ordering::Relaxed);
         assert_eq!((at(0), at(1), at(BOUNDS_MICROS.len())), (1, 1, 1));
         assert_eq!(h.count(), 3);
-        assert_eq!(
-            h.sum_micros.load(Ordering::Relaxed),
-            3_600_000_000 + 1_001
-        );
+        assert_eq!(h.sum_micros.load(Ordering::Relaxed), 3_600_000_000 + 1_001);
     }
 }

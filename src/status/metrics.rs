@@ -30,7 +30,12 @@ impl Collector for AppState {
         let s = &self.0;
         let n = |v: &Value| v.as_i64().unwrap_or(0);
         let help = "CGI process groups running now.";
-        gauge(&mut enc, "cgihost_cgi_processes_running", help, n(&s["cgi"]["running"]))?;
+        gauge(
+            &mut enc,
+            "cgihost_cgi_processes_running",
+            help,
+            n(&s["cgi"]["running"]),
+        )?;
         let help = "CGI processes allowed at once.";
         let max = n(&s["cgi"]["max_processes"]);
         gauge(&mut enc, "cgihost_cgi_processes_max", help, max)?;

@@ -232,6 +232,18 @@ async fn scrape(addr: std::net::SocketAddr) -> Scrape {
     parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// Scrape until `cond` holds (10 s at most); the last scrape.
+async fn scrape_until(addr: std::net::SocketAddr, cond: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..100 {
+        let m = scrape(addr).await;
+        if cond(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("metrics never reached the expected state")
+}
+
 const SCRIPTS: &[(&str, &str)] = &[
     (
         "hello.sh",
@@ -286,13 +298,17 @@ async fn cgi_queue_waits_and_503s_are_counted() {
     let addr = srv.addr;
     // The slow program holds the only slot; hello.sh queues, then gets 503.
     let slow = tokio::spawn(get(addr, "/cgi-bin/slow.sh"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    scrape_until(addr, |m| {
+        m.get("cgihost_cgi_spawns_total", &[]) == Some(1.0)
+    })
+    .await;
     assert_eq!(get(addr, "/cgi-bin/hello.sh").await.status, 503);
     assert_eq!(slow.await.unwrap().status, 200);
     // The pool's one worker busy for 2 s: the next request gets no
     // connection within queue_timeout.
     let slow = tokio::spawn(get(addr, "/app/x"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let checked_out = |m: &Scrape| m.get("cgihost_fastcgi_connects_total", &[]) == Some(1.0);
+    scrape_until(addr, checked_out).await;
     assert_eq!(get(addr, "/app/x").await.status, 503);
     assert_eq!(slow.await.unwrap().status, 200);
     let m = scrape(addr).await;
@@ -329,20 +345,13 @@ async fn metrics_count_known_traffic_exactly() {
     let _held = [Conn::open(addr).await, Conn::open(addr).await];
 
     // Requests are counted when their body is done: poll until all are.
-    let mut m = Scrape::default();
-    for _ in 0..100 {
-        m = scrape(addr).await;
-        let spawned = m.get(
-            "cgihost_request_duration_seconds_count",
-            &[("kind", "spawn")],
-        );
-        if spawned == Some(3.0) && m.get("cgihost_connections_open", &[]) == Some(3.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let open = m.value("cgihost_connections_open", &[]);
-    assert_eq!(open, 3.0, "the two held and the scrape's");
+    // Open connections: the two held and the scrape's own.
+    let m = scrape_until(addr, |m| {
+        let spawn = [("kind", "spawn")];
+        let spawned = m.get("cgihost_request_duration_seconds_count", &spawn);
+        spawned == Some(3.0) && m.get("cgihost_connections_open", &[]) == Some(3.0)
+    })
+    .await;
     let count = |kind| m.value("cgihost_request_duration_seconds_count", &[("kind", kind)]);
     let upstream = |kind| m.value("cgihost_upstream_duration_seconds_count", &[("kind", kind)]);
     assert_eq!(count("static"), 3.0);

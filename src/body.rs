@@ -21,11 +21,16 @@ pub type Body = BoxBody<Bytes, io::Error>;
 pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// hyper's request body as handlers take it, adding the bytes of each
-/// data frame to `bytes_in` as it is read.
+/// data frame to `bytes_in` as it is read (a request without a body, most
+/// of them, is not wrapped).
 pub fn counted_request(
     body: hyper::body::Incoming,
-    bytes_in: prometheus_client::metrics::counter::Counter,
+    bytes_in: &prometheus_client::metrics::counter::Counter,
 ) -> ReqBody {
+    if http_body::Body::is_end_stream(&body) {
+        return body.boxed_unsync();
+    }
+    let bytes_in = bytes_in.clone();
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
             bytes_in.inc_by(data.len() as u64);

@@ -304,7 +304,7 @@ async fn serve_request(
     let id = app.next_request_id();
     let mut record = access_record(&app, conn.as_ref(), &req);
     let span = tracing::info_span!("req", id);
-    let req = req.map(|b| body::counted_request(b, app.stats.bytes_in.clone()));
+    let req = req.map(|b| body::counted_request(b, &app.stats.bytes_in));
     let mut note = RequestNote::default();
     let mut resp = match host_problem(req.version(), req.headers()) {
         Some(why) => span.in_scope(|| {

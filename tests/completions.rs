@@ -104,7 +104,11 @@ fn the_man_page_renders_without_warnings_and_lists_the_flags() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warns");
     let text = feed("groff", &["-man", "-Tascii", "-P-cbou"], &page);
     let text = String::from_utf8(text.stdout).expect("UTF-8");
-    assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
+    for section in ["NAME", "SYNOPSIS", "OPTIONS", "SIGNALS", "FILES", "EXIT STATUS"] {
+        let heading = format!("\n{section}\n");
+        assert!(text.contains(&heading), "no {section} section:\n{text}");
+    }
+    assert!(text.contains("/etc/cgihost/cgihost.toml"), "{text}");
     for flag in long_flags() {
         assert!(text.contains(&flag), "man page lacks {flag}:\n{text}");
     }

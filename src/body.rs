@@ -30,14 +30,44 @@ pub fn counted_request(
     if http_body::Body::is_end_stream(&body) {
         return body.boxed_unsync();
     }
-    let bytes_in = bytes_in.clone();
-    body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            bytes_in.inc_by(data.len() as u64);
-        }
-        frame
-    })
+    Counted {
+        inner: body,
+        bytes_in: bytes_in.clone(),
+    }
     .boxed_unsync()
+}
+
+/// A request body that counts its data (its size hint stays the
+/// declared length, which the upload caps read).
+struct Counted {
+    inner: hyper::body::Incoming,
+    bytes_in: prometheus_client::metrics::counter::Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes_in.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// No body at all.

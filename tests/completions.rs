@@ -104,7 +104,14 @@ fn the_man_page_renders_without_warnings_and_lists_the_flags() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warns");
     let text = feed("groff", &["-man", "-Tascii", "-P-cbou"], &page);
     let text = String::from_utf8(text.stdout).expect("UTF-8");
-    for section in ["NAME", "SYNOPSIS", "OPTIONS", "SIGNALS", "FILES", "EXIT STATUS"] {
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "SIGNALS",
+        "FILES",
+        "EXIT STATUS",
+    ] {
         let heading = format!("\n{section}\n");
         assert!(text.contains(&heading), "no {section} section:\n{text}");
     }

@@ -10,10 +10,15 @@ cd "$(dirname "$0")/.."
 # git-http-backend and the client, for the git-over-HTTP deploy test;
 # wordpress (its default theme is only a Recommends), php-mysql and
 # mariadb-server: the WordPress deploy test, which starts its own mariadbd.
+# zsh, fish: each parses its completion script (tests/completions.rs);
+# groff-base, man-db: render the man page. systemd: systemd-analyze verify
+# on the packaged units, and dpkg-dev: dpkg-shlibdeps, which cargo-deb runs
+# for the package's Depends (tests/package.rs).
 need=(python3 perl coreutils curl php-fpm libfcgi-perl php-cgi openssl chromium fonts-dejavu-core apache2-utils git
       wordpress wordpress-theme-twentytwentythree php-mysql mariadb-server
       # pebble: the ACME test CA tests/acme.rs issues certificates from.
-      pebble)
+      pebble
+      zsh fish groff-base man-db systemd dpkg-dev)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -37,6 +42,10 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# cargo-deb: tests/package.rs builds the Debian package with it
+# (scripts/package.sh).
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
 # Style and lints first: a formatting slip or a clippy warning fails the run.
 cargo fmt --check

@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::conn::forwarded::TrustedProxies;
 use crate::fastcgi::FastCgi;
 use crate::site::Sites;
-use crate::stats::{RouteCounters, Stats};
+use crate::stats::{RouteCounters, RouteKind, Stats};
 use crate::status;
 use crate::upload::{FramingLimits, UploadRule};
 use crate::uri_path::SafePath;
@@ -66,8 +66,8 @@ impl App {
     fn build(config: Config, previous: Option<&App>) -> Result<Arc<App>, ConfigError> {
         let uploads = upload_rules(&config)?;
         let trusted_proxies = TrustedProxies::new(&config.balancer.trusted_proxies);
-        let cgi = CgiEngine::new(&config, previous.map(|p| &p.cgi));
         let stats: Arc<Stats> = previous.map_or_else(Default::default, |p| p.stats.clone());
+        let cgi = CgiEngine::new(&config, previous.map(|p| &p.cgi), &stats.cgi);
         let fastcgi = FastCgi::new(&config, previous.map(|p| &p.fastcgi), &stats)?;
         let sites = Sites::new(&config, cgi.dir(), |s| fastcgi.group_of_site(s), &stats)?;
         let cgi_prefix = SafePath::parse(&config.cgi_prefix)
@@ -93,7 +93,7 @@ impl App {
             started: previous.map_or_else(Instant::now, |p| p.started),
             uploads,
             labels: Labels {
-                status: stats.route("status"),
+                status: stats.route(RouteKind::Status, "status"),
             },
             stats,
             trusted_proxies,

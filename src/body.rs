@@ -20,6 +20,56 @@ pub type Body = BoxBody<Bytes, io::Error>;
 /// redirect or a rewrite).
 pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// hyper's request body as handlers take it, adding the bytes of each
+/// data frame to `bytes_in` as it is read (a request without a body, most
+/// of them, is not wrapped).
+pub fn counted_request(
+    body: hyper::body::Incoming,
+    bytes_in: &prometheus_client::metrics::counter::Counter,
+) -> ReqBody {
+    if http_body::Body::is_end_stream(&body) {
+        return body.boxed_unsync();
+    }
+    Counted {
+        inner: body,
+        bytes_in: bytes_in.clone(),
+    }
+    .boxed_unsync()
+}
+
+/// A request body that counts its data (its size hint stays the
+/// declared length, which the upload caps read).
+struct Counted {
+    inner: hyper::body::Incoming,
+    bytes_in: prometheus_client::metrics::counter::Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes_in.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// No body at all.
 pub fn empty() -> Body {
     Empty::<Bytes>::new()

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod docs;
+
 use crate::config::{
     err, parse_fastcgi, parse_ip, parse_log_format, parse_pair, parse_size, parse_spawn, set,
     status_path, Config, ConfigError, Listen, StatusConfig, TlsFiles, UploadConfig,
@@ -109,6 +111,14 @@ pub struct Cli {
     /// Less logging (repeat for less)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
+
+    /// Print the completion script for SHELL to stdout and exit
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<docs::Shell>,
+
+    /// Print the manual page (roff) to stdout and exit
+    #[arg(long, hide = true)]
+    pub man: bool,
 }
 
 impl Cli {

@@ -24,6 +24,12 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        return cgihost::cli::docs::print_completions(shell);
+    }
+    if cli.man {
+        return cgihost::cli::docs::print_man();
+    }
     let _log = cgihost::log::init(cli.verbose as i8 - cli.quiet as i8);
     let config = match cli.load_config() {
         Ok(c) => c,

@@ -114,7 +114,7 @@ pub async fn dispatch(
     if let Some(status) = &app.config.status {
         if status::is_status_path(&status.path, req.uri().path()) {
             note.route = Some(app.labels.status.clone());
-            return status::serve(|| app.status_snapshot(), status, &req, conn);
+            return status::serve(|| app.status_snapshot(), &app.stats, status, &req, conn);
         }
     }
     let site = app.sites.pick(host_of(&req));

@@ -36,7 +36,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -47,7 +46,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::app::Live;
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::cgi::process::GroupRegistry;
 use crate::conn::ConnInfo;
 use crate::error::Error;
@@ -334,7 +333,7 @@ async fn serve_request(
     let conn = app.trusted_proxies.apply(&conn, req.headers());
     let mut record = access_record(&app, &conn, &req);
     let span = tracing::info_span!("req", id);
-    let req = req.map(|b| b.boxed_unsync());
+    let req = req.map(|b| body::counted_request(b, &app.stats.bytes_in));
     let mut note = RequestNote::default();
     let mut resp = match host_problem(req.version(), req.headers()) {
         Some(why) => span.in_scope(|| {

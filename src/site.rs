@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, HostPattern, SiteRules};
 use crate::meta::ExtraVars;
 use crate::rules::Rules;
 use crate::static_files::{CacheLimits, StaticFiles};
-use crate::stats::{RouteCounters, Stats};
+use crate::stats::{RouteCounters, RouteKind, Stats};
 use crate::uri_path::{without_port, SafePath};
 
 /// A directory files and `*.EXT` scripts are looked up in: the root, or
@@ -214,9 +214,9 @@ impl Site {
             .map(|a| dir(&a.prefix, &a.dir))
             .collect::<Result<_, _>>()?;
         let rules = Rules::new(settings).map_err(|e| ConfigError(format!("{key}{e}")))?;
-        let label = |what: &str| match index {
-            None => stats.route(what),
-            Some(_) => stats.route(&format!("{name} {what}")),
+        let label = |kind: RouteKind| match index {
+            None => stats.route(kind, kind.name()),
+            Some(_) => stats.route(kind, &format!("{name} {}", kind.name())),
         };
         Ok(Site {
             name: name.into(),
@@ -230,9 +230,9 @@ impl Site {
             cgi_env: (!settings.cgi_env.is_empty())
                 .then(|| ExtraVars(settings.cgi_env.clone().into())),
             counters: SiteCounters {
-                cgi: label("cgi"),
-                statics: label("static"),
-                rules: settings.has_rules().then(|| label("rules")),
+                cgi: label(RouteKind::Cgi),
+                statics: label(RouteKind::Static),
+                rules: settings.has_rules().then(|| label(RouteKind::Rules)),
             },
         })
     }

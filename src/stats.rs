@@ -1,15 +1,104 @@
-//! Counters for the status page: per-route requests by status class,
-//! bytes and time, and the open connections. Shared by every generation
-//! of the application (a SIGHUP reload keeps them).
+//! Counters for the status page and the metrics: per-route requests by
+//! status class, bytes and time; latency histograms per kind of route;
+//! CGI spawns and queueing, FastCGI connections, bytes in, open
+//! connections. Shared by every generation of the application (a SIGHUP
+//! reload keeps them).
 //!
 //! A request is counted once, when its response body is done (the same
 //! moment its access-log line is written), so bytes and durations are real.
 //! Routes register their counters when the application is built; counting
-//! is a few relaxed atomic adds.
+//! is a few relaxed atomic adds, never a lock.
+
+pub mod export;
+mod histogram;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+
+pub use export::prometheus_text;
+pub use histogram::Histogram;
+pub use prometheus_client::collector::Collector;
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE;
+
+/// What serves a route: the label of its latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Static,
+    Cgi,
+    FastCgi,
+    Spawn,
+    Status,
+    Rules,
+}
+
+impl RouteKind {
+    pub const ALL: [RouteKind; 6] = [
+        RouteKind::Static,
+        RouteKind::Cgi,
+        RouteKind::FastCgi,
+        RouteKind::Spawn,
+        RouteKind::Status,
+        RouteKind::Rules,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Static => "static",
+            RouteKind::Cgi => "cgi",
+            RouteKind::FastCgi => "fastcgi",
+            RouteKind::Spawn => "spawn",
+            RouteKind::Status => "status",
+            RouteKind::Rules => "rules",
+        }
+    }
+
+    /// Its routes wait for a CGI program or FastCGI backend.
+    pub fn has_upstream(self) -> bool {
+        matches!(self, RouteKind::Cgi | RouteKind::FastCgi | RouteKind::Spawn)
+    }
+}
+
+/// One kind's histograms: the whole request, and the wait for the
+/// upstream's response head.
+#[derive(Debug, Default)]
+pub struct KindTimes {
+    pub request: Histogram,
+    pub upstream: Histogram,
+}
+
+/// CGI programs started, and the waits for a process slot.
+#[derive(Debug, Clone, Default)]
+pub struct CgiCounters {
+    pub spawns: Counter,
+    pub spawn_failures: Counter,
+    /// Requests that found every slot busy and queued.
+    pub queue_waits: Counter,
+    /// Queued requests that got no slot in time (answered 503).
+    pub queue_rejections: Counter,
+}
+
+/// FastCGI connections: fresh ones, idle ones used again, none in time.
+#[derive(Debug, Clone, Default)]
+pub struct FastCgiCounters {
+    pub connects: Counter,
+    pub reuses: Counter,
+    /// Requests that got no connection within `queue_timeout` (503).
+    pub queue_rejections: Counter,
+}
+
+impl FastCgiCounters {
+    /// A connection was checked out for a request.
+    pub fn checked_out(&self, reused: bool) {
+        if reused {
+            self.reuses.inc();
+        } else {
+            self.connects.inc();
+        }
+    }
+}
 
 /// Server-wide counters.
 pub struct Stats {
@@ -21,12 +110,20 @@ pub struct Stats {
     pub config_generation: AtomicU64,
     /// Every route's counters, in order of registration.
     routes: Mutex<Vec<Arc<RouteCounters>>>,
+    /// Latency histograms, one pair per [`RouteKind`] (same order as `ALL`).
+    kinds: [Arc<KindTimes>; RouteKind::ALL.len()],
+    pub cgi: CgiCounters,
+    pub fastcgi: FastCgiCounters,
+    /// Request body bytes read from clients.
+    pub bytes_in: Counter,
 }
 
 /// One route's totals: atomics, so counting a request takes no lock.
 #[derive(Debug)]
 pub struct RouteCounters {
     pub route: Arc<str>,
+    /// Its kind's histograms (shared by every route of that kind).
+    times: Arc<KindTimes>,
     requests: AtomicU64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
     by_class: [AtomicU64; 5],
@@ -50,9 +147,10 @@ pub struct RouteSnapshot {
 }
 
 impl RouteCounters {
-    fn new(route: &str) -> RouteCounters {
+    fn new(route: &str, times: Arc<KindTimes>) -> RouteCounters {
         RouteCounters {
             route: route.into(),
+            times,
             requests: AtomicU64::new(0),
             by_class: Default::default(),
             bytes_out: AtomicU64::new(0),
@@ -70,9 +168,11 @@ impl RouteCounters {
         add(&self.by_class[(status / 100).clamp(1, 5) as usize - 1], 1);
         add(&self.bytes_out, bytes);
         add(&self.micros, took.as_micros() as u64);
+        self.times.request.observe(took);
         if let Some(u) = upstream {
             add(&self.upstream_micros, u.as_micros() as u64);
             add(&self.upstream_requests, 1);
+            self.times.upstream.observe(u);
         }
     }
 
@@ -99,6 +199,10 @@ impl Default for Stats {
             connections_total: AtomicU64::new(0),
             config_generation: AtomicU64::new(1),
             routes: Mutex::new(Vec::new()),
+            kinds: Default::default(),
+            cgi: CgiCounters::default(),
+            fastcgi: FastCgiCounters::default(),
+            bytes_in: Counter::default(),
         }
     }
 }
@@ -106,12 +210,12 @@ impl Default for Stats {
 impl Stats {
     /// The counters named `route`, created on first use; a reloaded
     /// configuration gets the same counters for the same route.
-    pub fn route(&self, route: &str) -> Arc<RouteCounters> {
+    pub fn route(&self, kind: RouteKind, route: &str) -> Arc<RouteCounters> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = routes.iter().find(|r| &*r.route == route) {
             return r.clone();
         }
-        let r = Arc::new(RouteCounters::new(route));
+        let r = Arc::new(RouteCounters::new(route, self.times(kind).clone()));
         routes.push(r.clone());
         r
     }
@@ -124,6 +228,11 @@ impl Stats {
             .map(|r| r.snapshot())
             .filter(|r| r.requests > 0)
             .collect()
+    }
+
+    /// The latency histograms of `kind`.
+    pub fn times(&self, kind: RouteKind) -> &Arc<KindTimes> {
+        &self.kinds[kind as usize]
     }
 
     pub fn connection_opened(&self) {
@@ -143,10 +252,10 @@ mod tests {
     #[test]
     fn counts_by_route_and_class() {
         let s = Stats::default();
-        let cgi = s.route("cgi");
-        let stat = s.route("static");
-        let _unused = s.route("fastcgi *.php");
-        assert!(Arc::ptr_eq(&cgi, &s.route("cgi")));
+        let cgi = s.route(RouteKind::Cgi, "cgi");
+        let stat = s.route(RouteKind::Static, "static");
+        let _unused = s.route(RouteKind::FastCgi, "fastcgi *.php");
+        assert!(Arc::ptr_eq(&cgi, &s.route(RouteKind::Cgi, "cgi")));
         cgi.record(
             200,
             10,
@@ -164,5 +273,10 @@ mod tests {
         assert_eq!(r[0].upstream_requests, 1);
         assert!((r[0].upstream_seconds - 0.003).abs() < 1e-9);
         assert_eq!(r[1].by_class, [0, 0, 1, 0, 0]);
+        assert_eq!(s.times(RouteKind::Cgi).request.count(), 2);
+        assert_eq!(s.times(RouteKind::Cgi).upstream.count(), 1);
+        assert_eq!(s.times(RouteKind::Static).upstream.count(), 0);
+        let in_order = RouteKind::ALL.iter().enumerate();
+        assert!(in_order.into_iter().all(|(i, k)| *k as usize == i));
     }
 }

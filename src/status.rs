@@ -5,7 +5,8 @@
 //! - `PATH` (or `PATH/`): an HTML dashboard; a few lines of script re-fetch
 //!   it every 2 s and swap the content, so it stays live without a reload;
 //! - `PATH?json`, or `Accept: application/json`: the same as JSON;
-//! - `PATH/metrics`: Prometheus text format.
+//! - `PATH/metrics`: Prometheus text format (prometheus-client), with
+//!   latency histograms; written from the counters, not the snapshot.
 //!
 //! By default only loopback clients see it; anyone else gets the same 404
 //! as for any missing path (`status_local_only = false` opens it).
@@ -25,6 +26,7 @@ use crate::body::{self, Body};
 use crate::config::StatusConfig;
 use crate::conn::ConnInfo;
 use crate::error::Error;
+use crate::stats::{Stats, PROMETHEUS_CONTENT_TYPE};
 
 /// `path` is the status page, its `/`, or its `/metrics`.
 pub fn is_status_path(status_path: &str, path: &str) -> bool {
@@ -32,9 +34,11 @@ pub fn is_status_path(status_path: &str, path: &str) -> bool {
 }
 
 /// Answer a request for the status page; `snapshot` gives the document
-/// (see `App::status_snapshot`), taken only when the request is allowed.
+/// (see `App::status_snapshot`), taken only when the request is allowed;
+/// the metrics come from `stats`.
 pub fn serve(
     snapshot: impl FnOnce() -> Value,
+    stats: &std::sync::Arc<Stats>,
     cfg: &StatusConfig,
     req: &Request<ReqBody>,
     conn: &ConnInfo,
@@ -48,10 +52,7 @@ pub fn serve(
     }
     let snapshot = snapshot();
     let (content_type, text) = if req.uri().path().ends_with("/metrics") {
-        (
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics(&snapshot),
-        )
+        (PROMETHEUS_CONTENT_TYPE, metrics(stats, snapshot))
     } else if wants_json(req) {
         ("application/json", format!("{snapshot:#}\n"))
     } else {
@@ -93,7 +94,6 @@ pub(crate) fn avg_ms(total_secs: f64, n: u64) -> Value {
     Value::from((total_secs * 1000.0 / n as f64 * 100.0).round() / 100.0)
 }
 
-/// Prometheus text exposition format 0.0.4.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +110,9 @@ mod tests {
 
     #[test]
     fn html_and_metrics_escape_what_they_show() {
+        let stats = std::sync::Arc::new(Stats::default());
+        let route = stats.route(crate::stats::RouteKind::FastCgi, "fastcgi <x>\"");
+        route.record(200, 2048, std::time::Duration::ZERO, None);
         let s = json!({
             "routes": [{"route": "fastcgi <x>\"", "requests": 1,
                 "status": {"1xx":0,"2xx":1,"3xx":0,"4xx":0,"5xx":0},
@@ -120,7 +123,7 @@ mod tests {
         assert!(page.contains("fastcgi &lt;x&gt;&quot;"));
         assert!(!page.contains("<x>"));
         assert!(page.contains("2.0 KiB"));
-        let m = metrics(&s);
+        let m = metrics(&stats, s);
         assert!(m.contains(r#"cgihost_requests_total{route="fastcgi <x>\"",code="2xx"} 1"#));
     }
 }

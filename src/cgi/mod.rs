@@ -37,6 +37,7 @@ use crate::error::Error;
 use crate::gateway::head::{read_head, Origin};
 use crate::gateway::request_body::{self, RequestBody};
 use crate::gateway::timed::Timed;
+use crate::stats::CgiCounters;
 use output::CgiBody;
 use process::{GroupRegistry, SpawnSpec, StdinSource};
 use response::Classified;
@@ -68,12 +69,13 @@ pub struct CgiEngine {
     server: env::ServerFacts,
     slots: Arc<Semaphore>,
     pub groups: Arc<GroupRegistry>,
+    counters: CgiCounters,
 }
 
 impl CgiEngine {
     /// `previous` (on a reload): keep its process registry, so shutdown
     /// still finds every group, and its slots when the limit is unchanged.
-    pub fn new(config: &Config, previous: Option<&CgiEngine>) -> CgiEngine {
+    pub fn new(config: &Config, previous: Option<&CgiEngine>, counters: &CgiCounters) -> CgiEngine {
         let slots = match previous {
             Some(p) if p.limits.max_processes == config.cgi.max_processes => p.slots.clone(),
             _ => Arc::new(Semaphore::new(config.cgi.max_processes)),
@@ -87,6 +89,7 @@ impl CgiEngine {
             server: env::ServerFacts::new(config.cgi.pass_authorization),
             slots,
             groups: previous.map_or_else(Default::default, |p| p.groups.clone()),
+            counters: counters.clone(),
         }
     }
 
@@ -201,9 +204,12 @@ impl CgiEngine {
             request_id,
             script_name: &target.script_name,
         };
-        process::spawn(spec, self.groups.clone(), permit).map_err(|e| {
+        let spawned = process::spawn(spec, self.groups.clone(), permit).map_err(|e| {
+            self.counters.spawn_failures.inc();
             Error::BadGateway(format!("cannot execute {}: {e}", target.program.display()))
-        })
+        })?;
+        self.counters.spawns.inc();
+        Ok(spawned)
     }
 
     /// The script's header block from its stdout (errors: 502/504).
@@ -227,11 +233,18 @@ impl CgiEngine {
 
     /// A process slot, waiting up to `queue_timeout` (then 503).
     async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.counters.queue_waits.inc();
         tokio::time::timeout(
             self.limits.queue_timeout,
             self.slots.clone().acquire_owned(),
         )
         .await
+        .inspect_err(|_| {
+            self.counters.queue_rejections.inc();
+        })
         .map_err(|_| Error::ServiceUnavailable {
             retry_after_secs: 5,
             why: format!(

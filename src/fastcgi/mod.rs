@@ -53,7 +53,7 @@ use crate::error::Error;
 use crate::gateway::head::{Head, HeadError, Origin};
 use crate::gateway::request_body::{self, RequestBody};
 use crate::gateway::timed::Timed;
-use crate::stats::RouteCounters;
+use crate::stats::{FastCgiCounters, RouteCounters};
 use crate::uri_path::SafePath;
 use exchange::{BodySource, Exchange, FcgiBody};
 use pool::{Backend, Balancer, CheckoutError, Lease};
@@ -124,6 +124,7 @@ pub struct FastCgi {
     connect_timeout: Duration,
     queue_timeout: Duration,
     shutdown_grace: Duration,
+    counters: FastCgiCounters,
 }
 
 impl FastCgi {
@@ -340,7 +341,16 @@ impl FastCgi {
                 gen.balancer.checkout(c, q).await
             }
         }
+        .inspect_err(|e| {
+            if matches!(e, CheckoutError::Busy) {
+                self.counters.queue_rejections.inc();
+            }
+        })
         .map_err(|e| checkout_error(route, e))
+        .inspect(|lease| {
+            let reused = lease.conn.as_ref().is_some_and(|c| c.reused);
+            self.counters.checked_out(reused);
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use super::pool::{Backend, Balancer};
 use super::supervisor::PoolHandle;
 use super::{env, sendfile, FastCgi, Route, Upstream};
 use crate::config::{BackendAddr, Config, ConfigError, FastCgiRoute, RouteMatch, SpawnRoute};
-use crate::stats::{RouteCounters, Stats};
+use crate::stats::{RouteCounters, RouteKind, Stats};
 use crate::uri_path::SafePath;
 
 impl FastCgi {
@@ -76,7 +76,7 @@ impl FastCgi {
                 ),
             };
             spawned.push((r.clone(), pool.clone()));
-            let tag = stats.route(&format!("spawn {}", r.label()));
+            let tag = stats.route(RouteKind::Spawn, &format!("spawn {}", r.label()));
             let route = Arc::new(spawn_route(config, r, pool, tag));
             // Spawned pools serve every site.
             for group in &mut groups {
@@ -96,6 +96,7 @@ impl FastCgi {
             connect_timeout: config.fastcgi_connect_timeout,
             queue_timeout: config.cgi.queue_timeout,
             shutdown_grace: config.shutdown_grace,
+            counters: stats.fastcgi.clone(),
         })
     }
 
@@ -191,7 +192,7 @@ fn fixed_route(
 ) -> Result<Route, ConfigError> {
     Ok(Route {
         label: r.matcher.to_string(),
-        tag: stats.route(&format!("{site}fastcgi {}", r.matcher)),
+        tag: stats.route(RouteKind::FastCgi, &format!("{site}fastcgi {}", r.matcher)),
         upstream: Upstream::Fixed(backends.balancer(
             &r.addrs,
             config.fastcgi_max_conns,

@@ -1,206 +1,120 @@
-//! The status snapshot as Prometheus text (exposition format 0.0.4):
-//! one family per measure, rendered from the same JSON document the HTML
-//! and JSON views use, so the three never disagree.
+//! The metrics at `PATH/metrics`: the server's counters and histograms
+//! (see `stats::export`), and, from the application's state, its CGI
+//! processes, spawned pools, FastCGI backends and ACME certificates — all
+//! written by prometheus-client as Prometheus text (format 0.0.4).
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use serde_json::Value;
 
-/// The text being built, one family at a time.
-struct Families(String);
+use crate::stats::export::gauge;
+use crate::stats::{prometheus_text, Stats};
 
-impl Families {
-    fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<(String, Value)>) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(self.0, "{name}{labels} {}", number(&v));
-        }
+/// The text of a scrape: `stats`, then what `app_state` (the status
+/// snapshot) says about processes, pools and backends.
+pub fn metrics(stats: &Arc<Stats>, app_state: Value) -> String {
+    prometheus_text(stats, Box::new(AppState(app_state)))
+}
+
+/// Gauges of the application's state, read from the status snapshot.
+#[derive(Debug)]
+struct AppState(Value);
+
+impl Collector for AppState {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let n = |v: &Value| v.as_i64().unwrap_or(0);
+        let help = "CGI process groups running now.";
+        gauge(
+            &mut enc,
+            "cgihost_cgi_processes_running",
+            help,
+            n(&s["cgi"]["running"]),
+        )?;
+        let help = "CGI processes allowed at once.";
+        let max = n(&s["cgi"]["max_processes"]);
+        gauge(&mut enc, "cgihost_cgi_processes_max", help, max)?;
+        pools(&mut enc, s)?;
+        backends(&mut enc, s)?;
+        certificates(&mut enc, s)
     }
 }
 
-/// One unlabelled sample.
-fn one(v: &Value) -> Vec<(String, Value)> {
-    vec![(String::new(), v.clone())]
-}
-
-/// Every family of the snapshot `s`.
-pub fn metrics(s: &Value) -> String {
-    let mut out = Families(String::with_capacity(2048));
-    server(&mut out, s);
-    routes(&mut out, s);
-    pools(&mut out, s);
-    backends(&mut out, s);
-    certificates(&mut out, s);
-    out.0
-}
-
-/// Uptime, connections, CGI processes.
-fn server(out: &mut Families, s: &Value) {
-    out.family(
-        "cgihost_uptime_seconds",
-        "gauge",
-        "Seconds since cgihost started.",
-        one(&s["uptime_secs"]),
-    );
-    out.family(
-        "cgihost_connections_open",
-        "gauge",
-        "Client connections open now.",
-        one(&s["connections"]["open"]),
-    );
-    out.family(
-        "cgihost_connections_total",
-        "counter",
-        "Client connections accepted.",
-        one(&s["connections"]["total"]),
-    );
-    out.family(
-        "cgihost_cgi_processes_running",
-        "gauge",
-        "CGI process groups running now.",
-        one(&s["cgi"]["running"]),
-    );
-    out.family(
-        "cgihost_cgi_processes_max",
-        "gauge",
-        "CGI processes allowed at once.",
-        one(&s["cgi"]["max_processes"]),
-    );
-}
-
-/// Requests and bytes per route and status class.
-fn routes(out: &mut Families, s: &Value) {
-    let routes = s["routes"].as_array().cloned().unwrap_or_default();
-    let mut by_code = Vec::new();
-    let mut bytes = Vec::new();
-    for r in &routes {
-        let route = label_value(&r["route"]);
-        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
-            by_code.push((
-                format!("{{route=\"{route}\",code=\"{class}\"}}"),
-                r["status"][class].clone(),
-            ));
-        }
-        bytes.push((format!("{{route=\"{route}\"}}"), r["bytes_out"].clone()));
-    }
-    out.family(
-        "cgihost_requests_total",
-        "counter",
-        "Requests answered, by route and status class.",
-        by_code,
-    );
-    out.family(
-        "cgihost_response_bytes_total",
-        "counter",
-        "Response body bytes sent, by route.",
-        bytes,
-    );
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], |a| a.as_slice())
 }
 
 /// Spawned pools: workers by state, restarts, requests.
-fn pools(out: &mut Families, s: &Value) {
-    let pools = s["fastcgi_pools"].as_array().cloned().unwrap_or_default();
-    let mut workers = Vec::new();
-    let mut restarts = Vec::new();
-    let mut served = Vec::new();
-    for p in &pools {
-        let pool = label_value(&p["pool"]);
-        let list = p["workers"].as_array().cloned().unwrap_or_default();
+fn pools(enc: &mut DescriptorEncoder, s: &Value) -> std::fmt::Result {
+    let pools = list(&s["fastcgi_pools"]);
+    let name = "cgihost_fastcgi_pool_workers";
+    let help = "Spawned FastCGI workers, by pool and state.";
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for p in pools {
+        let pool = p["pool"].as_str().unwrap_or_default();
         for state in ["starting", "running", "stopping", "backoff"] {
-            let n = list.iter().filter(|w| w["state"] == state).count();
-            workers.push((
-                format!("{{pool=\"{pool}\",state=\"{state}\"}}"),
-                Value::from(n),
-            ));
+            let workers = list(&p["workers"]);
+            let n = workers.iter().filter(|w| w["state"] == state).count();
+            let labels = [("pool", pool), ("state", state)];
+            ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
         }
-        restarts.push((format!("{{pool=\"{pool}\"}}"), p["restarts"].clone()));
-        served.push((format!("{{pool=\"{pool}\"}}"), p["requests"].clone()));
     }
-    out.family(
-        "cgihost_fastcgi_pool_workers",
-        "gauge",
-        "Spawned FastCGI workers, by pool and state.",
-        workers,
-    );
-    out.family(
-        "cgihost_fastcgi_pool_restarts_total",
-        "counter",
-        "Workers started again after exiting.",
-        restarts,
-    );
-    out.family(
-        "cgihost_fastcgi_pool_requests_total",
-        "counter",
-        "Requests a spawned pool answered.",
-        served,
-    );
+    for (name, key, help) in [
+        (
+            "cgihost_fastcgi_pool_restarts",
+            "restarts",
+            "Workers started again after exiting.",
+        ),
+        (
+            "cgihost_fastcgi_pool_requests",
+            "requests",
+            "Requests a spawned pool answered.",
+        ),
+    ] {
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for p in pools {
+            let labels = [("pool", p["pool"].as_str().unwrap_or_default())];
+            let v = p[key].as_u64().unwrap_or(0);
+            ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// FastCGI backends up or down.
-fn backends(out: &mut Families, s: &Value) {
-    let backends = s["fastcgi_backends"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let up = backends
-        .iter()
-        .map(|b| {
-            (
-                format!("{{backend=\"{}\"}}", label_value(&b["addr"])),
-                Value::from(u8::from(b["up"] == true)),
-            )
-        })
-        .collect();
-    out.family(
-        "cgihost_fastcgi_backend_up",
-        "gauge",
-        "1 when the last connection to the backend succeeded.",
-        up,
-    );
-}
-
-/// Automatic HTTPS: each certificate's time left (absent without ACME).
-fn certificates(out: &mut Families, s: &Value) {
-    let Some(certs) = s["acme"].as_array() else {
-        return;
-    };
-    let samples = certs
-        .iter()
-        .filter(|c| c["expires_in_secs"].is_number())
-        .map(|c| {
-            let names = c["names"].as_array().map(|n| {
-                n.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            });
-            let names = Value::from(names.unwrap_or_default());
-            (
-                format!("{{names=\"{}\"}}", label_value(&names)),
-                c["expires_in_secs"].clone(),
-            )
-        })
-        .collect();
-    out.family(
-        "cgihost_acme_certificate_expiry_seconds",
-        "gauge",
-        "Seconds until the ACME certificate for these names expires.",
-        samples,
-    );
-}
-
-pub(super) fn number(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => u8::from(*b).to_string(),
-        _ => "0".into(),
+fn backends(enc: &mut DescriptorEncoder, s: &Value) -> std::fmt::Result {
+    let name = "cgihost_fastcgi_backend_up";
+    let help = "1 when the last connection to the backend succeeded.";
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for b in list(&s["fastcgi_backends"]) {
+        let labels = [("backend", b["addr"].as_str().unwrap_or_default())];
+        let up = i64::from(b["up"] == true);
+        ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
     }
+    Ok(())
 }
 
-/// A Prometheus label value: backslash, quote and newline escaped.
-pub(super) fn label_value(v: &Value) -> String {
-    let s = v.as_str().unwrap_or_default();
-    s.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
+/// Seconds until each ACME certificate expires (none: no `acme`).
+fn certificates(enc: &mut DescriptorEncoder, s: &Value) -> std::fmt::Result {
+    let certs = list(&s["acme"]);
+    if certs.is_empty() {
+        return Ok(());
+    }
+    let name = "cgihost_acme_certificate_expiry_seconds";
+    let help = "Seconds until the ACME certificate for these names expires.";
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for c in certs {
+        let Some(left) = c["expires_in_secs"].as_i64() else {
+            continue;
+        };
+        let names: Vec<&str> = list(&c["names"]).iter().filter_map(Value::as_str).collect();
+        let labels = [("names", names.join(","))];
+        ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

@@ -779,6 +779,35 @@ async fn two_servers_share_a_small_php_fpm_pool_without_starving() {
     b.stop().await;
 }
 
+/// php-fpm's `pm = ondemand` reaps a child once it has been idle for
+/// `process_idle_timeout`; a kept-alive connection keeps its child from
+/// ever being idle. After a burst, cgihost closes its idle connections
+/// (`fastcgi_idle_timeout`), and the children go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_ondemand_children_are_reaped_once_cgihost_goes_idle() {
+    let fpm = PhpFpm::start_ondemand(4, 1);
+    let mut config = php_config(&fpm.sock);
+    config.fastcgi_max_conns = 4;
+    config.fastcgi_idle_timeout = Duration::from_secs(2);
+    let srv = TestServer::start(config).await;
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(get(srv.addr, "/usleep.php?us=200000")))
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    let busy = fpm.children();
+    assert!(busy >= 1, "the burst started {busy} child(ren)");
+    // Reaped once cgihost's idle connections close (2 s) and php-fpm's
+    // idle timeout (1 s) passes; with connections kept they never would.
+    let reaped = eventually(Duration::from_secs(15), || fpm.children() == 0).await;
+    assert!(reaped, "{} child(ren) still running", fpm.children());
+    // And the pool starts one again for the next request.
+    let r = get(srv.addr, "/hello.php").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from php\n"));
+    srv.stop().await;
+}
+
 /// A hand-written FastCGI backend that answers every request with
 /// `prefix`, then empty STDOUT records — a batch every few milliseconds
 /// for up to 30 s — and never anything else: no output, no END_REQUEST.

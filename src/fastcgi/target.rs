@@ -158,9 +158,18 @@ mod tests {
         fs::create_dir_all(root.join("lib.php")).unwrap();
         fs::write(root.join("lib.php/x.txt"), "x").unwrap();
         assert_eq!(find("/lib.php/x.txt"), None);
-        assert!(!could_be_script(&SafePath::parse("/img/logo.png").unwrap(), &["php"]));
-        assert!(could_be_script(&SafePath::parse("/lib.php/x.txt").unwrap(), &["php"]));
-        assert!(could_be_script(&SafePath::parse("/blog/").unwrap(), &["php"]));
+        assert!(!could_be_script(
+            &SafePath::parse("/img/logo.png").unwrap(),
+            &["php"]
+        ));
+        assert!(could_be_script(
+            &SafePath::parse("/lib.php/x.txt").unwrap(),
+            &["php"]
+        ));
+        assert!(could_be_script(
+            &SafePath::parse("/blog/").unwrap(),
+            &["php"]
+        ));
         assert!(could_be_script(&SafePath::parse("/").unwrap(), &["php"]));
         assert!(!has_extension(".php", "php"));
         assert!(!has_extension("xphp", "php"));

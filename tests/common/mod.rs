@@ -526,6 +526,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A real php-fpm master with its own pool config, in a temp dir.
+/// How php-fpm manages its children.
+enum Pm {
+    /// `pm = static`, this many.
+    Static(u32),
+    /// `pm = ondemand`: at most this many, reaped after this many idle seconds.
+    OnDemand(u32, u32),
+}
+
 pub struct PhpFpm {
     child: Child,
     pub sock: PathBuf,
@@ -550,7 +558,23 @@ impl PhpFpm {
     pub fn start(children: u32) -> PhpFpm {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("php.sock");
-        Self::start_at(dir, sock, children, false)
+        Self::start_at(dir, sock, Pm::Static(children), false)
+    }
+
+    /// A pool with `pm = ondemand`: children start with requests and are
+    /// reaped after `idle` seconds without one (what a shared host runs).
+    pub fn start_ondemand(max_children: u32, idle: u32) -> PhpFpm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("php.sock");
+        Self::start_at(dir, sock, Pm::OnDemand(max_children, idle), false)
+    }
+
+    /// The pool's children now (the master's child processes).
+    pub fn children(&self) -> usize {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|c| c.split_whitespace().count())
+            .unwrap_or(0)
     }
 
     /// Like `start`, but PHP loads the system's php.ini and its conf.d
@@ -559,18 +583,24 @@ impl PhpFpm {
     pub fn start_with_system_ini(children: u32) -> PhpFpm {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("php.sock");
-        Self::start_at(dir, sock, children, true)
+        Self::start_at(dir, sock, Pm::Static(children), true)
     }
 
-    fn start_at(dir: tempfile::TempDir, sock: PathBuf, children: u32, system_ini: bool) -> PhpFpm {
+    fn start_at(dir: tempfile::TempDir, sock: PathBuf, pm: Pm, system_ini: bool) -> PhpFpm {
         let conf = dir.path().join("fpm.conf");
         let d = dir.path().display();
+        let pm = match pm {
+            Pm::Static(children) => format!("pm = static\npm.max_children = {children}\n"),
+            Pm::OnDemand(max, idle) => format!(
+                "pm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = {idle}s\n"
+            ),
+        };
         std::fs::write(
             &conf,
             format!(
                 "[global]\nerror_log = {d}/fpm.log\ndaemonize = no\n\
                  [test]\nuser = root\ngroup = root\nlisten = {}\nlisten.mode = 0600\n\
-                 pm = static\npm.max_children = {children}\ncatch_workers_output = yes\n\
+                 {pm}catch_workers_output = yes\n\
                  decorate_workers_output = no\nclear_env = yes\n\
                  php_admin_value[post_max_size] = 1G\nphp_admin_value[upload_max_filesize] = 100M\n\
                  php_admin_value[upload_tmp_dir] = {d}\nphp_admin_value[output_buffering] = 0\n\
@@ -611,7 +641,7 @@ impl PhpFpm {
     /// Start again on the same socket path.
     pub fn restart(dir: tempfile::TempDir, sock: PathBuf, children: u32) -> PhpFpm {
         let _ = std::fs::remove_file(&sock);
-        Self::start_at(dir, sock, children, false)
+        Self::start_at(dir, sock, Pm::Static(children), false)
     }
 
     pub fn log(&self) -> String {

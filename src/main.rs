@@ -136,7 +136,7 @@ async fn serve(
             config.max_connections
         );
     }
-    let listeners = bind_all(&config, tls.is_some(), systemd)?;
+    let listeners = bind_all(&config, systemd)?;
     // While still root: the ACME dir, owned by the user who renews into it.
     cgihost::acme::prepare_dir(&config, user.as_ref().map(|u| (u.uid, u.gid)))
         .map_err(Failure::Config)?;
@@ -198,7 +198,6 @@ async fn serve(
 /// The configured listeners, or the sockets systemd passed us.
 fn bind_all(
     config: &Config,
-    tls: bool,
     systemd: Option<Vec<std::net::TcpListener>>,
 ) -> Result<Vec<Listener>, Failure> {
     if let Some(sockets) = systemd {
@@ -206,7 +205,8 @@ fn bind_all(
             "using {} socket(s) from systemd (LISTEN_FDS)",
             sockets.len()
         );
-        // Socket N takes [[listen]] N's proxy_protocol (else the first's).
+        // Socket N takes [[listen]] N's tls and proxy_protocol (else the
+        // first's).
         return sockets
             .into_iter()
             .enumerate()
@@ -214,11 +214,12 @@ fn bind_all(
                 let tcp = tokio::net::TcpListener::from_std(s)
                     .map_err(|e| Failure::Runtime(format!("LISTEN_FDS: {e}")))?;
                 let listen = config.listen.get(i).unwrap_or(&config.listen[0]);
-                let proxy_protocol = listen.proxy_protocol;
+                // As configured for that listener: a certificate file, or
+                // ACME's, makes the [[listen]] entries TLS (tls = true).
                 Ok(Listener {
                     tcp,
-                    tls,
-                    proxy_protocol,
+                    tls: listen.tls,
+                    proxy_protocol: listen.proxy_protocol,
                 })
             })
             .collect();

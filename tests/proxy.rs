@@ -303,7 +303,9 @@ fn v2_header(command: u8, source: SocketAddr, tlvs: &[(u8, &[u8])]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_v1_and_v2_name_the_client() {
-    let srv = Front::start(trusting(&["10.0.0.0/8"]), true).await;
+    // The test client stands in for the balancer: its own address must be
+    // trusted to send PROXY headers once trusted_proxies is set.
+    let srv = Front::start(trusting(&["10.0.0.0/8", "127.0.0.1/32"]), true).await;
     let addr = srv.addr;
     let env_via = |preface: Vec<u8>, headers: &'static str| async move {
         let (resp, local) = get_via(addr, &preface, "/cgi-bin/env.pl", headers).await;
@@ -451,6 +453,28 @@ async fn a_missing_or_malformed_proxy_header_closes_the_connection() {
     assert_eq!(resp.status, 200);
     let line = srv.access_line("GET /hello.txt").await;
     assert!(line.starts_with("203.0.113.7 - "), "{line}");
+}
+
+/// With `trusted_proxies` set, a PROXY header from any other peer is
+/// refused: whoever reaches the port could otherwise name any client (a
+/// trusted network, 127.0.0.1 for the status page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_from_an_untrusted_peer_is_refused() {
+    let conf = ConfFile::new(
+        "trusted_proxies = [\"10.0.0.0/8\"]\n[[listen]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+    );
+    let cmd = BinServer::command_in(&fixtures().join("static"), &["--config", conf.arg()]);
+    let srv = BinServer::start_cmd(cmd);
+    let spoof = b"PROXY TCP4 10.1.2.3 10.0.0.1 1 80\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (got, _) = answer_to(srv.addr, spoof).await;
+    assert!(
+        got.is_empty(),
+        "answered {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let why = "peer not in trusted_proxies";
+    let said = eventually(Duration::from_secs(3), || srv.stderr_text().contains(why)).await;
+    assert!(said, "no log line with {why:?}:\n{}", srv.stderr_text());
 }
 
 /// A TCP relay standing in for HAProxy in TCP mode (`send-proxy-v2`):

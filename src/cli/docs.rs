@@ -59,7 +59,8 @@ fn daemon_sections() -> Roff {
     let sections: [(&str, &[(&str, &str)]); 5] = [
         ("SIGNALS", &[
             ("HUP", "Re-read the flags and the configuration file and swap the routes; requests in flight finish on the old ones. A file that does not validate is refused and the running configuration stays."),
-            ("TERM, INT", "Stop accepting, let requests in flight finish (shutdown_grace), stop CGI programs and FastCGI workers, exit."),
+            ("TERM, INT", "The health_path answers 503 and, for shutdown_delay seconds, everything else is still served; then stop accepting, let requests in flight finish (shutdown_grace), stop CGI programs and FastCGI workers, exit."),
+            ("USR1", "Open the access_log file again by name (logrotate's convention: rename it, then signal)."),
         ]),
         ("FILES", &[
             ("/etc/cgihost/cgihost.toml", "The configuration the Debian package's cgihost.service starts with (--config)."),

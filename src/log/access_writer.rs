@@ -118,10 +118,16 @@ pub fn access_log_file() -> Option<PathBuf> {
 /// renamed it): the lines queued so far still go to the old file. The
 /// file now written, or None for stdout; on error the old file stays.
 pub fn reopen_access_log() -> io::Result<Option<PathBuf>> {
+    // The name is read and the file swapped under one lock: a reload that
+    // switches to another path meanwhile is not undone by this reopen.
+    let _order = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let Some(path) = access_log_file() else {
         return Ok(None);
     };
-    set_access_log_file(Some(&path))?;
+    let new = Sink::open(&path)?;
+    write_pending();
+    *SINK.lock().unwrap_or_else(|p| p.into_inner()) = new;
+    ERROR_SAID.store(false, Ordering::Relaxed);
     Ok(Some(path))
 }
 

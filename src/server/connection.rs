@@ -73,7 +73,7 @@ pub(super) fn handle(
         // The client's first bytes, read with the PROXY header.
         let mut first = BytesMut::new();
         if accepted.proxy_protocol {
-            let header = proxy_header(&mut accepted.stream, &mut accepted.conn, front);
+            let header = proxy_header(&mut accepted.stream, &mut accepted.conn, &live, front);
             let Some(rest) = Box::pin(header).await else {
                 return;
             };
@@ -105,11 +105,24 @@ pub(super) fn handle(
 /// Read the PROXY protocol header, within the header timeout (or until
 /// shutdown), and take the client it names. The bytes read past it; None:
 /// no usable header, the connection closes (said in the log).
+///
+/// With `trusted_proxies` set, only those peers may send one: anyone else
+/// could name any client (127.0.0.1, an allowed network) by sending the
+/// header themselves, as nginx takes the PROXY address only from
+/// `set_real_ip_from` peers. Without it, the port must be reachable from
+/// the load balancer alone (README).
 async fn proxy_header(
     stream: &mut TcpStream,
     conn: &mut ConnInfo,
+    live: &Live,
     front: &FrontEnd,
 ) -> Option<BytesMut> {
+    let trusted = &live.current().trusted_proxies;
+    if !trusted.is_empty() && !trusted.contains(conn.peer.ip()) {
+        let peer = conn.peer;
+        tracing::warn!(%peer, "PROXY protocol listener: peer not in trusted_proxies; closing the connection");
+        return None;
+    }
     let mut stop = front.stop.clone();
     let read = tokio::select! {
         read = proxy_protocol::read_header(stream, front.header_read_timeout) => read,

@@ -396,17 +396,23 @@ async fn answer_to(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, Duration) {
     (got, started.elapsed())
 }
 
+/// The built binary serving the static fixtures on one PROXY protocol
+/// listener, with `settings` (top-level keys) in its config file.
+fn proxy_listener(settings: &str) -> (BinServer, ConfFile) {
+    let conf = ConfFile::new(&format!(
+        "{settings}[[listen]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\n"
+    ));
+    // --bind/--port replace the address; the listener keeps its PROXY
+    // protocol.
+    let cmd = BinServer::command_in(&fixtures().join("static"), &["--config", conf.arg()]);
+    (BinServer::start_cmd(cmd), conf)
+}
+
 /// On a PROXY protocol listener a connection without a valid header is
 /// closed unanswered, and the log says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_malformed_proxy_header_closes_the_connection() {
-    let conf = ConfFile::new(
-        "header_read_timeout = 1\n[[listen]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
-    );
-    // --bind/--port replace the address; the listener keeps its PROXY
-    // protocol.
-    let cmd = BinServer::command_in(&fixtures().join("static"), &["--config", conf.arg()]);
-    let srv = BinServer::start_cmd(cmd);
+    let (srv, _conf) = proxy_listener("header_read_timeout = 1\n");
     let plain = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut oversized = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
     oversized.extend_from_slice(&[0; 64]);
@@ -460,11 +466,7 @@ async fn a_missing_or_malformed_proxy_header_closes_the_connection() {
 /// trusted network, 127.0.0.1 for the status page).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_header_from_an_untrusted_peer_is_refused() {
-    let conf = ConfFile::new(
-        "trusted_proxies = [\"10.0.0.0/8\"]\n[[listen]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
-    );
-    let cmd = BinServer::command_in(&fixtures().join("static"), &["--config", conf.arg()]);
-    let srv = BinServer::start_cmd(cmd);
+    let (srv, _conf) = proxy_listener("trusted_proxies = [\"10.0.0.0/8\"]\n");
     let spoof = b"PROXY TCP4 10.1.2.3 10.0.0.1 1 80\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
     let (got, _) = answer_to(srv.addr, spoof).await;
     assert!(

@@ -82,6 +82,7 @@ fn script_dir<'a>(site: &'a Site, dir: &'a FileDir) -> ScriptDir<'a> {
         url_prefix: &dir.url_prefix,
         index: &site.settings.index,
         follow: site.settings.follow_symlinks,
+        files: Some(&dir.statics),
     }
 }
 

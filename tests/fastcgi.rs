@@ -808,6 +808,56 @@ async fn php_fpm_ondemand_children_are_reaped_once_cgihost_goes_idle() {
     srv.stop().await;
 }
 
+/// A script found once is looked up from the open-file cache after that
+/// (no system call), and the cache is never stale for scripts either: a
+/// script removed, replaced by a symlink out of the root, or put back is
+/// seen by the very next request, both with the watch and with the
+/// `statx` check that stands in when watches are not available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_script_lookups_follow_every_change() {
+    let fpm = PhpFpm::start(2);
+    for watch in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap().join("root");
+        std::fs::create_dir_all(root.join("blog")).unwrap();
+        let script = root.join("blog/hi.php");
+        std::fs::write(&script, "<?php echo 'one';").unwrap();
+        std::fs::write(tmp.path().join("outside.php"), "<?php echo 'out';").unwrap();
+        let mut config = php_config(&fpm.sock);
+        config.root = root.clone();
+        config.open_file_cache_watch = watch;
+        let srv = TestServer::start(config).await;
+        let body = |r: Resp| (r.status, r.text());
+        assert_eq!(
+            body(get(srv.addr, "/blog/hi.php").await),
+            (200, "one".into())
+        );
+        assert_eq!(
+            body(get(srv.addr, "/blog/hi.php").await),
+            (200, "one".into())
+        );
+        std::fs::remove_file(&script).unwrap();
+        assert_eq!(
+            get(srv.addr, "/blog/hi.php").await.status,
+            404,
+            "watch {watch}"
+        );
+        std::os::unix::fs::symlink(tmp.path().join("outside.php"), &script).unwrap();
+        let r = get(srv.addr, "/blog/hi.php").await;
+        assert_ne!(r.status, 200, "a symlink out of the root ran: {}", r.text());
+        std::fs::remove_file(&script).unwrap();
+        std::fs::write(&script, "<?php echo 'two';").unwrap();
+        assert_eq!(
+            body(get(srv.addr, "/blog/hi.php").await),
+            (200, "two".into())
+        );
+        // PATH_INFO still goes through the walk.
+        let r = get(srv.addr, "/blog/hi.php/extra").await;
+        assert_eq!(body(r), (200, "two".into()));
+        srv.stop().await;
+    }
+}
+
 /// A hand-written FastCGI backend that answers every request with
 /// `prefix`, then empty STDOUT records — a batch every few milliseconds
 /// for up to 30 s — and never anything else: no output, no END_REQUEST.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::FollowSymlinks;
 use crate::gateway::script::{self, WalkError, Walked};
 use crate::static_files::resolve::OpenError;
+use crate::static_files::StaticFiles;
 use crate::uri_path::{join_url, SafePath};
 
 /// Where scripts are looked up: the site's root or an `[[alias]]` dir.
@@ -26,6 +27,9 @@ pub struct ScriptDir<'a> {
     /// Directory index names, in order.
     pub index: &'a [String],
     pub follow: FollowSymlinks,
+    /// The static files of `dir`, whose open-file cache answers for a
+    /// script that is a whole path (`/blog/index.php`, no `PATH_INFO`).
+    pub files: Option<&'a StaticFiles>,
 }
 
 /// A script under the root and how the URL splits around it.
@@ -46,6 +50,9 @@ pub struct ScriptTarget {
 pub fn find(at: &ScriptDir, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
     if !could_be_script(path, extensions) {
         return None;
+    }
+    if let Some(target) = cached(at, path, extensions) {
+        return Some(target);
     }
     let scripts = script::scripts_in(at.dir, at.follow).ok()?;
     let rel = match script::walk(&scripts, &path.segments).ok()? {
@@ -88,6 +95,24 @@ pub fn find(at: &ScriptDir, path: &SafePath, extensions: &[&str]) -> Option<Scri
         script_name: format!("{}{}/{index}", at.url_prefix, join_url(&path.segments)),
         path_info: String::new(),
         filename: at.dir.join(found.rel),
+    })
+}
+
+/// A script that is the whole of `path`, from the open-file cache: when
+/// the whole path is a regular file, every segment before it is a
+/// directory, so the walk would stop at the last one too. The static
+/// resolver is the stricter (dot-files hidden), so what it finds the walk
+/// finds; whatever it does not (a `PATH_INFO`, a symlink, a hidden name)
+/// is left to the walk.
+fn cached(at: &ScriptDir, path: &SafePath, extensions: &[&str]) -> Option<ScriptTarget> {
+    let last = path.segments.last().filter(|_| !path.trailing_slash)?;
+    let route = extensions.iter().position(|ext| has_extension(last, ext))?;
+    let rel = at.files?.cached_file(path)?;
+    Some(ScriptTarget {
+        route,
+        script_name: format!("{}{}", at.url_prefix, join_url(&path.segments)),
+        path_info: String::new(),
+        filename: at.dir.join(rel),
     })
 }
 
@@ -134,6 +159,7 @@ mod tests {
             url_prefix: "",
             index: &index,
             follow: FollowSymlinks::No,
+            files: None,
         };
         let find = |p: &str| find(&at, &SafePath::parse(p).unwrap(), &["php"]);
 

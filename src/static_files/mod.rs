@@ -204,6 +204,26 @@ impl StaticFiles {
         self.respond(method, rep, part, sends_files)
     }
 
+    /// `path` as a regular file from the open-file cache (looked up, and
+    /// cached, now if it is not there): where the file really is below the
+    /// root. None: not a regular file this resolver serves, not cacheable
+    /// (a symlink on the way), or no cache; the caller then looks itself.
+    /// For the FastCGI script lookup, so that a script's existence costs no
+    /// system call once cached (the cache is never stale: see `cache`).
+    pub fn cached_file(&self, path: &SafePath) -> Option<PathBuf> {
+        if self.cache.is_none() || path.has_encoded_slash() {
+            return None;
+        }
+        match self.lookup(path) {
+            Ok(Looked::File(entry))
+                if entry.main.found.direct && entry.main.found.meta.is_file() =>
+            {
+                Some(entry.main.found.rel.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Step 2: the entry for `path`, from the cache or resolved now (and
     /// cached, when the fast path found it).
     fn lookup(&self, path: &SafePath) -> Result<Looked, Error> {

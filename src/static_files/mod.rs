@@ -22,7 +22,7 @@
 //!    front end sends files itself (`server/static_h1.rs`, with sendfile),
 //!    no body but a [`FileRange`] for it to send.
 //!
-//! Step 2 goes through the open-file cache (`cache.rs`) when it is on: a
+//! Step 2 (`lookup.rs`) goes through the open-file cache (`cache.rs`) when it is on: a
 //! hit is an [`Entry`] with the file open, its validators and type made
 //! and, for a small file, its bytes, so steps 3 to 7 make no system call.
 
@@ -31,6 +31,7 @@ mod compression;
 mod conditional;
 mod entry;
 mod file_body;
+mod lookup;
 mod range;
 pub mod resolve;
 
@@ -48,10 +49,11 @@ use cache::OpenFileCache;
 pub use cache::{CacheLimits, CacheStats};
 use compression::{Accepted, Coding, GzipBody};
 use conditional::{Precondition, Validators};
-use entry::{Entry, Form, Source};
+use entry::{Entry, Source};
 use file_body::FileBody;
 pub use file_body::{in_page_cache, read_append, read_now, shrank};
-use resolve::{Resolved, Resolver};
+use lookup::Looked;
+use resolve::Resolver;
 
 /// Files (or parts) up to this size are read in one `pread` on the worker
 /// thread — page-cache fast, no trip to the blocking pool; larger ones are
@@ -78,13 +80,6 @@ pub struct StaticFiles {
     cache: Option<OpenFileCache>,
     /// `Cache-Control` for file responses, if configured.
     cache_control: Option<HeaderValue>,
-}
-
-/// What step 2 found.
-enum Looked {
-    File(Arc<Entry>),
-    /// A directory asked for without its trailing slash.
-    AddSlash,
 }
 
 /// The bytes chosen for a response: which file, in which coding.
@@ -202,58 +197,6 @@ impl StaticFiles {
             Some(range::Decision::Full) | None => None,
         };
         self.respond(method, rep, part, sends_files)
-    }
-
-    /// `path` as a regular file from the open-file cache (looked up, and
-    /// cached, now if it is not there): where the file really is below the
-    /// root. None: not a regular file this resolver serves, not cacheable
-    /// (a symlink on the way), or no cache; the caller then looks itself.
-    /// For the FastCGI script lookup, so that a script's existence costs no
-    /// system call once cached (the cache is never stale: see `cache`).
-    pub fn cached_file(&self, path: &SafePath) -> Option<PathBuf> {
-        if self.cache.is_none() || path.has_encoded_slash() {
-            return None;
-        }
-        match self.lookup(path) {
-            Ok(Looked::File(entry))
-                if entry.main.found.direct && entry.main.found.meta.is_file() =>
-            {
-                Some(entry.main.found.rel.clone())
-            }
-            _ => None,
-        }
-    }
-
-    /// Step 2: the entry for `path`, from the cache or resolved now (and
-    /// cached, when the fast path found it).
-    fn lookup(&self, path: &SafePath) -> Result<Looked, Error> {
-        let Some(cache) = self.cache.as_ref().filter(|_| !path.has_encoded_slash()) else {
-            return self.resolve_now(path, None);
-        };
-        let key = cache_key(path);
-        if let Some(entry) = cache.get(&key) {
-            return Ok(Looked::File(entry));
-        }
-        let ticket = cache.begin(path, &key);
-        self.resolve_now(path, ticket)
-    }
-
-    fn resolve_now(&self, path: &SafePath, ticket: Option<cache::Ticket>) -> Result<Looked, Error> {
-        let found = match self.resolver.resolve(path)? {
-            Resolved::AddSlash => return Ok(Looked::AddSlash),
-            Resolved::File(found) => found,
-        };
-        let form = match &ticket {
-            Some(t) if found.direct => t.form(),
-            _ => Form::Uncached,
-        };
-        let small = self.cache.as_ref().map_or(0, OpenFileCache::small);
-        let (entry, cacheable) = Entry::build(found, form, &self.resolver, small);
-        let entry = Arc::new(entry);
-        if let Some(ticket) = ticket.filter(|_| cacheable) {
-            ticket.complete(entry.clone());
-        }
-        Ok(Looked::File(entry))
     }
 
     /// Step 4: the best coding the client accepts and we can offer.
@@ -391,20 +334,6 @@ impl Representation {
             Kind::GzipOnTheFly => Some(Coding::Gzip),
         }
     }
-}
-
-/// The cache's key for a request path: `/a/b.txt`; a directory (index)
-/// request ends in `/`.
-fn cache_key(path: &SafePath) -> String {
-    let mut key = String::with_capacity(64);
-    for segment in &path.segments {
-        key.push('/');
-        key.push_str(segment);
-    }
-    if path.trailing_slash || path.segments.is_empty() {
-        key.push('/');
-    }
-    key
 }
 
 /// Step 3: the byte ranges to honour, if any. Only GET has ranges (RFC

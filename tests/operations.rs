@@ -116,15 +116,14 @@ async fn status_counts_known_traffic_in_json_and_metrics() {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }
     // The access log line of the CGI request carries its upstream time.
-    let log = srv.stdout_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("\"GET /cgi-bin/hello.sh HTTP/1.1\" 200"))
-        .expect("access log line for the CGI request");
+    // (Lines are written by the log's own thread: wait for it.)
+    let line = srv
+        .access_line("\"GET /cgi-bin/hello.sh HTTP/1.1\" 200")
+        .await;
     let fields: Vec<&str> = line.rsplitn(3, ' ').collect();
     let (upstream, total): (f64, f64) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
     assert!((0.0..=total).contains(&upstream), "{line}");
-    let static_line = log.lines().find(|l| l.contains("GET /index.html")).unwrap();
+    let static_line = srv.access_line("GET /index.html").await;
     assert!(
         static_line.ends_with(" -"),
         "no upstream for static files: {static_line}"

@@ -708,6 +708,19 @@ async fn counting_backend(
     (addr, open)
 }
 
+/// A GET of each of `paths`, all at once; their answers, in order.
+async fn burst(addr: std::net::SocketAddr, paths: impl IntoIterator<Item = String>) -> Vec<Resp> {
+    let sent: Vec<_> = paths
+        .into_iter()
+        .map(|p| tokio::spawn(get(addr, p)))
+        .collect();
+    let mut answers = Vec::new();
+    for r in sent {
+        answers.push(r.await.expect("a request task"));
+    }
+    answers
+}
+
 /// After a burst, kept-alive connections left idle are closed once
 /// `fastcgi_idle_timeout` passes, not kept until the next request (each
 /// one pins a backend process).
@@ -721,11 +734,7 @@ async fn idle_backend_connections_close_after_the_idle_timeout() {
         vec![cgihost::config::parse_fastcgi("--fastcgi", &format!("/app={backend}")).unwrap()];
     let srv = TestServer::start(config).await;
     let started = Instant::now();
-    let burst: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(get(srv.addr, format!("/app/{i}"))))
-        .collect();
-    for r in burst {
-        let r = r.await.unwrap();
+    for r in burst(srv.addr, (0..4).map(|i| format!("/app/{i}"))).await {
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
     // Four at once took several connections; at least one stays idle
@@ -762,11 +771,8 @@ async fn two_servers_share_a_small_php_fpm_pool_without_starving() {
     };
     let a = TestServer::start(config()).await;
     let b = TestServer::start(config()).await;
-    let burst: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(get(a.addr, "/usleep.php")))
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.unwrap().status, 200);
+    for r in burst(a.addr, vec!["/usleep.php".to_string(); 4]).await {
+        assert_eq!(r.status, 200);
     }
     // A holds four idle connections: every child waits on one of them.
     let started = Instant::now();
@@ -790,11 +796,8 @@ async fn php_fpm_ondemand_children_are_reaped_once_cgihost_goes_idle() {
     config.fastcgi_max_conns = 4;
     config.fastcgi_idle_timeout = Duration::from_secs(2);
     let srv = TestServer::start(config).await;
-    let burst: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(get(srv.addr, "/usleep.php?us=200000")))
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.unwrap().status, 200);
+    for r in burst(srv.addr, vec!["/usleep.php?us=200000".to_string(); 4]).await {
+        assert_eq!(r.status, 200);
     }
     let busy = fpm.children();
     assert!(busy >= 1, "the burst started {busy} child(ren)");

@@ -103,10 +103,16 @@ pub fn set_access_log_file(path: Option<&Path>) -> io::Result<()> {
         None => Sink::stdout(),
     };
     let _order = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    switch_to(new);
+    Ok(())
+}
+
+/// With `WRITING` held: the lines queued so far to the old sink, then
+/// `new` in its place, whose first write error will be said again.
+fn switch_to(new: Sink) {
     write_pending();
     *SINK.lock().unwrap_or_else(|p| p.into_inner()) = new;
     ERROR_SAID.store(false, Ordering::Relaxed);
-    Ok(())
 }
 
 /// The access log file, if the lines go to one.
@@ -124,10 +130,7 @@ pub fn reopen_access_log() -> io::Result<Option<PathBuf>> {
     let Some(path) = access_log_file() else {
         return Ok(None);
     };
-    let new = Sink::open(&path)?;
-    write_pending();
-    *SINK.lock().unwrap_or_else(|p| p.into_inner()) = new;
-    ERROR_SAID.store(false, Ordering::Relaxed);
+    switch_to(Sink::open(&path)?);
     Ok(Some(path))
 }
 

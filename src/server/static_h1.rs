@@ -72,10 +72,7 @@ pub(super) fn serve<'a>(
     front: &'a FrontEnd,
     accepted: Instant,
 ) -> impl Future<Output = Option<(TcpStream, BytesMut, Arc<Activity>)>> + Send + 'a {
-    let mut c = Connection::new(stream, front, &conn.peer, accepted);
-    c.input = read;
-    // Made at the first request: a silent connection needs none.
-    let mut activity: Option<Arc<Activity>> = None;
+    let mut c = Connection::new((stream, read), front, &conn.peer, accepted);
     async move {
         loop {
             // Reads and writes here bypass tokio's cooperative budget (they
@@ -88,22 +85,18 @@ pub(super) fn serve<'a>(
             let (terms, answered) = {
                 let (req, head_len) = match c.next_head().await {
                     Next::Head(req, len) => (req, len),
-                    Next::HandOver => return Some(c.hand_over(activity, accepted)),
+                    Next::HandOver => return Some(c.hand_over()),
                     Next::Close => return None,
                 };
                 let app = live.current();
                 // From a trusted proxy: the client and scheme it names.
                 let conn = app.trusted_proxies.apply(conn, req.headers());
                 let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
-                    return Some(c.hand_over(activity, accepted));
+                    return Some(c.hand_over());
                 };
-                let busy = || {
-                    InFlight::start(
-                        activity.get_or_insert_with(|| Arc::new(Activity::new(accepted))),
-                    )
-                };
+                let busy = || InFlight::start(c.activity());
                 let Some(answered) = answer_static(app, &req, answer, &conn, busy) else {
-                    return Some(c.hand_over(activity, accepted));
+                    return Some(c.hand_over());
                 };
                 c.input.advance(head_len);
                 let terms = Terms {
@@ -155,11 +148,14 @@ struct Connection<'a> {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// No request answered yet (keep-alive timing starts after one).
     first: bool,
+    accepted: Instant,
+    /// Made at the first request: a silent connection needs none.
+    activity: Option<Arc<Activity>>,
 }
 
 impl<'a> Connection<'a> {
     fn new(
-        stream: TcpStream,
+        (stream, read): (TcpStream, BytesMut),
         front: &'a FrontEnd,
         peer: &'a std::net::SocketAddr,
         accepted: Instant,
@@ -167,26 +163,32 @@ impl<'a> Connection<'a> {
         let deadline = accepted + front.header_read_timeout;
         Connection {
             stream,
-            // Nothing is allocated before the client sends a byte: a
-            // silent or idle connection costs no buffers (see `next_head`).
-            input: BytesMut::new(),
+            // Nothing is allocated before the client sends a byte (unless
+            // bytes came with a PROXY header): a silent or idle connection
+            // costs no buffers (see `next_head`).
+            input: read,
             stop: front.stop.clone(),
             front,
             peer,
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             first: true,
+            accepted,
+            activity: None,
         }
+    }
+
+    /// The connection's activity, made now if this is its first request.
+    fn activity(&mut self) -> &Arc<Activity> {
+        let accepted = self.accepted;
+        self.activity
+            .get_or_insert_with(|| Arc::new(Activity::new(accepted)))
     }
 
     /// The socket, what was read of it and the connection's activity, for
     /// hyper.
-    fn hand_over(
-        self,
-        activity: Option<Arc<Activity>>,
-        accepted: Instant,
-    ) -> (TcpStream, BytesMut, Arc<Activity>) {
-        let activity = activity.unwrap_or_else(|| Arc::new(Activity::new(accepted)));
+    fn hand_over(mut self) -> (TcpStream, BytesMut, Arc<Activity>) {
+        let activity = self.activity().clone();
         (self.stream, self.input, activity)
     }
 

@@ -571,10 +571,7 @@ impl PhpFpm {
 
     /// The pool's children now (the master's child processes).
     pub fn children(&self) -> usize {
-        let pid = self.child.id();
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .map(|c| c.split_whitespace().count())
-            .unwrap_or(0)
+        children_of(self.child.id()).len()
     }
 
     /// Like `start`, but PHP loads the system's php.ini and its conf.d

@@ -87,6 +87,13 @@ impl Ticket<'_> {
         self.form
     }
 
+    /// Is this ticket's placeholder still in its slot (no event dropped it)?
+    fn still_pending(&self, st: &State) -> bool {
+        st.slots
+            .get(self.slot)
+            .is_some_and(|d| matches!(d.state, SlotState::Pending(t) if t == self.token))
+    }
+
     /// Cache `entry` — unless an event dropped the placeholder meanwhile
     /// (the file may have changed since it was opened), or it does not fit.
     pub fn complete(mut self, entry: Arc<Entry>) {
@@ -94,11 +101,7 @@ impl Ticket<'_> {
         let sh = self.shared;
         let mut guard = sh.write();
         let st = &mut *guard;
-        let pending = st
-            .slots
-            .get(self.slot)
-            .is_some_and(|d| matches!(d.state, SlotState::Pending(t) if t == self.token));
-        if !pending {
+        if !self.still_pending(st) {
             return;
         }
         let (fds, bytes) = (entry.fds(), entry.bytes());
@@ -124,11 +127,7 @@ impl Drop for Ticket<'_> {
         let sh = self.shared;
         let mut guard = sh.write();
         let st = &mut *guard;
-        let pending = st
-            .slots
-            .get(self.slot)
-            .is_some_and(|d| matches!(d.state, SlotState::Pending(t) if t == self.token));
-        if pending {
+        if self.still_pending(st) {
             sh.with_watches(|w| st.remove(self.slot, w));
         }
     }

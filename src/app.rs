@@ -45,6 +45,10 @@ pub struct App {
     draining: Arc<AtomicBool>,
     /// Automatic HTTPS; one for the process (a reload keeps it).
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// Unique to this application in the process: what was learnt under
+    /// one configuration (the static path's memos) is not used under
+    /// another.
+    pub generation: u64,
 }
 
 /// The built-in routes' counters.
@@ -98,6 +102,10 @@ impl App {
             stats,
             trusted_proxies,
             draining: previous.map_or_else(Default::default, |p| p.draining.clone()),
+            generation: {
+                static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+                GENERATIONS.fetch_add(1, Ordering::Relaxed)
+            },
         }))
     }
 

@@ -56,7 +56,9 @@
 //! handler returns `Result<Response<Body>, Error>` → `error.rs` turns errors
 //! into pages → `log::LoggedBody` writes the access line when the body ends.
 //! (On the static sendfile path: `router::static_path` → `serve_static` →
-//! the response written by `static_h1.rs`, which ends the access record.)
+//! the response written by `static_h1.rs`, which ends the access record;
+//! a repeat of a small cached file's request is answered from its memo,
+//! `static_h1/hot.rs`, while the open-file cache holds the same file.)
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

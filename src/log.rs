@@ -86,16 +86,53 @@ impl AccessRecord {
         // copies (each a reference count, or an allocation) and the clock.
         let logged = format.is_some();
         let h = |name: header::HeaderName| headers.get(name).filter(|_| logged).cloned();
+        let uri = if logged { uri.clone() } else { Uri::default() };
+        let said = (h(header::REFERER), h(header::USER_AGENT));
+        AccessRecord::with(format, remote, method.clone(), uri, version, said)
+    }
+
+    /// [`new`](Self::new) from a request head's raw parts (the static
+    /// path's memo hits, which build no `Request`): the target as sent,
+    /// the `Referer` and `User-Agent` values.
+    pub fn from_head(
+        format: Option<LogFormat>,
+        remote: IpAddr,
+        method: Method,
+        (target, version): (&str, Version),
+        referer: Option<&[u8]>,
+        user_agent: Option<&[u8]>,
+    ) -> AccessRecord {
+        let logged = format.is_some();
+        let h = |v: Option<&[u8]>| {
+            v.filter(|_| logged)
+                .and_then(|v| HeaderValue::from_bytes(v).ok())
+        };
+        let uri = match logged {
+            true => Uri::try_from(target).unwrap_or_default(),
+            false => Uri::default(),
+        };
+        let said = (h(referer), h(user_agent));
+        AccessRecord::with(format, remote, method, uri, version, said)
+    }
+
+    fn with(
+        format: Option<LogFormat>,
+        remote: IpAddr,
+        method: Method,
+        uri: Uri,
+        version: Version,
+        (referer, user_agent): (Option<HeaderValue>, Option<HeaderValue>),
+    ) -> AccessRecord {
         AccessRecord {
             format,
             remote: remote.to_canonical(),
-            method: method.clone(),
-            uri: if logged { uri.clone() } else { Uri::default() },
+            method,
+            uri,
             version,
-            referer: h(header::REFERER),
-            user_agent: h(header::USER_AGENT),
+            referer,
+            user_agent,
             started: Instant::now(),
-            time: if logged {
+            time: if format.is_some() {
                 SystemTime::now()
             } else {
                 UNIX_EPOCH

@@ -13,6 +13,7 @@
 mod acme;
 mod errors;
 mod plan;
+mod statics;
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -30,11 +31,13 @@ use crate::fastcgi::{self, target::ScriptDir, ScriptTarget};
 use crate::log::RequestNote;
 use crate::meta::{ClientUri, RemoteUser};
 use crate::site::{FileDir, Site};
-use crate::static_files::FileRange;
 use crate::status;
 use crate::upload;
 use crate::uri_path::{join_url, SafePath};
 pub use plan::{Plan, Planned};
+pub use statics::{
+    replay_static, serve_static, static_path, StaticAnswer, StaticMemo, StaticResponse,
+};
 
 /// Rewrites and local redirects followed per request before a 500.
 pub const MAX_HOPS: usize = 10;
@@ -381,92 +384,6 @@ fn fallback_for<'a>(
     let group = site.fastcgi_group;
     let (found, target) = app.fastcgi.match_script(group, &at, &script)?;
     std::ptr::eq(found, route).then_some((route, target))
-}
-
-/// What the front end's sendfile path may answer itself: a file (the
-/// site, and the path relative to the dir it lies in) or a rule's
-/// answer. Anything else (`None`) is for hyper.
-pub enum StaticAnswer {
-    File { site: usize, path: SafePath },
-    Rule(Response<Body>, String),
-}
-
-/// For a bodiless GET or HEAD: what `dispatch` would do when that is to
-/// serve a static file or a rule's redirect, or None when another route
-/// or a password check owns it (status page, health endpoint, upload
-/// rule, CGI, FastCGI, auth). An unusable path or a denied client (at
-/// `client`) is `Some(Err)`: its page is the same whoever answers.
-pub fn static_path<B>(
-    app: &App,
-    req: &Request<B>,
-    client: IpAddr,
-) -> Option<Result<StaticAnswer, Error>> {
-    if acme::owns(app, req) {
-        return None;
-    }
-    if status::health::is_server_path(&app.config, req.uri().path()) {
-        return None;
-    }
-    let (position, site) = app.sites.pick_position(host_of(req));
-    let planned = match plan::plan(site, req.method(), req.uri(), client, &mut 0) {
-        Ok(Plan::Route(p)) => p,
-        Ok(Plan::Answer(resp, rule)) => return Some(Ok(StaticAnswer::Rule(resp, rule))),
-        Err(e) if errors::has_page(site, &e) => return None,
-        Err(e) => return Some(Err(e)),
-    };
-    if planned.auth.is_some() || upload::rule_for(&app.uploads, &planned.path).is_some() {
-        return None;
-    }
-    if planned.rewritten.is_some() {
-        // Rewritten requests keep the meta-variables straight on hyper.
-        return None;
-    }
-    if !planned.scripts && is_script_file(app, site, &planned.path) {
-        return None;
-    }
-    matches!(route(app, site, &planned.path), Route::Static(..)).then_some(Ok(StaticAnswer::File {
-        site: position,
-        path: planned.path,
-    }))
-}
-
-/// A response, and the file bytes the front end sends behind its head.
-pub type StaticResponse = (Response<Body>, Option<FileRange>);
-
-/// Answer a request [`static_path`] accepted, for a front end that sends
-/// the file bytes itself (a `FileRange` instead of a body). `None`: an
-/// answer only hyper can give (the site's fallback script or error page).
-pub fn serve_static(
-    app: &App,
-    req: &Request<()>,
-    answer: StaticAnswer,
-    note: &mut RequestNote,
-) -> Option<Result<StaticResponse, Error>> {
-    let (site, path) = match answer {
-        StaticAnswer::Rule(resp, rule) => {
-            let site = app.sites.pick(host_of(req));
-            note.route = site.counters.rules.clone();
-            note.rule = Some(rule);
-            return Some(Ok((resp, None)));
-        }
-        StaticAnswer::File { site, path } => (app.sites.at(site), path),
-    };
-    if site.index.is_some() {
-        note.site = Some(site.name.clone());
-    }
-    note.route = Some(site.counters.statics.clone());
-    let (dir, rel) = site.file_dir(&path);
-    let served = dir
-        .statics
-        .serve_sending_files(req.method(), &rel, req.uri(), req.headers());
-    let hyper_answers = match &served {
-        Err(e @ (Error::NotFound | Error::NoIndex(_))) => {
-            app.fastcgi.fallback(site.fastcgi_group).is_some() || errors::has_page(site, e)
-        }
-        Err(e) => errors::has_page(site, e),
-        Ok(_) => false,
-    };
-    (!hyper_answers).then_some(served)
 }
 
 /// The GET a local redirect turns into: same headers minus the body's.

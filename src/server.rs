@@ -52,7 +52,6 @@ use crate::conn::ConnInfo;
 use crate::error::Error;
 use crate::log::{AccessRecord, LoggedBody, RequestNote};
 use crate::router;
-use crate::static_files::FileRange;
 use crate::stats::Stats;
 
 /// HTTP/2 keep-alive pings: how often, and how long to wait for the answer.
@@ -437,7 +436,7 @@ fn answer_static(
     answer: Result<router::StaticAnswer, Error>,
     conn: &ConnInfo,
     busy: impl FnOnce() -> connection::InFlight,
-) -> Option<(Response<Body>, Option<FileRange>, AccessRecord)> {
+) -> Option<(router::StaticResponse, AccessRecord)> {
     let mut note = RequestNote::default();
     let served = match answer {
         Ok(answer) => router::serve_static(&app, req, answer, &mut note)?,
@@ -446,8 +445,14 @@ fn answer_static(
     let id = app.next_request_id();
     let mut record = access_record(&app, conn, req);
     let span = tracing::info_span!("req", id);
-    let (resp, file) = span.in_scope(|| served.unwrap_or_else(|e| (e.into_response(), None)));
-    record.status = resp.status().as_u16();
+    let served = span.in_scope(|| {
+        served.unwrap_or_else(|e| router::StaticResponse {
+            resp: e.into_response(),
+            file: None,
+            memo: None,
+        })
+    });
+    record.status = served.resp.status().as_u16();
     record.attach(note, Box::new((busy(), app)));
-    Some((resp, file, record))
+    Some((served, record))
 }

@@ -59,16 +59,27 @@ impl Site {
     /// The dir a path's files live in (an alias, or the root) and the
     /// path relative to it.
     pub fn file_dir(&self, path: &SafePath) -> (&FileDir, SafePath) {
-        let dir = self
-            .aliases
-            .iter()
-            .find(|a| path.segments.starts_with(&a.prefix))
-            .unwrap_or(&self.root);
+        let dir = self.dir(self.alias_of(path)).unwrap_or(&self.root);
         let rel = SafePath {
             segments: path.segments[dir.prefix.len()..].to_vec(),
             trailing_slash: path.trailing_slash,
         };
         (dir, rel)
+    }
+
+    /// Which alias a path's files live in (None: the root).
+    pub fn alias_of(&self, path: &SafePath) -> Option<usize> {
+        self.aliases
+            .iter()
+            .position(|a| path.segments.starts_with(&a.prefix))
+    }
+
+    /// The alias at `index` (from [`Site::alias_of`]), or the root.
+    pub fn dir(&self, alias: Option<usize>) -> Option<&FileDir> {
+        match alias {
+            Some(i) => self.aliases.get(i),
+            None => Some(&self.root),
+        }
     }
 
     /// The site's root, canonical.

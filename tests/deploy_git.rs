@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cgihost::cli::Cli;
 use common::*;
 
 const HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
@@ -223,12 +222,7 @@ htpasswd = "{d}/htpasswd"
         );
         let file = self.path("cgihost.toml");
         std::fs::write(&file, toml).unwrap();
-        Cli {
-            config: Some(file),
-            ..Cli::default()
-        }
-        .load_config()
-        .expect("config loads")
+        load_config_file(file)
     }
 }
 

@@ -99,7 +99,7 @@ async fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> Resp
 }
 
 /// Both ways of noticing changes for each case: `case::watched` and
-/// `case::checked`.
+/// `case::checked`, each also on one thread (`memo_*`).
 macro_rules! both_ways {
     ($($case:ident),+ $(,)?) => {
         $(
@@ -110,6 +110,18 @@ macro_rules! both_ways {
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn checked() {
+                    super::$case(false).await
+                }
+                /// Server and client on one thread: each repeated request
+                /// is answered from the static path's memo of the last
+                /// (`server/static_h1/hot.rs`), which must see the change
+                /// as the cache does.
+                #[tokio::test(flavor = "current_thread")]
+                async fn memo_watched() {
+                    super::$case(true).await
+                }
+                #[tokio::test(flavor = "current_thread")]
+                async fn memo_checked() {
                     super::$case(false).await
                 }
             }

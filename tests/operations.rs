@@ -241,14 +241,7 @@ async fn sighup_swaps_routes_and_keeps_them_on_a_bad_file() {
     // A good file: the CGI prefix moves, the pool goes away.
     conf.rewrite("status_path = \"/status\"\ncgi_prefix = \"/scripts\"\n");
     srv.signal(libc::SIGHUP);
-    assert!(
-        eventually(Duration::from_secs(10), || srv
-            .stderr_text()
-            .contains("configuration reloaded (generation 2)"))
-        .await,
-        "{}",
-        srv.stderr_text()
-    );
+    await_reload(&srv, 2).await;
     assert_eq!(get(srv.addr, "/scripts/hello.sh").await.status, 200);
     assert_eq!(get(srv.addr, "/cgi-bin/hello.sh").await.status, 404);
     assert_eq!(get(srv.addr, "/app/x").await.status, 404);

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use super::buffers::{self, Kind};
 use super::connection::{stopped, Activity, InFlight};
+use super::send_file::write_all;
 use super::{answer_static, FrontEnd};
 use crate::app::Live;
 use crate::body::Body;
@@ -41,9 +42,10 @@ use crate::router;
 use crate::static_files::FileRange;
 
 mod head;
+mod hot;
 mod respond;
 
-use head::{parse_head, wants_keep_alive, Head};
+use head::{parse_head_probing, wants_keep_alive, Head};
 use respond::{respond, Terms};
 
 /// Header lines one request may have here; more go to hyper (which takes
@@ -83,8 +85,17 @@ pub(super) fn serve<'a>(
             tokio::task::consume_budget().await;
             // In a block: nothing of the request is held across the write.
             let (terms, answered) = {
-                let (req, head_len) = match c.next_head().await {
-                    Next::Head(req, len) => (req, len),
+                let (req, head_len, key) = match c.next_head(live, conn.client.ip).await {
+                    Next::Head(req, len, key) => (req, len, key),
+                    Next::Hot(hit, len) => {
+                        c.input.advance(len);
+                        c.first = false;
+                        if !Box::pin(c.send_hot(hit)).await {
+                            return None;
+                        }
+                        c.between_requests();
+                        continue;
+                    }
                     Next::HandOver => return Some(c.hand_over()),
                     Next::Close => return None,
                 };
@@ -95,16 +106,21 @@ pub(super) fn serve<'a>(
                     return Some(c.hand_over());
                 };
                 let busy = || InFlight::start(c.activity());
-                let Some(answered) = answer_static(app, &req, answer, &conn, busy) else {
+                let Some((mut served, record)) =
+                    answer_static(app.clone(), &req, answer, &conn, busy)
+                else {
                     return Some(c.hand_over());
                 };
+                if let Some((key, memo)) = key.zip(served.memo.take()) {
+                    hot::remember(&app, key, memo, served.resp.headers(), &record);
+                }
                 c.input.advance(head_len);
                 let terms = Terms {
                     version: req.version(),
                     head_only: req.method() == Method::HEAD,
                     keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
                 };
-                (terms, answered)
+                (terms, (served.resp, served.file, record))
             };
             c.first = false;
             // Boxed: writing a response (sendfile windows, gzip) keeps more
@@ -123,7 +139,10 @@ pub(super) fn serve<'a>(
 // only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Next {
-    Head(Request<()>, usize),
+    /// The request, its head's length, and its memo key (`hot.rs`).
+    Head(Request<()>, usize, Option<Box<[u8]>>),
+    /// A memo answered it.
+    Hot(hot::Hit, usize),
     /// Not a request this path takes (or too large): hyper's, from here.
     HandOver,
     /// The client went, timed out, or the server is stopping.
@@ -200,16 +219,22 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Read until a whole head is in, within the deadline.
-    async fn next_head(&mut self) -> Next {
+    /// Read until a whole head is in, within the deadline; answer it from
+    /// a memo (`hot.rs`) if one of `live`'s has it.
+    async fn next_head(&mut self, live: &Live, client: std::net::IpAddr) -> Next {
         loop {
             if !self.input.is_empty() {
-                match parse_head(&self.input) {
+                let stopping = *self.stop.borrow();
+                let probe = |raw: &hot::RawHead| hot::probe(raw, &live.current(), client, stopping);
+                match parse_head_probing(&self.input, probe) {
                     // hyper's 431
-                    Head::Complete(_, len) if len > self.front.max_header_size => {
+                    Head::Complete(_, len, _) | Head::Hot(_, len)
+                        if len > self.front.max_header_size =>
+                    {
                         return Next::HandOver
                     }
-                    Head::Complete(req, len) => return Next::Head(req, len),
+                    Head::Complete(req, len, key) => return Next::Head(req, len, key),
+                    Head::Hot(hit, len) => return Next::Hot(hit, len),
                     Head::Partial if self.input.len() < self.front.max_header_size => {}
                     Head::Partial | Head::NotOurs => return Next::HandOver,
                 }
@@ -304,6 +329,12 @@ impl<'a> Connection<'a> {
         )
         .await;
         buffers::give(Kind::Output, out);
+        self.finish(record, sent, result).await
+    }
+
+    /// Log and count a response that was sent (`Ok(keep the connection?)`)
+    /// or cut short; false when the connection is over.
+    async fn finish(&mut self, record: AccessRecord, sent: u64, result: io::Result<bool>) -> bool {
         record.finish(sent, result.is_ok());
         let peer = self.peer;
         match result {
@@ -324,6 +355,21 @@ impl<'a> Connection<'a> {
                 false
             }
         }
+    }
+
+    /// Send a memo's answer; false when the connection is over.
+    async fn send_hot(&mut self, hit: hot::Hit) -> bool {
+        let hot::Hit {
+            out,
+            sent,
+            keep_alive,
+            record,
+        } = hit;
+        let busy = InFlight::start(self.activity());
+        let result = write_all(&self.stream, &out, false, self.front.send_timeout).await;
+        buffers::give(Kind::Output, out);
+        drop(busy);
+        self.finish(record, sent, result.map(|()| keep_alive)).await
     }
 
     /// Between requests: skip empty lines, give the buffer back if nothing
@@ -391,94 +437,9 @@ async fn linger(stream: &TcpStream, stop: &mut tokio::sync::watch::Receiver<bool
 }
 
 #[cfg(test)]
+use head::parse_head;
+#[cfg(test)]
 mod proptests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parsed(raw: &str) -> Option<Request<()>> {
-        match parse_head(raw.as_bytes()) {
-            Head::Complete(req, len) => {
-                assert_eq!(len, raw.find("\r\n\r\n").unwrap() + 4);
-                Some(req)
-            }
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn takes_only_bodiless_get_and_head() {
-        let ours = [
-            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            "HEAD /a.txt HTTP/1.0\r\n\r\n",
-            "GET /a?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
-        ];
-        for raw in ours {
-            assert!(parsed(raw).is_some(), "{raw:?}");
-        }
-        let theirs = [
-            "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
-            "GET http://a/ HTTP/1.1\r\n\r\n",
-            "OPTIONS * HTTP/1.1\r\n\r\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            "GET / HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
-        ];
-        for raw in theirs {
-            assert!(parsed(raw).is_none(), "{raw:?}");
-        }
-        assert!(matches!(
-            parse_head(b"GET / HTTP/1.1\r\nHost"),
-            Head::Partial
-        ));
-        let many: String = (0..MAX_HEADERS + 1)
-            .map(|i| format!("X-{i}: v\r\n"))
-            .collect();
-        assert!(parsed(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).is_none());
-    }
-
-    #[test]
-    fn only_crlf_and_lf_are_empty_lines() {
-        for (input, n) in [
-            (&b"\r\n\nGET"[..], 3),
-            (b"\n\r\n\r\n", 5),
-            (b"\rGET", 0),
-            (b"\r\n\rGET", 2),
-            (b"\r\r\n", 0),
-            (b"\r\n\r", 2),
-            (b" \r\n", 0),
-            (b"", 0),
-        ] {
-            assert_eq!(blank_lines(input), n, "{input:?}");
-        }
-    }
-
-    #[test]
-    fn keep_alive_follows_the_version_and_connection_header() {
-        let table = [
-            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
-            (
-                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-                false,
-            ),
-            (
-                "GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, Close\r\n\r\n",
-                false,
-            ),
-            ("GET / HTTP/1.0\r\n\r\n", false),
-            ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-        ];
-        for (raw, want) in table {
-            assert_eq!(wants_keep_alive(&parsed(raw).unwrap()), want, "{raw:?}");
-        }
-    }
-}
+mod tests;

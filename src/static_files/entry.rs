@@ -50,7 +50,7 @@ pub enum Siblings {
 }
 
 impl Siblings {
-    fn slot(coding: Coding) -> usize {
+    pub(super) fn slot(coding: Coding) -> usize {
         match coding {
             Coding::Br => 0,
             Coding::Gzip => 1,

@@ -75,7 +75,7 @@ impl StaticFiles {
 
 /// The cache's key for a request path: `/a/b.txt`; a directory (index)
 /// request ends in `/`.
-fn cache_key(path: &SafePath) -> String {
+pub(super) fn cache_key(path: &SafePath) -> String {
     let mut key = String::with_capacity(64);
     for segment in &path.segments {
         key.push('/');

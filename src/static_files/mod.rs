@@ -25,6 +25,9 @@
 //! Step 2 (`lookup.rs`) goes through the open-file cache (`cache.rs`) when it is on: a
 //! hit is an [`Entry`] with the file open, its validators and type made
 //! and, for a small file, its bytes, so steps 3 to 7 make no system call.
+//! A 200 of such bytes comes with a [`Memo`] (`memo.rs`), which lets the
+//! front end answer the same request again without steps 1 to 7 while
+//! the cache holds the same entry.
 
 mod cache;
 mod compression;
@@ -32,6 +35,7 @@ mod conditional;
 mod entry;
 mod file_body;
 mod lookup;
+mod memo;
 mod range;
 pub mod resolve;
 
@@ -53,6 +57,7 @@ use entry::{Entry, Source};
 use file_body::FileBody;
 pub use file_body::{in_page_cache, read_append, read_now, shrank};
 use lookup::Looked;
+pub use memo::Memo;
 use resolve::Resolver;
 
 /// Files (or parts) up to this size are read in one `pread` on the worker
@@ -73,6 +78,15 @@ pub struct FileRange {
     pub file: Arc<File>,
     pub offset: u64,
     pub len: u64,
+}
+
+/// What [`StaticFiles::serve_sending_files`] answers: the response, the
+/// file bytes for the caller to send, and a [`Memo`] when the same request
+/// may get the same answer again without the pipeline.
+pub struct Sending {
+    pub resp: Response<Body>,
+    pub file: Option<FileRange>,
+    pub memo: Option<Memo>,
 }
 
 pub struct StaticFiles {
@@ -146,19 +160,20 @@ impl StaticFiles {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<Response<Body>, Error> {
-        Ok(self.answer(method, path, uri, headers, false)?.0)
+        Ok(self.answer(method, path, uri, headers, false)?.resp)
     }
 
     /// [`serve`](Self::serve), but the bytes of an identity GET come back
     /// as a [`FileRange`] for the caller to send (with sendfile) — unless
-    /// the cache has them in memory: then they are the body.
+    /// the cache has them in memory: then they are the body (and a 200 of
+    /// them comes with a [`Memo`]).
     pub fn serve_sending_files(
         &self,
         method: &Method,
         path: &SafePath,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> Result<(Response<Body>, Option<FileRange>), Error> {
+    ) -> Result<Sending, Error> {
         self.answer(method, path, uri, headers, true)
     }
 
@@ -169,12 +184,12 @@ impl StaticFiles {
         uri: &Uri,
         headers: &HeaderMap,
         sends_files: bool,
-    ) -> Result<(Response<Body>, Option<FileRange>), Error> {
+    ) -> Result<Sending, Error> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
         let entry = match self.lookup(path)? {
-            Looked::AddSlash => return Ok((redirect_with_slash(path, uri), None)),
+            Looked::AddSlash => return Ok(Sending::response(redirect_with_slash(path, uri))),
             Looked::File(entry) => entry,
         };
         let ranges = requested_ranges(method, headers, &entry.main.validators);
@@ -185,7 +200,7 @@ impl StaticFiles {
         };
         match conditional::evaluate(headers, rep.validators()) {
             Precondition::Proceed => {}
-            Precondition::NotModified => return Ok((self.not_modified(&rep), None)),
+            Precondition::NotModified => return Ok(Sending::response(self.not_modified(&rep))),
             Precondition::Failed => return Err(Error::PreconditionFailed),
         }
         let size = rep.source().found.meta.len();
@@ -196,7 +211,17 @@ impl StaticFiles {
             Some(range::Decision::Part { start, end }) => Some((start, end)),
             Some(range::Decision::Full) | None => None,
         };
-        self.respond(method, rep, part, sends_files)
+        let memo = match rep.kind {
+            Kind::Identity if part.is_none() && sends_files => {
+                Memo::new(lookup::cache_key(path), &rep.entry, None)
+            }
+            Kind::Precompressed(coding, _) if sends_files => {
+                Memo::new(lookup::cache_key(path), &rep.entry, Some(coding))
+            }
+            _ => None,
+        };
+        let (resp, file) = self.respond(method, rep, part, sends_files)?;
+        Ok(Sending { resp, file, memo })
     }
 
     /// Step 4: the best coding the client accepts and we can offer.
@@ -292,6 +317,16 @@ impl StaticFiles {
         }
         if let Some(cc) = &self.cache_control {
             h.insert(header::CACHE_CONTROL, cc.clone());
+        }
+    }
+}
+
+impl Sending {
+    fn response(resp: Response<Body>) -> Sending {
+        Sending {
+            resp,
+            file: None,
+            memo: None,
         }
     }
 }

@@ -763,6 +763,30 @@ pub async fn stream_upload(conn: &mut Conn, head: &str, total: u64, chunked: boo
     hex(&hasher.finalize())
 }
 
+/// The config file at `file`, loaded the way the binary loads it.
+pub fn load_config_file(file: PathBuf) -> Config {
+    cgihost::cli::Cli {
+        config: Some(file),
+        ..Default::default()
+    }
+    .load_config()
+    .expect("config loads")
+}
+
+/// Wait for the binary to say it reloaded its configuration as
+/// `generation`.
+pub async fn await_reload(srv: &BinServer, generation: u32) {
+    let said = format!("configuration reloaded (generation {generation})");
+    assert!(
+        eventually(Duration::from_secs(10), || srv
+            .stderr_text()
+            .contains(&said))
+        .await,
+        "{}",
+        srv.stderr_text()
+    );
+}
+
 /// A config file in a fresh directory (kept while the test runs).
 pub struct ConfFile {
     dir: tempfile::TempDir,

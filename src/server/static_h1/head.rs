@@ -5,24 +5,40 @@
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use super::super::host_problem;
+use super::hot::{Hit, Probe, RawHead};
 use super::MAX_HEADERS;
 
 // Returned once per request and never stored: boxing the request would
 // only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Head {
-    Complete(Request<()>, usize),
+    /// The request, its head's length, and its memo key if it has one
+    /// (no memo was found under it).
+    Complete(Request<()>, usize, Option<Box<[u8]>>),
+    /// A memo answered it (see `hot.rs`).
+    Hot(Hit, usize),
     Partial,
     /// Not a request this path takes: hyper will answer it.
     NotOurs,
 }
 
+#[cfg(test)]
 pub(super) fn parse_head(input: &[u8]) -> Head {
+    parse_head_probing(input, |_| Probe::Miss(Box::default()))
+}
+
+/// Parse a head; a complete one with a memo key goes to `probe` first.
+pub(super) fn parse_head_probing(input: &[u8], probe: impl FnOnce(&RawHead) -> Probe) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(input) {
         Ok(httparse::Status::Complete(len)) => {
-            to_request(&parsed).map_or(Head::NotOurs, |req| Head::Complete(req, len))
+            let key = match RawHead::of(&parsed).as_ref().map(probe) {
+                Some(Probe::Hit(hit)) => return Head::Hot(hit, len),
+                Some(Probe::Miss(key)) => Some(key),
+                None => None,
+            };
+            to_request(&parsed).map_or(Head::NotOurs, |req| Head::Complete(req, len, key))
         }
         Ok(httparse::Status::Partial) => Head::Partial,
         Err(_) => Head::NotOurs,
@@ -31,20 +47,7 @@ pub(super) fn parse_head(input: &[u8]) -> Head {
 
 /// The request, if it is a bodiless GET or HEAD this path may answer.
 pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
-    let method = match parsed.method? {
-        "GET" => Method::GET,
-        "HEAD" => Method::HEAD,
-        _ => return None,
-    };
-    let version = match parsed.version? {
-        1 => Version::HTTP_11,
-        0 => Version::HTTP_10,
-        _ => return None,
-    };
-    let target = parsed.path?;
-    if !target.starts_with('/') {
-        return None;
-    }
+    let (method, version, target) = request_line(parsed)?;
     let uri = Uri::try_from(target).ok()?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
@@ -69,6 +72,25 @@ pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Some(req)
+}
+
+/// GET or HEAD, HTTP/1.1 or 1.0, an origin-form target: the request lines
+/// this path takes.
+pub(super) fn request_line<'a>(
+    parsed: &httparse::Request<'_, 'a>,
+) -> Option<(Method, Version, &'a str)> {
+    let method = match parsed.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    let version = match parsed.version? {
+        1 => Version::HTTP_11,
+        0 => Version::HTTP_10,
+        _ => return None,
+    };
+    let target = parsed.path.filter(|t| t.starts_with('/'))?;
+    Some((method, version, target))
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when

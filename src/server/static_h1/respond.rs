@@ -142,17 +142,8 @@ fn write_head(
     let keep_alive = ex.keep_alive && (bodiless || declared || length.is_some() || chunked);
 
     out.clear();
-    out.extend_from_slice(match ex.version {
-        Version::HTTP_10 => b"HTTP/1.0 ",
-        _ => b"HTTP/1.1 ",
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers() {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    push_status_line(out, ex.version, status);
+    push_headers(out, resp.headers());
     // A HEAD response says how long the GET body would be, as hyper's
     // does (but not a length of 0, which could be a body not made).
     if !declared && !never_a_body {
@@ -164,19 +155,41 @@ fn write_head(
             _ => {}
         }
     }
-    if !keep_alive {
-        push_header(out, b"connection", b"close");
-    } else if ex.version == Version::HTTP_10 {
-        push_header(out, b"connection", b"keep-alive");
-    }
-    push_date(out);
-    out.extend_from_slice(b"\r\n");
+    push_end(out, keep_alive, ex.version);
     Framing {
         bodiless,
         length,
         chunked,
         keep_alive,
     }
+}
+
+pub(super) fn push_status_line(out: &mut BytesMut, version: Version, status: http::StatusCode) {
+    out.extend_from_slice(match version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(super) fn push_headers(out: &mut BytesMut, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// `Connection` as the version needs it, `Date`, and the blank line.
+pub(super) fn push_end(out: &mut BytesMut, keep_alive: bool, version: Version) {
+    if !keep_alive {
+        push_header(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        push_header(out, b"connection", b"keep-alive");
+    }
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::buffers::{self, Kind};
 use super::connection::{stopped, Activity, InFlight};
-use super::send_file::write_all;
+use super::send_file::{try_recv, write_all};
 use super::{answer_static, FrontEnd};
 use crate::app::Live;
 use crate::body::Body;
@@ -87,10 +87,20 @@ pub(super) fn serve<'a>(
             let (terms, answered) = {
                 let (req, head_len, key) = match c.next_head(live, conn.client.ip).await {
                     Next::Head(req, len, key) => (req, len, key),
-                    Next::Hot(hit, len) => {
+                    Next::Hot(answer, len) => {
                         c.input.advance(len);
                         c.first = false;
-                        if !Box::pin(c.send_hot(hit)).await {
+                        let more = match answer {
+                            hot::Answer::Sent(keep_alive) => {
+                                drop(InFlight::start(c.activity()));
+                                // Boxed: the lingering close keeps a
+                                // buffer, which no waiting connection
+                                // should carry.
+                                keep_alive || Box::pin(c.close()).await
+                            }
+                            hot::Answer::Partly(hit) => Box::pin(c.send_hot(hit)).await,
+                        };
+                        if !more {
                             return None;
                         }
                         c.between_requests();
@@ -142,7 +152,7 @@ enum Next {
     /// The request, its head's length, and its memo key (`hot.rs`).
     Head(Request<()>, usize, Option<Box<[u8]>>),
     /// A memo answered it.
-    Hot(hot::Hit, usize),
+    Hot(hot::Answer, usize),
     /// Not a request this path takes (or too large): hyper's, from here.
     HandOver,
     /// The client went, timed out, or the server is stopping.
@@ -225,16 +235,16 @@ impl<'a> Connection<'a> {
         loop {
             if !self.input.is_empty() {
                 let stopping = *self.stop.borrow();
-                let probe = |raw: &hot::RawHead| hot::probe(raw, &live.current(), client, stopping);
-                match parse_head_probing(&self.input, probe) {
+                let on = (client, &self.stream);
+                let probe = |raw: &hot::RawHead| hot::probe(raw, &live.current(), on, stopping);
+                let max = self.front.max_header_size;
+                match parse_head_probing(&self.input, max, probe) {
                     // hyper's 431
-                    Head::Complete(_, len, _) | Head::Hot(_, len)
-                        if len > self.front.max_header_size =>
-                    {
+                    Head::Complete(_, len, _) if len > self.front.max_header_size => {
                         return Next::HandOver
                     }
                     Head::Complete(req, len, key) => return Next::Head(req, len, key),
-                    Head::Hot(hit, len) => return Next::Hot(hit, len),
+                    Head::Hot(answer, len) => return Next::Hot(answer, len),
                     Head::Partial if self.input.len() < self.front.max_header_size => {}
                     Head::Partial | Head::NotOurs => return Next::HandOver,
                 }
@@ -245,7 +255,7 @@ impl<'a> Connection<'a> {
             } else if self.input.capacity() - self.input.len() < 1024 {
                 self.input.reserve(4096);
             }
-            match self.stream.try_read_buf(&mut self.input) {
+            match try_recv(&self.stream, &mut self.input) {
                 Ok(0) => return Next::Close,
                 Ok(_) if was_empty && !self.first => {
                     // Keep-alive waits for the first byte; the rest of the
@@ -339,11 +349,7 @@ impl<'a> Connection<'a> {
         let peer = self.peer;
         match result {
             Ok(true) => true,
-            Ok(false) => {
-                let _ = self.stream.shutdown().await;
-                linger(&self.stream, &mut self.stop).await;
-                false
-            }
+            Ok(false) => self.close().await,
             Err(e) => {
                 match e.kind() {
                     io::ErrorKind::TimedOut => tracing::info!(%peer, "{e}; closing"),
@@ -370,6 +376,14 @@ impl<'a> Connection<'a> {
         buffers::give(Kind::Output, out);
         drop(busy);
         self.finish(record, sent, result.map(|()| keep_alive)).await
+    }
+
+    /// After the last response: our FIN, then the lingering close. False:
+    /// the connection is over.
+    async fn close(&mut self) -> bool {
+        let _ = self.stream.shutdown().await;
+        linger(&self.stream, &mut self.stop).await;
+        false
     }
 
     /// Between requests: skip empty lines, give the buffer back if nothing

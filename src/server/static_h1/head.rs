@@ -5,7 +5,7 @@
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use super::super::host_problem;
-use super::hot::{Hit, Probe, RawHead};
+use super::hot::{Answer, Probe, RawHead};
 use super::MAX_HEADERS;
 
 // Returned once per request and never stored: boxing the request would
@@ -16,7 +16,7 @@ pub(super) enum Head {
     /// (no memo was found under it).
     Complete(Request<()>, usize, Option<Box<[u8]>>),
     /// A memo answered it (see `hot.rs`).
-    Hot(Hit, usize),
+    Hot(Answer, usize),
     Partial,
     /// Not a request this path takes: hyper will answer it.
     NotOurs,
@@ -24,17 +24,23 @@ pub(super) enum Head {
 
 #[cfg(test)]
 pub(super) fn parse_head(input: &[u8]) -> Head {
-    parse_head_probing(input, |_| Probe::Miss(Box::default()))
+    parse_head_probing(input, usize::MAX, |_| Probe::Miss(Box::default()))
 }
 
-/// Parse a head; a complete one with a memo key goes to `probe` first.
-pub(super) fn parse_head_probing(input: &[u8], probe: impl FnOnce(&RawHead) -> Probe) -> Head {
+/// Parse a head; a complete one of up to `max_len` bytes with a memo key
+/// goes to `probe` first.
+pub(super) fn parse_head_probing(
+    input: &[u8],
+    max_len: usize,
+    probe: impl FnOnce(&RawHead) -> Probe,
+) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(input) {
         Ok(httparse::Status::Complete(len)) => {
-            let key = match RawHead::of(&parsed).as_ref().map(probe) {
-                Some(Probe::Hit(hit)) => return Head::Hot(hit, len),
+            let raw = RawHead::of(&parsed).filter(|_| len <= max_len);
+            let key = match raw.as_ref().map(probe) {
+                Some(Probe::Hit(answer)) => return Head::Hot(answer, len),
                 Some(Probe::Miss(key)) => Some(key),
                 None => None,
             };

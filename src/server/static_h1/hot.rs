@@ -21,10 +21,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
+use rustix::net::SendFlags;
+use tokio::net::TcpStream;
 
 use super::super::buffers::{self, Kind};
+use super::super::send_file::try_send;
 use super::head::request_line;
 use super::respond::{push_end, push_headers, push_status_line};
 use crate::app::App;
@@ -50,16 +53,26 @@ pub(super) struct RawHead<'a> {
 }
 
 /// What a memo look-up found.
-// Returned once per request and never stored: boxing the hit would only
-// add an allocation.
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant)] // as `Answer`
 pub(super) enum Probe {
-    Hit(Hit),
+    Hit(Answer),
     /// No memo: the key, to remember the answer under if it makes one.
     Miss(Box<[u8]>),
 }
 
-/// A memo's answer: the whole response in a pool buffer, and its record.
+/// A memo's answer.
+// Returned once per request and never stored: boxing the hit would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Answer {
+    /// All written at once, logged and counted; keep the connection?
+    Sent(bool),
+    /// The socket took only part of it: the rest to send.
+    Partly(Hit),
+}
+
+/// A memo's answer: what is left to send of it, in a pool buffer, and its
+/// record.
 pub(super) struct Hit {
     pub(super) out: BytesMut,
     /// Body bytes in `out` (the access log's count).
@@ -170,9 +183,16 @@ thread_local! {
     static MEMOS: RefCell<Memos> = RefCell::new(Memos::default());
 }
 
-/// Answer `raw` (from `client`) from this thread's memo, if it has one
-/// and its file is still the one cached.
-pub(super) fn probe(raw: &RawHead, app: &App, client: IpAddr, stopping: bool) -> Probe {
+/// Answer `raw` (from `client`, on `stream`) from this thread's memo, if
+/// it has one and its file is still the one cached. The answer is written
+/// at once: a small response to a client that keeps up fits in the socket
+/// buffer, and a request served within one poll moves nothing around.
+pub(super) fn probe(
+    raw: &RawHead,
+    app: &App,
+    (client, stream): (IpAddr, &TcpStream),
+    stopping: bool,
+) -> Probe {
     MEMOS.with_borrow_mut(|memos| {
         if memos.generation != app.generation {
             memos.map.clear();
@@ -210,12 +230,23 @@ pub(super) fn probe(raw: &RawHead, app: &App, client: IpAddr, stopping: bool) ->
         record.status = StatusCode::OK.as_u16();
         record.route = memo.route.clone();
         record.site = memo.site.clone();
-        Probe::Hit(Hit {
-            out,
-            sent,
-            keep_alive,
-            record,
-        })
+        match try_send(stream, &out, SendFlags::empty()) {
+            Ok(n) if n == out.len() => {
+                buffers::give(Kind::Output, out);
+                record.finish(sent, true);
+                Probe::Hit(Answer::Sent(keep_alive))
+            }
+            // The rest (or the error, again) for the waiting path.
+            written => {
+                out.advance(*written.as_ref().unwrap_or(&0));
+                Probe::Hit(Answer::Partly(Hit {
+                    out,
+                    sent,
+                    keep_alive,
+                    record,
+                }))
+            }
+        }
     })
 }
 
@@ -279,7 +310,7 @@ mod tests {
             input in super::super::proptests::input()
         ) {
             let mut seen = None;
-            let full = parse_head_probing(&input, |raw| {
+            let full = parse_head_probing(&input, usize::MAX, |raw| {
                 seen = Some((key_only(raw), raw.keep_alive));
                 Probe::Miss(Box::default())
             });

@@ -74,69 +74,72 @@ pub(super) fn serve<'a>(
     front: &'a FrontEnd,
     accepted: Instant,
 ) -> impl Future<Output = Option<(TcpStream, BytesMut, Arc<Activity>)>> + Send + 'a {
-    let mut c = Connection::new((stream, read), front, &conn.peer, accepted);
+    let mut c = Connection::new((stream, read), (front, live), conn, accepted);
     async move {
-        loop {
+        'requests: loop {
             // Reads and writes here bypass tokio's cooperative budget (they
             // are `try_` calls): yield now and then, or a client whose next
             // request is always ready would starve the worker's other tasks.
             // (Before the head, so that no request is held across the yield:
             // this future is what every waiting connection carries.)
             tokio::task::consume_budget().await;
-            // In a block: nothing of the request is held across the write.
-            let (terms, answered) = {
-                let (req, head_len, key) = match c.next_head(live, conn.client.ip).await {
-                    Next::Head(req, len, key) => (req, len, key),
-                    Next::Hot(answer, len) => {
-                        c.input.advance(len);
-                        c.first = false;
-                        let more = match answer {
-                            hot::Answer::Sent(keep_alive) => {
-                                drop(InFlight::start(c.activity()));
-                                // Boxed: the lingering close keeps a
-                                // buffer, which no waiting connection
-                                // should carry.
-                                keep_alive || Box::pin(c.close()).await
-                            }
-                            hot::Answer::Partly(hit) => Box::pin(c.send_hot(hit)).await,
-                        };
-                        if !more {
-                            return None;
+            // In a block: nothing of the request is held across a write.
+            let memo = 'full: {
+                let (terms, answered) = {
+                    let (req, head_len, key) = match c.next_head().await {
+                        Next::Head(req, len, key) => (req, len, key),
+                        // Answered from a memo: what is left to do is done
+                        // after the block, where no head is held.
+                        Next::Hot(answer, len) => {
+                            c.input.advance(len);
+                            break 'full answer;
                         }
-                        c.between_requests();
-                        continue;
+                        Next::HandOver => return Some(c.hand_over()),
+                        Next::Close => return None,
+                    };
+                    let app = live.current();
+                    // From a trusted proxy: the client and scheme it names.
+                    let conn = app.trusted_proxies.apply(conn, req.headers());
+                    let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
+                        return Some(c.hand_over());
+                    };
+                    let busy = || InFlight::start(c.activity());
+                    let Some((mut served, record)) =
+                        answer_static(app.clone(), &req, answer, &conn, busy)
+                    else {
+                        return Some(c.hand_over());
+                    };
+                    if let Some((key, memo)) = key.zip(served.memo.take()) {
+                        hot::remember(&app, key, memo, served.resp.headers(), &record);
                     }
-                    Next::HandOver => return Some(c.hand_over()),
-                    Next::Close => return None,
+                    c.input.advance(head_len);
+                    let terms = Terms {
+                        version: req.version(),
+                        head_only: req.method() == Method::HEAD,
+                        keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
+                    };
+                    (terms, (served.resp, served.file, record))
                 };
-                let app = live.current();
-                // From a trusted proxy: the client and scheme it names.
-                let conn = app.trusted_proxies.apply(conn, req.headers());
-                let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
-                    return Some(c.hand_over());
-                };
-                let busy = || InFlight::start(c.activity());
-                let Some((mut served, record)) =
-                    answer_static(app.clone(), &req, answer, &conn, busy)
-                else {
-                    return Some(c.hand_over());
-                };
-                if let Some((key, memo)) = key.zip(served.memo.take()) {
-                    hot::remember(&app, key, memo, served.resp.headers(), &record);
+                c.first = false;
+                // Boxed: writing a response (sendfile windows, gzip) keeps
+                // more state than waiting for a head, which is what an idle
+                // connection does; the idle connection should not carry it.
+                if !Box::pin(c.send(terms, answered)).await {
+                    return None;
                 }
-                c.input.advance(head_len);
-                let terms = Terms {
-                    version: req.version(),
-                    head_only: req.method() == Method::HEAD,
-                    keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
-                };
-                (terms, (served.resp, served.file, record))
+                c.between_requests();
+                continue 'requests;
             };
             c.first = false;
-            // Boxed: writing a response (sendfile windows, gzip) keeps more
-            // state than waiting for a head, which is what an idle connection
-            // does; the idle connection should not carry it.
-            if !Box::pin(c.send(terms, answered)).await {
+            let more = match memo {
+                hot::Answer::Sent(keep_alive) => {
+                    drop(InFlight::start(c.activity()));
+                    // Boxed, as `send`: the lingering close has a buffer.
+                    keep_alive || Box::pin(c.close()).await
+                }
+                hot::Answer::Partly(hit) => Box::pin(c.send_hot(hit)).await,
+            };
+            if !more {
                 return None;
             }
             c.between_requests();
@@ -168,7 +171,9 @@ struct Connection<'a> {
     stop: tokio::sync::watch::Receiver<bool>,
     front: &'a FrontEnd,
     /// Borrowed: this struct is what a waiting connection carries.
-    peer: &'a std::net::SocketAddr,
+    conn: &'a ConnInfo,
+    /// For memo hits (`hot.rs`), answered as soon as their head is in.
+    live: &'a Live,
     /// When the head being read must be complete. The timer is armed for
     /// this or an earlier time and re-armed when it fires early, so a
     /// deadline that moves later (each keep-alive request) does not touch
@@ -185,8 +190,8 @@ struct Connection<'a> {
 impl<'a> Connection<'a> {
     fn new(
         (stream, read): (TcpStream, BytesMut),
-        front: &'a FrontEnd,
-        peer: &'a std::net::SocketAddr,
+        (front, live): (&'a FrontEnd, &'a Live),
+        conn: &'a ConnInfo,
         accepted: Instant,
     ) -> Self {
         let deadline = accepted + front.header_read_timeout;
@@ -198,7 +203,8 @@ impl<'a> Connection<'a> {
             input: read,
             stop: front.stop.clone(),
             front,
-            peer,
+            conn,
+            live,
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             first: true,
@@ -231,11 +237,12 @@ impl<'a> Connection<'a> {
 
     /// Read until a whole head is in, within the deadline; answer it from
     /// a memo (`hot.rs`) if one of `live`'s has it.
-    async fn next_head(&mut self, live: &Live, client: std::net::IpAddr) -> Next {
+    async fn next_head(&mut self) -> Next {
         loop {
             if !self.input.is_empty() {
                 let stopping = *self.stop.borrow();
-                let on = (client, &self.stream);
+                let on = (self.conn.client.ip, &self.stream);
+                let live = self.live;
                 let probe = |raw: &hot::RawHead| hot::probe(raw, &live.current(), on, stopping);
                 let max = self.front.max_header_size;
                 match parse_head_probing(&self.input, max, probe) {
@@ -267,7 +274,7 @@ impl<'a> Connection<'a> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::debug!(peer = %self.peer, "read failed: {e}");
+                    tracing::debug!(peer = %self.conn.peer, "read failed: {e}");
                     return Next::Close;
                 }
             }
@@ -294,7 +301,7 @@ impl<'a> Connection<'a> {
             stop,
             timer,
             deadline,
-            peer,
+            conn,
             ..
         } = self;
         let mut stopping = std::pin::pin!(stopped(stop));
@@ -307,7 +314,7 @@ impl<'a> Connection<'a> {
                     timer.as_mut().reset(*deadline);
                     return Poll::Ready(None);
                 }
-                tracing::debug!(%peer, "closing idle connection");
+                tracing::debug!(peer = %conn.peer, "closing idle connection");
                 return Poll::Ready(Some(Next::Close));
             }
             if stopping.as_mut().poll(cx).is_ready() {
@@ -346,7 +353,7 @@ impl<'a> Connection<'a> {
     /// or cut short; false when the connection is over.
     async fn finish(&mut self, record: AccessRecord, sent: u64, result: io::Result<bool>) -> bool {
         record.finish(sent, result.is_ok());
-        let peer = self.peer;
+        let peer = self.conn.peer;
         match result {
             Ok(true) => true,
             Ok(false) => self.close().await,
@@ -364,13 +371,13 @@ impl<'a> Connection<'a> {
     }
 
     /// Send a memo's answer; false when the connection is over.
-    async fn send_hot(&mut self, hit: hot::Hit) -> bool {
+    async fn send_hot(&mut self, hit: Box<hot::Hit>) -> bool {
         let hot::Hit {
             out,
             sent,
             keep_alive,
             record,
-        } = hit;
+        } = *hit;
         let busy = InFlight::start(self.activity());
         let result = write_all(&self.stream, &out, false, self.front.send_timeout).await;
         buffers::give(Kind::Output, out);

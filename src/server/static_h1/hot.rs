@@ -53,7 +53,6 @@ pub(super) struct RawHead<'a> {
 }
 
 /// What a memo look-up found.
-#[allow(clippy::large_enum_variant)] // as `Answer`
 pub(super) enum Probe {
     Hit(Answer),
     /// No memo: the key, to remember the answer under if it makes one.
@@ -61,14 +60,13 @@ pub(super) enum Probe {
 }
 
 /// A memo's answer.
-// Returned once per request and never stored: boxing the hit would only
-// add an allocation.
-#[allow(clippy::large_enum_variant)]
 pub(super) enum Answer {
     /// All written at once, logged and counted; keep the connection?
     Sent(bool),
-    /// The socket took only part of it: the rest to send.
-    Partly(Hit),
+    /// The socket took only part of it: the rest to send. Boxed (it is
+    /// rare): the connection's future holds an `Answer` across waits, and
+    /// a waiting connection should carry no record.
+    Partly(Box<Hit>),
 }
 
 /// A memo's answer: what is left to send of it, in a pool buffer, and its
@@ -239,12 +237,12 @@ pub(super) fn probe(
             // The rest (or the error, again) for the waiting path.
             written => {
                 out.advance(*written.as_ref().unwrap_or(&0));
-                Probe::Hit(Answer::Partly(Hit {
+                Probe::Hit(Answer::Partly(Box::new(Hit {
                     out,
                     sent,
                     keep_alive,
                     record,
-                }))
+                })))
             }
         }
     })

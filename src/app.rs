@@ -222,6 +222,7 @@ impl App {
             "uptime_secs": stats.started.elapsed().as_secs(),
             "started_unix": stats.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
             "config_generation": stats.config_generation.load(Ordering::Relaxed),
+            "threads": tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers()),
             "connections": {
                 "open": stats.connections_open.load(Ordering::Relaxed),
                 "total": stats.connections_total.load(Ordering::Relaxed),

@@ -190,6 +190,9 @@ pub struct Config {
     pub spawn: Vec<SpawnRoute>,
     /// Workers per spawned pool that does not set its own (`--workers`).
     pub workers: u32,
+    /// Threads serving connections (tokio's workers); None: one per CPU.
+    /// Read at start only.
+    pub threads: Option<usize>,
     pub log_format: LogFormat,
     /// Write access log lines: to stdout, or to `access_log_path`.
     pub access_log: bool,
@@ -297,6 +300,7 @@ impl Default for Config {
             fastcgi: Vec::new(),
             spawn: Vec::new(),
             workers: 4,
+            threads: None,
             log_format: LogFormat::Combined,
             access_log: true,
             access_log_path: None,
@@ -375,7 +379,7 @@ impl Config {
         overlay!(self => f;
             keepalive_timeout, send_timeout, shutdown_grace, header_read_timeout,
             fastcgi_connect_timeout, fastcgi_idle_timeout, max_connections, root, cgi_dir, cgi_prefix,
-            fastcgi_max_conns, max_header_size, workers, open_file_cache,
+            fastcgi_max_conns, max_header_size, workers, threads, open_file_cache,
             open_file_cache_entries, open_file_cache_bytes, open_file_cache_watch);
         overlay!(self.cgi => f.cgi;
             max_processes, queue_timeout, pass_authorization, max_response_header);

@@ -51,10 +51,11 @@ fn main() -> ExitCode {
     };
     // Threads may start now: diagnostics get their writer thread.
     cgihost::log::diagnostics::start();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cgihost: cannot start the runtime: {e}");

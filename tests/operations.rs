@@ -664,3 +664,25 @@ async fn systemd_notify_messages_arrive_in_order() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+/// `threads` sets how many threads serve connections (tokio's workers),
+/// as the status page reports; without it, one per CPU; 0 is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_sets_the_serving_threads() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (line, want) in [("threads = 1\n", 1), ("threads = 3\n", 3), ("", cpus)] {
+        let conf = ConfFile::new(&format!("status_path = \"/status\"\n{line}"));
+        let srv = BinServer::start(&["--config", conf.arg()]);
+        let s = status_json(srv.addr).await;
+        assert_eq!(s["threads"], want, "{line:?}: {s:#}");
+        assert_eq!(get(srv.addr, "/index.html").await.status, 200);
+    }
+    let conf = ConfFile::new("threads = 0\n");
+    let out = Command::new(bin_path())
+        .args(["--check-config", "--config", conf.arg()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("threads: must be from 1 to 1024"), "{err}");
+}

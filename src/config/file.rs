@@ -44,6 +44,7 @@ pub(super) struct FileConfig {
     pub(super) keepalive_timeout: Option<Seconds>,
     pub(super) send_timeout: Option<Seconds>,
     pub(super) max_connections: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// Serve the status page to loopback clients only (default true).
     pub(super) status_local_only: Option<bool>,
     /// Behind a load balancer (`config/balancer.rs`).

@@ -54,6 +54,9 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     if config.workers == 0 {
         return err("--workers: must be at least 1");
     }
+    if config.threads.is_some_and(|n| !(1..=1024).contains(&n)) {
+        return err("threads: must be from 1 to 1024");
+    }
     if config.open_file_cache && config.open_file_cache_entries == 0 {
         return err("open_file_cache_entries: must be at least 1 (or open_file_cache = false)");
     }

@@ -158,8 +158,7 @@ impl App {
     /// Everything the status page shows, as the JSON document (the HTML and the
     /// metrics are rendered from it, so the three never disagree).
     pub fn status_snapshot(&self) -> Value {
-        let app = self;
-        let stats = &app.stats;
+        let (app, stats) = (self, &self.stats);
         let counters = stats.routes();
         let routes: Vec<Value> = counters
             .iter()

@@ -51,12 +51,7 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         return err("fastcgi_max_conns: must be at least 1");
     }
     check_header_value("cache_control", config.cache_control.as_deref())?;
-    if config.workers == 0 {
-        return err("--workers: must be at least 1");
-    }
-    if config.threads.is_some_and(|n| !(1..=1024).contains(&n)) {
-        return err("threads: must be from 1 to 1024");
-    }
+    check_counts(config)?;
     if config.open_file_cache && config.open_file_cache_entries == 0 {
         return err("open_file_cache_entries: must be at least 1 (or open_file_cache = false)");
     }
@@ -89,6 +84,17 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// The access log file, when it names one, must not be a directory.
+/// Process and thread counts.
+fn check_counts(config: &Config) -> Result<(), ConfigError> {
+    if config.workers == 0 {
+        return err("--workers: must be at least 1");
+    }
+    if config.threads.is_some_and(|n| !(1..=1024).contains(&n)) {
+        return err("threads: must be from 1 to 1024");
+    }
+    Ok(())
+}
+
 fn check_access_log(path: Option<&std::path::Path>) -> Result<(), ConfigError> {
     match path {
         Some(p) if p.is_dir() => err(format!("access_log: {} is a directory", p.display())),

@@ -14,7 +14,8 @@
 //! router did not call pure (rules, which may look at the client's
 //! address; ACME, whose HTTPS redirect starts with a certificate).
 //!
-//! Memos are per thread (no lock, no shared cache line) and bounded.
+//! Memos are per thread (no lock, no shared cache line) and bounded: at
+//! most 2,048 per thread, of keys up to 1 KiB.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -37,6 +38,11 @@ use crate::stats::RouteCounters;
 
 /// Memos one thread keeps; when full, it starts again.
 const CAPACITY: usize = 2048;
+
+/// The longest key kept: with a memo's header lines (a few hundred bytes)
+/// this bounds a thread's memos to about 3 MiB, whatever targets clients
+/// send (a cache-busting query string makes a memo per value).
+const MAX_KEY: usize = 1024;
 
 /// The parts of a request head a memo hit needs. Only made for a request
 /// whose answer its key decides (see the module doc).
@@ -118,7 +124,8 @@ impl<'a> RawHead<'a> {
                 return None;
             }
         }
-        if hosts != 1 || codings > 1 {
+        let key_len = 2 + raw.host.len() + 1 + raw.accept_encoding.len() + 1 + target.len();
+        if hosts != 1 || codings > 1 || key_len > MAX_KEY {
             return None;
         }
         raw.keep_alive = match version {
@@ -294,6 +301,25 @@ mod tests {
         head.extend_from_slice(raw.accept_encoding);
         head.extend_from_slice(b"\r\n\r\n");
         head
+    }
+
+    fn raw_head_of(head: &str) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(head.as_bytes()).unwrap().is_complete());
+        RawHead::of(&parsed).is_some()
+    }
+
+    #[test]
+    fn a_long_target_or_host_has_no_key() {
+        let head =
+            |target: &str, host: &str| format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert!(raw_head_of(&head("/a.txt", "a")));
+        let long = format!("/a.txt?v={}", "9".repeat(MAX_KEY));
+        assert!(!raw_head_of(&head(&long, "a")));
+        assert!(!raw_head_of(&head("/a.txt", &"h".repeat(MAX_KEY))));
+        let fits = format!("/{}", "x".repeat(MAX_KEY - 10));
+        assert!(raw_head_of(&head(&fits, "a")));
     }
 
     proptest! {

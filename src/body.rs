@@ -20,6 +20,14 @@ pub type Body = BoxBody<Bytes, io::Error>;
 /// redirect or a rewrite).
 pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// An empty request body (a bodiless request read without hyper, a local
+/// redirect's GET).
+pub fn empty_request() -> ReqBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// hyper's request body as handlers take it, adding the bytes of each
 /// data frame to `bytes_in` as it is read (a request without a body, most
 /// of them, is not wrapped).

@@ -320,19 +320,30 @@ async fn stop_cgi_groups(groups: &GroupRegistry) {
     }
 }
 
-/// One request: id, span, routing, error page, access log.
+/// One request hyper read.
 async fn serve_request(
     app: Arc<App>,
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
     busy: connection::InFlight,
 ) -> Response<Body> {
+    let req = req.map(|b| body::counted_request(b, &app.stats.bytes_in));
+    answer_request(app, req, &conn, busy).await
+}
+
+/// One request, from either front end: id, span, routing, error page,
+/// access log (written when the response body is done).
+async fn answer_request(
+    app: Arc<App>,
+    req: Request<body::ReqBody>,
+    conn: &ConnInfo,
+    busy: connection::InFlight,
+) -> Response<Body> {
     let id = app.next_request_id();
     // From a trusted proxy: the client and scheme it names.
-    let conn = app.trusted_proxies.apply(&conn, req.headers());
+    let conn = app.trusted_proxies.apply(conn, req.headers());
     let mut record = access_record(&app, &conn, &req);
     let span = tracing::info_span!("req", id);
-    let req = req.map(|b| body::counted_request(b, &app.stats.bytes_in));
     let mut note = RequestNote::default();
     let mut resp = match host_problem(req.version(), req.headers()) {
         Some(why) => span.in_scope(|| {

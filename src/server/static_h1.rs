@@ -22,31 +22,25 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{Method, Request, Response};
-use tokio::io::AsyncWriteExt;
+use http::Request;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::buffers::{self, Kind};
 use super::connection::{stopped, Activity, InFlight};
-use super::send_file::{try_recv, write_all};
-use super::{answer_static, FrontEnd};
+use super::send_file::try_recv;
+use super::FrontEnd;
 use crate::app::Live;
-use crate::body::Body;
 use crate::conn::ConnInfo;
-use crate::log::AccessRecord;
-use crate::router;
-use crate::static_files::FileRange;
 
 mod head;
 mod hot;
 mod respond;
+mod send;
 
-use head::{parse_head_probing, wants_keep_alive, Head};
-use respond::{respond, Terms};
+use head::{parse_head_probing, Head};
 
 /// Header lines one request may have here; more go to hyper (which takes
 /// up to 100).
@@ -84,7 +78,7 @@ pub(super) fn serve<'a>(
             // this future is what every waiting connection carries.)
             tokio::task::consume_budget().await;
             // In a block: nothing of the request is held across a write.
-            let memo = 'full: {
+            let turn = 'full: {
                 let (terms, answered) = {
                     let (req, head_len, key) = match c.next_head().await {
                         Next::Head(req, len, key) => (req, len, key),
@@ -92,33 +86,15 @@ pub(super) fn serve<'a>(
                         // after the block, where no head is held.
                         Next::Hot(answer, len) => {
                             c.input.advance(len);
-                            break 'full answer;
+                            break 'full Turn::Memo(answer);
                         }
                         Next::HandOver => return Some(c.hand_over()),
                         Next::Close => return None,
                     };
-                    let app = live.current();
-                    // From a trusted proxy: the client and scheme it names.
-                    let conn = app.trusted_proxies.apply(conn, req.headers());
-                    let Some(answer) = router::static_path(&app, &req, conn.client.ip) else {
-                        return Some(c.hand_over());
-                    };
-                    let busy = || InFlight::start(c.activity());
-                    let Some((mut served, record)) =
-                        answer_static(app.clone(), &req, answer, &conn, busy)
-                    else {
-                        return Some(c.hand_over());
-                    };
-                    if let Some((key, memo)) = key.zip(served.memo.take()) {
-                        hot::remember(&app, key, memo, served.resp.headers(), &record);
+                    match c.answer_here(req, head_len, key) {
+                        Ok(answered) => answered,
+                        Err(req) => break 'full Turn::Dynamic(req),
                     }
-                    c.input.advance(head_len);
-                    let terms = Terms {
-                        version: req.version(),
-                        head_only: req.method() == Method::HEAD,
-                        keep_alive: wants_keep_alive(&req) && !*c.stop.borrow(),
-                    };
-                    (terms, (served.resp, served.file, record))
                 };
                 c.first = false;
                 // Boxed: writing a response (sendfile windows, gzip) keeps
@@ -131,13 +107,14 @@ pub(super) fn serve<'a>(
                 continue 'requests;
             };
             c.first = false;
-            let more = match memo {
-                hot::Answer::Sent(keep_alive) => {
+            let more = match turn {
+                Turn::Memo(hot::Answer::Sent(keep_alive)) => {
                     drop(InFlight::start(c.activity()));
                     // Boxed, as `send`: the lingering close has a buffer.
                     keep_alive || Box::pin(c.close()).await
                 }
-                hot::Answer::Partly(hit) => Box::pin(c.send_hot(hit)).await,
+                Turn::Memo(hot::Answer::Partly(hit)) => Box::pin(c.send_hot(hit)).await,
+                Turn::Dynamic(req) => Box::pin(c.send_dynamic(req)).await,
             };
             if !more {
                 return None;
@@ -145,6 +122,15 @@ pub(super) fn serve<'a>(
             c.between_requests();
         }
     }
+}
+
+/// A request the static path did not finish in its first step: a memo's
+/// answer still to finish, or a request for the router (CGI, FastCGI, a
+/// built-in page). Boxed: this is held while the response is written,
+/// and a waiting connection should carry no request.
+enum Turn {
+    Memo(hot::Answer),
+    Dynamic(Box<Request<()>>),
 }
 
 /// What the next request head brought.
@@ -325,74 +311,6 @@ impl<'a> Connection<'a> {
         .await
     }
 
-    /// Send one response; false when the connection is over.
-    async fn send(
-        &mut self,
-        ex: Terms,
-        (resp, file, mut record): (Response<Body>, Option<FileRange>, AccessRecord),
-    ) -> bool {
-        // Body bytes the client was sent (the access log's count).
-        let mut sent = 0;
-        let send_timeout = self.front.send_timeout;
-        let mut out = buffers::take(Kind::Output);
-        let result = respond(
-            &self.stream,
-            &mut out,
-            (resp, file),
-            &ex,
-            send_timeout,
-            &mut record,
-            &mut sent,
-        )
-        .await;
-        buffers::give(Kind::Output, out);
-        self.finish(record, sent, result).await
-    }
-
-    /// Log and count a response that was sent (`Ok(keep the connection?)`)
-    /// or cut short; false when the connection is over.
-    async fn finish(&mut self, record: AccessRecord, sent: u64, result: io::Result<bool>) -> bool {
-        record.finish(sent, result.is_ok());
-        let peer = self.conn.peer;
-        match result {
-            Ok(true) => true,
-            Ok(false) => self.close().await,
-            Err(e) => {
-                match e.kind() {
-                    io::ErrorKind::TimedOut => tracing::info!(%peer, "{e}; closing"),
-                    io::ErrorKind::UnexpectedEof => {
-                        tracing::warn!(%peer, "response cut short: {e}")
-                    }
-                    _ => tracing::debug!(%peer, "response not sent: {e}"),
-                }
-                false
-            }
-        }
-    }
-
-    /// Send a memo's answer; false when the connection is over.
-    async fn send_hot(&mut self, hit: Box<hot::Hit>) -> bool {
-        let hot::Hit {
-            out,
-            sent,
-            keep_alive,
-            record,
-        } = *hit;
-        let busy = InFlight::start(self.activity());
-        let result = write_all(&self.stream, &out, false, self.front.send_timeout).await;
-        buffers::give(Kind::Output, out);
-        drop(busy);
-        self.finish(record, sent, result.map(|()| keep_alive)).await
-    }
-
-    /// After the last response: our FIN, then the lingering close. False:
-    /// the connection is over.
-    async fn close(&mut self) -> bool {
-        let _ = self.stream.shutdown().await;
-        linger(&self.stream, &mut self.stop).await;
-        false
-    }
-
     /// Between requests: skip empty lines, give the buffer back if nothing
     /// of the next head is in, set the timer for the next head.
     fn between_requests(&mut self) {
@@ -429,36 +347,10 @@ fn blank_lines(input: &[u8]) -> usize {
     }
 }
 
-/// A lingering close, as nginx's: after our FIN, read and drop what the
-/// client still sends until it closes too, pauses for `LINGER_PAUSE`, or
-/// `LINGER_MAX` has passed. Closing a socket with unread bytes in it sends
-/// a reset, and a reset makes the client's kernel discard the end of the
-/// response it has not read yet (a pipelined request behind a
-/// `Connection: close` one is enough).
-async fn linger(stream: &TcpStream, stop: &mut tokio::sync::watch::Receiver<bool>) {
-    const LINGER_PAUSE: Duration = Duration::from_secs(5);
-    const LINGER_MAX: Duration = Duration::from_secs(30);
-    let give_up = Instant::now() + LINGER_MAX;
-    let mut scratch = [0u8; 4096];
-    loop {
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-        let pause_over = (Instant::now() + LINGER_PAUSE).min(give_up);
-        tokio::select! {
-            ready = stream.readable() => if ready.is_err() { return },
-            _ = tokio::time::sleep_until(pause_over) => return,
-            _ = stopped(stop) => return,
-        }
-    }
-}
-
 #[cfg(test)]
-use head::parse_head;
+use head::{parse_head, wants_keep_alive};
+#[cfg(test)]
+use std::time::Duration;
 #[cfg(test)]
 mod proptests;
 

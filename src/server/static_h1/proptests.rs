@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, Uri, Version};
 
 /// hyper's default header count (`DEFAULT_MAX_HEADERS`); cgihost does
 /// not change it.

@@ -18,7 +18,6 @@ use super::super::send_file::{send_file, write_all};
 use super::{GATHER, INLINE_FILE};
 use crate::body::Body;
 use crate::error::Error;
-use crate::log::AccessRecord;
 use crate::static_files::{read_append, FileRange};
 
 /// What the request asked of its response.
@@ -37,21 +36,21 @@ struct Framing {
     keep_alive: bool,
 }
 
-/// Write `resp` (its status and byte count go to `record`); Ok(keep the
-/// connection open?). An error means the response was cut short and the
-/// connection must go.
+/// Write `resp` (its status goes to `status`, its body byte count to
+/// `sent`); Ok(keep the connection open?). An error means the response
+/// was cut short and the connection must go.
 pub(super) async fn respond(
     stream: &TcpStream,
     out: &mut BytesMut,
     (mut resp, mut file): (Response<Body>, Option<FileRange>),
     ex: &Terms,
     send_timeout: Duration,
-    record: &mut AccessRecord,
+    status: &mut u16,
     sent: &mut u64,
 ) -> io::Result<bool> {
     let framing = loop {
         let framing = write_head(out, &resp, ex, file.as_ref());
-        record.status = resp.status().as_u16();
+        *status = resp.status().as_u16();
         let Some(small) = file
             .as_ref()
             .filter(|f| !framing.bodiless && f.len <= INLINE_FILE)
@@ -138,11 +137,21 @@ fn write_head(
         None => resp.body().size_hint().exact(),
     };
     let chunked = !bodiless && !declared && length.is_none() && ex.version == Version::HTTP_11;
+    // The response's own `Connection` (ours only: handlers' hop-by-hop
+    // headers are dropped) may say close; it is then said once.
+    let own = resp.headers().get(header::CONNECTION);
+    let says_close = own.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     // Without a length or chunking, the end of the body is the close.
-    let keep_alive = ex.keep_alive && (bodiless || declared || length.is_some() || chunked);
+    let keep_alive =
+        ex.keep_alive && !says_close && (bodiless || declared || length.is_some() || chunked);
 
     out.clear();
-    push_status_line(out, ex.version, status);
+    // A handler's own reason phrase (a CGI `Status: 403 Go Away`), as
+    // hyper writes it.
+    match resp.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => push_status_line_with(out, ex.version, status, reason.as_bytes()),
+        None => push_status_line(out, ex.version, status),
+    }
     push_headers(out, resp.headers());
     // A HEAD response says how long the GET body would be, as hyper's
     // does (but not a length of 0, which could be a body not made).
@@ -155,7 +164,14 @@ fn write_head(
             _ => {}
         }
     }
-    push_end(out, keep_alive, ex.version);
+    if own.is_none() {
+        push_connection(out, keep_alive, ex.version);
+    }
+    // A date the handler gave stands, as with hyper.
+    if !resp.headers().contains_key(header::DATE) {
+        push_date(out);
+    }
+    out.extend_from_slice(b"\r\n");
     Framing {
         bodiless,
         length,
@@ -165,13 +181,23 @@ fn write_head(
 }
 
 pub(super) fn push_status_line(out: &mut BytesMut, version: Version, status: http::StatusCode) {
+    let reason = status.canonical_reason().unwrap_or("");
+    push_status_line_with(out, version, status, reason.as_bytes());
+}
+
+fn push_status_line_with(
+    out: &mut BytesMut,
+    version: Version,
+    status: http::StatusCode,
+    reason: &[u8],
+) {
     out.extend_from_slice(match version {
         Version::HTTP_10 => b"HTTP/1.0 ",
         _ => b"HTTP/1.1 ",
     });
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -183,13 +209,17 @@ pub(super) fn push_headers(out: &mut BytesMut, headers: &http::HeaderMap) {
 
 /// `Connection` as the version needs it, `Date`, and the blank line.
 pub(super) fn push_end(out: &mut BytesMut, keep_alive: bool, version: Version) {
+    push_connection(out, keep_alive, version);
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_connection(out: &mut BytesMut, keep_alive: bool, version: Version) {
     if !keep_alive {
         push_header(out, b"connection", b"close");
     } else if version == Version::HTTP_10 {
         push_header(out, b"connection", b"keep-alive");
     }
-    push_date(out);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn push_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {

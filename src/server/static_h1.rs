@@ -1,12 +1,15 @@
 //! HTTP/1.x on cleartext connections without hyper, for as long as the
-//! client asks only for static files: so that files go out with sendfile(2)
-//! (hyper's body model takes every byte through user space, twice) and a
-//! small file costs a parse, a lookup and one write.
+//! client sends only bodiless requests: so that files go out with
+//! sendfile(2) (hyper's body model takes every byte through user space,
+//! twice), a small file costs a parse, a lookup and one write (a memo's:
+//! `hot.rs`), and a waiting connection holds no buffer.
 //!
 //! A request is served here when it is a GET or HEAD, HTTP/1.0 or 1.1,
 //! with an origin-form target, no body (no `Transfer-Encoding`, no
-//! `Content-Length` but 0), no `Expect` or `Upgrade`, and a path the router
-//! gives to the static files. Anything else (a CGI or FastCGI request, a
+//! `Content-Length` but 0), and no `Expect` or `Upgrade`. Static files and
+//! rules' answers are made here; anything else the router routes (CGI,
+//! FastCGI, the status page) is answered by the same `answer_request` as
+//! on the hyper side and written here (`send.rs`). Any other request (a
 //! POST, an HTTP/2 preface, a head that does not parse or is too large)
 //! hands the connection, with every byte read so far, to hyper, which
 //! serves it from then on; so malformed requests get hyper's 400 or 431.

@@ -947,3 +947,72 @@ async fn a_stderr_flood_is_capped_and_a_stalled_log_blocks_no_request() {
     // 64 KiB of 50-byte lines, and not one more.
     assert_eq!(flood_lines, 64 * 1024 / 50, "{flood_lines} lines logged");
 }
+
+/// A program's output reaches the client as it writes it, head first:
+/// a streaming page (server-sent events, progress) is not held back until
+/// it ends or a buffer fills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_output_reaches_the_client_as_it_is_written() {
+    use tokio::io::AsyncReadExt;
+    let cgi = script_dir(&[(
+        "stream.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/event-stream\\r\\n\\r\\n'\n\
+         printf 'data: first\\n\\n'\nsleep 3\nprintf 'data: second\\n\\n'\n",
+    )]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        cgi.path(),
+        &[],
+    ));
+    let started = Instant::now();
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(b"GET /cgi-bin/stream.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: first") {
+        let n = tokio::time::timeout(Duration::from_secs(2), conn.stream.read(&mut chunk))
+            .await
+            .expect("the first event was held back")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("second"), "{text}");
+}
+
+/// A request pipelined behind a slow program's, then the client's close
+/// of its sending side: both answers still come (a close with requests
+/// unread is not a client that went).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_before_a_half_close_are_all_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cgi = script_dir(&[(
+        "slow.sh",
+        "#!/bin/sh\nsleep 1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n",
+    )]);
+    let srv = BinServer::start_cmd(BinServer::command_with(
+        &fixtures().join("static"),
+        cgi.path(),
+        &[],
+    ));
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(
+        b"GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the server closes after the last answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(text.contains("slow done"), "{text}");
+}

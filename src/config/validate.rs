@@ -83,7 +83,6 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The access log file, when it names one, must not be a directory.
 /// Process and thread counts.
 fn check_counts(config: &Config) -> Result<(), ConfigError> {
     if config.workers == 0 {
@@ -95,6 +94,7 @@ fn check_counts(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The access log file, when it names one, must not be a directory.
 fn check_access_log(path: Option<&std::path::Path>) -> Result<(), ConfigError> {
     match path {
         Some(p) if p.is_dir() => err(format!("access_log: {} is a directory", p.display())),

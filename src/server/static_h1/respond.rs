@@ -6,6 +6,8 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -83,7 +85,7 @@ pub(super) async fn respond(
     }
     let chunked = framing.chunked;
     let body = resp.body_mut();
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = next_frame(body, stream, out, send_timeout).await? {
         let Ok(data) = frame?.into_data() else {
             continue; // trailers: none of our handlers send them here
         };
@@ -116,6 +118,27 @@ pub(super) async fn respond(
         ));
     }
     Ok(framing.keep_alive)
+}
+
+/// The body's next frame. When it is not ready, what is gathered in `out`
+/// (the head, whole chunks) is written first, as hyper does: a program
+/// that streams (server-sent events, a progress page) is seen as it
+/// writes, not when 16 KiB have gathered or it ends.
+async fn next_frame(
+    body: &mut Body,
+    stream: &TcpStream,
+    out: &mut BytesMut,
+    send_timeout: Duration,
+) -> io::Result<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+    if let Poll::Ready(frame) = polled {
+        return Ok(frame);
+    }
+    if !out.is_empty() {
+        write_all(stream, out, false, send_timeout).await?;
+        out.clear();
+    }
+    Ok(body.frame().await)
 }
 
 /// Put the status line and headers of `resp` in `out` (cleared first),

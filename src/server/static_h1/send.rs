@@ -94,12 +94,16 @@ impl Connection<'_> {
         let wants = wants_keep_alive(&req);
         let busy = InFlight::start(self.activity());
         let req = req.map(|()| body::empty_request());
+        // With a pipelined request read already, a close from the client
+        // may only mean it has sent all it will: its answers are still due
+        // (as hyper, which watches for a close only with nothing unread).
+        let pipelined = !self.input.is_empty();
         // A client that goes while the program runs ends it, as on the
         // hyper side (dropping the response drops the program).
         let answered = answer_request(self.live.current(), req, self.conn, busy);
         let resp = tokio::select! {
             resp = answered => resp,
-            () = client_gone(&self.stream) => {
+            () = client_gone(&self.stream, pipelined) => {
                 tracing::debug!(peer = %self.conn.peer, "client went before the response");
                 return false;
             }
@@ -125,7 +129,7 @@ impl Connection<'_> {
         );
         let result = tokio::select! {
             result = written => result,
-            () = client_gone(&self.stream) => Err(io::ErrorKind::ConnectionAborted.into()),
+            () = client_gone(&self.stream, pipelined) => Err(io::ErrorKind::ConnectionAborted.into()),
         };
         buffers::give(Kind::Output, out);
         self.after(result).await
@@ -182,12 +186,12 @@ impl Connection<'_> {
     }
 }
 
-/// Resolves when the client has closed or reset the connection. Bytes
-/// the client sent (a pipelined request) hide a later close until they are
-/// read: then this never resolves, as hyper learns no more in that case.
-async fn client_gone(stream: &TcpStream) {
+/// Resolves when the client has closed or reset the connection. Never
+/// when a request is `pipelined` behind this one, or when the client sends
+/// more bytes: a close then only ends what it sends.
+async fn client_gone(stream: &TcpStream, pipelined: bool) {
     let mut byte = [0u8; 1];
-    if let Ok(1..) = stream.peek(&mut byte).await {
+    if pipelined || matches!(stream.peek(&mut byte).await, Ok(1..)) {
         std::future::pending::<()>().await;
     }
 }

@@ -21,7 +21,7 @@ pub type Body = BoxBody<Bytes, io::Error>;
 pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// An empty request body (a bodiless request read without hyper, a local
-/// redirect's GET).
+/// redirect's or an error page's GET).
 pub fn empty_request() -> ReqBody {
     http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})

@@ -18,9 +18,7 @@ mod statics;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Empty};
 
 use crate::app::App;
 use crate::body::{Body, ReqBody};
@@ -406,11 +404,5 @@ fn redirect_request(
     ] {
         parts.headers.remove(h);
     }
-    Ok(Request::from_parts(parts, empty_body()))
-}
-
-fn empty_body() -> ReqBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Ok(Request::from_parts(parts, crate::body::empty_request()))
 }

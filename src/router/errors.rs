@@ -11,7 +11,7 @@
 
 use http::{header, HeaderMap, Method, Request, Response, Uri};
 
-use super::{empty_body, plan, serve_route, Planned};
+use super::{plan, serve_route, Planned};
 use crate::app::App;
 use crate::body::Body;
 use crate::cgi::Outcome;
@@ -66,7 +66,7 @@ pub async fn page(
     let mut req = Request::builder()
         .method(Method::GET)
         .uri(page_uri)
-        .body(empty_body())
+        .body(crate::body::empty_request())
         .map_err(|e| Error::Internal(format!("error page request: {e}")))?;
     // The client's headers, less those that would make the page partial
     // or conditional.

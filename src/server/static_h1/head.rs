@@ -102,16 +102,33 @@ pub(super) fn request_line<'a>(
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
 /// asked for `keep-alive` and not told `close` (as hyper decides).
 pub(super) fn wants_keep_alive(req: &Request<()>) -> bool {
-    let has = |token: &str| {
-        req.headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match req.version() {
-        Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive") && !has("close"),
+    let values = req.headers().get_all(header::CONNECTION);
+    keeps_alive(
+        req.version(),
+        connection_tokens(values.iter().map(|v| v.as_bytes())),
+    )
+}
+
+/// The keep-alive rule by version, given whether `Connection` said
+/// `close` and `keep-alive`.
+pub(super) fn keeps_alive(version: Version, (close, keep_alive): (bool, bool)) -> bool {
+    match version {
+        Version::HTTP_11 => !close,
+        _ => keep_alive && !close,
     }
+}
+
+/// Whether `Connection` values hold the tokens `close` and `keep-alive`
+/// (values that are not visible ASCII are skipped, as `to_str` would).
+pub(super) fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> (bool, bool) {
+    let (mut close, mut keep_alive) = (false, false);
+    let texts = values
+        .into_iter()
+        .filter(|v| v.is_ascii())
+        .filter_map(|v| std::str::from_utf8(v).ok());
+    for token in texts.flat_map(|v| v.split(',')).map(str::trim) {
+        close |= token.eq_ignore_ascii_case("close");
+        keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+    }
+    (close, keep_alive)
 }

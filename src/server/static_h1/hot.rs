@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 
 use super::super::buffers::{self, Kind};
 use super::super::send_file::try_send;
-use super::head::request_line;
+use super::head::{connection_tokens, keeps_alive, request_line};
 use super::respond::{push_end, push_headers, push_status_line};
 use crate::app::App;
 use crate::log::AccessRecord;
@@ -114,12 +114,8 @@ impl<'a> RawHead<'a> {
             } else if name.eq_ignore_ascii_case("referer") {
                 raw.referer.get_or_insert(h.value);
             } else if name.eq_ignore_ascii_case("connection") {
-                // As `wants_keep_alive`, which skips values not visible ASCII.
-                let text = std::str::from_utf8(h.value).ok().filter(|v| v.is_ascii());
-                for token in text.into_iter().flat_map(|v| v.split(',')) {
-                    close |= token.trim().eq_ignore_ascii_case("close");
-                    keep |= token.trim().eq_ignore_ascii_case("keep-alive");
-                }
+                let (c, k) = connection_tokens([h.value]);
+                (close, keep) = (close || c, keep || k);
             } else if read_by_the_full_path(name) {
                 return None;
             }
@@ -128,10 +124,7 @@ impl<'a> RawHead<'a> {
         if hosts != 1 || codings > 1 || key_len > MAX_KEY {
             return None;
         }
-        raw.keep_alive = match version {
-            Version::HTTP_11 => !close,
-            _ => keep && !close,
-        };
+        raw.keep_alive = keeps_alive(version, (close, keep));
         Some(raw)
     }
 

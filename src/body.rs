@@ -16,9 +16,14 @@ use http_body_util::{
 /// (for a CGI response, that kills the script's process group).
 pub type Body = BoxBody<Bytes, io::Error>;
 
-/// The request body as handlers see it (hyper's, or empty after a local
-/// redirect or a rewrite).
-pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
+/// The request body as handlers see it: hyper's, one read straight from
+/// the socket on the front end's own HTTP/1 path (`socket.rs`), or empty
+/// after a local redirect or a rewrite. hyper's errors come as
+/// `io::Error`s that wrap them.
+pub type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
+
+mod socket;
+pub use socket::{socket_body, SocketBody, SpliceError, Spliceable};
 
 /// An empty request body (a bodiless request read without hyper, a local
 /// redirect's or an error page's GET).
@@ -36,7 +41,7 @@ pub fn counted_request(
     bytes_in: &prometheus_client::metrics::counter::Counter,
 ) -> ReqBody {
     if http_body::Body::is_end_stream(&body) {
-        return body.boxed_unsync();
+        return body.map_err(io::Error::other).boxed_unsync();
     }
     Counted {
         inner: body,
@@ -54,13 +59,15 @@ struct Counted {
 
 impl http_body::Body for Counted {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(io::Error::other);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.bytes_in.inc_by(data.len() as u64);

@@ -34,7 +34,8 @@ use crate::upload;
 use crate::uri_path::{join_url, SafePath};
 pub use plan::{Plan, Planned};
 pub use statics::{
-    replay_static, serve_static, static_path, StaticAnswer, StaticMemo, StaticResponse,
+    body_goes_to_cgi, replay_static, serve_static, static_path, StaticAnswer, StaticMemo,
+    StaticResponse,
 };
 
 /// Rewrites and local redirects followed per request before a 500.

@@ -116,6 +116,9 @@ pub struct Stats {
     pub fastcgi: FastCgiCounters,
     /// Request body bytes read from clients.
     pub bytes_in: Counter,
+    /// Of those, the bytes moved from the socket to a CGI program's stdin
+    /// by splice(2), without a copy through cgihost.
+    pub bytes_spliced: Counter,
 }
 
 /// One route's totals: atomics, so counting a request takes no lock.
@@ -203,6 +206,7 @@ impl Default for Stats {
             cgi: CgiCounters::default(),
             fastcgi: FastCgiCounters::default(),
             bytes_in: Counter::default(),
+            bytes_spliced: Counter::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
 //! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
 //! 4. `env`: the meta-variables; `process::spawn` in a new process group;
-//! 5. `stdin::pump` feeds the body while `gateway::head::read_head` reads
+//! 5. `stdin::feed` feeds the body (by splice(2) when it can) while `gateway::head::read_head` reads
 //!    the header block (capped, idle timeout → 504);
 //! 6. `response`: parse and classify — document, local redirect (returned to
 //!    the router to serve as a GET), client redirect; nph- output passes
@@ -117,17 +117,12 @@ impl CgiEngine {
         let dir = self.dir.as_ref().ok_or(Error::NotFound)?;
         let target = target::resolve(&self.prefix, rest, trailing_slash, dir)?;
         let (parts, body) = req.into_parts();
+        let spliceable = parts.extensions.get::<crate::body::Spliceable>().cloned();
 
         // 2. The request body.
         let declared = request_body::declares_body(&parts.headers);
-        let body = request_body::prepare(
-            body,
-            declared,
-            self.max_body,
-            &self.spool_dir,
-            self.limits.timeout,
-        )
-        .await?;
+        let (max, spool, idle) = (self.max_body, &self.spool_dir, self.limits.timeout);
+        let body = request_body::prepare(body, declared, max, spool, idle).await?;
         let content_length = body.content_length();
         let (stdin_source, pipe_body) = match body {
             RequestBody::None | RequestBody::Empty => (StdinSource::Null, None),
@@ -151,7 +146,7 @@ impl CgiEngine {
 
         // 5. Body in, head out, concurrently.
         if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
-            tokio::spawn(stdin::pump(body, stdin, self.limits.timeout));
+            stdin::feed(stdin, body, spliceable, idle);
         }
         let head = self.read_head(&mut spawned.stdout, &target).await?;
         let (first_body, block) = (head.first_body, &head.block[..]);

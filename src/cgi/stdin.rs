@@ -5,9 +5,13 @@
 //!   side reading stdout, so a script that writes before it has read
 //!   everything cannot deadlock. (A body of unknown length was spooled by
 //!   `gateway::request_body::prepare`; the file is the script's stdin.)
+//! - A body the front end read without hyper comes with a
+//!   [`Spliceable`] view: [`splice`] moves it from the socket into the
+//!   pipe with splice(2), never through user space.
 //! - If the script stops reading (closes stdin or exits), the rest of the
 //!   body is drained up to [`DRAIN_LIMIT`] so the connection stays in sync;
-//!   beyond that the body is dropped and hyper closes the connection.
+//!   beyond that the body is dropped and the connection closed (by hyper,
+//!   or, for a spliced body, by the front end, which drains too).
 
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
-use crate::body::ReqBody;
+use crate::body::{ReqBody, SpliceError, Spliceable};
 use crate::gateway::request_body::{self, BodySink, PumpError};
 
 /// The most of an unread request body cgihost will read and discard to keep
@@ -55,9 +59,24 @@ impl BodySink for Pipe {
     }
 }
 
+/// Start feeding `body` into `stdin` in a task of its own: by splice(2)
+/// when the front end offers it (`spliceable`, from the request's
+/// extensions), else frame by frame.
+pub fn feed(stdin: ChildStdin, body: ReqBody, spliceable: Option<Spliceable>, idle: Duration) {
+    match spliceable {
+        Some(spliceable) => {
+            drop(body);
+            tokio::spawn(splice(spliceable, stdin, idle));
+        }
+        None => {
+            tokio::spawn(pump(body, stdin, idle));
+        }
+    }
+}
+
 /// Feed `body` into `stdin`, then close it. Runs as its own task. Each wait
 /// for the client is bounded by `idle`.
-pub async fn pump(mut body: ReqBody, stdin: ChildStdin, idle: Duration) {
+async fn pump(mut body: ReqBody, stdin: ChildStdin, idle: Duration) {
     let mut pipe = Pipe {
         stdin,
         writing: true,
@@ -75,5 +94,31 @@ pub async fn pump(mut body: ReqBody, stdin: ChildStdin, idle: Duration) {
         Err(PumpError::Sink(DrainLimit)) => {
             tracing::debug!("unread request body over {DRAIN_LIMIT} bytes: closing connection")
         }
+    }
+}
+
+/// Move a body the front end read without hyper into `stdin` with
+/// splice(2), then close it. Runs as its own task. Each wait, for the
+/// client or the script, is bounded by `idle`. What the script leaves
+/// unread stays on the socket: the front end drains it, or closes.
+async fn splice(body: Spliceable, stdin: ChildStdin, idle: Duration) {
+    let pipe = stdin
+        .into_owned_fd()
+        .and_then(tokio::net::unix::pipe::Sender::from_owned_fd);
+    let mut pipe = match pipe {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::warn!("request body not sent: stdin pipe unusable: {e}");
+            return;
+        }
+    };
+    match body.splice_into(&mut pipe, idle).await {
+        Ok(_) | Err(SpliceError::PipeClosed) => {}
+        Err(SpliceError::Client(e)) => tracing::debug!("request body ended early: {e}"),
+        Err(SpliceError::Stalled(idle)) => tracing::info!(
+            "request body stalled (client or script) for {}s; giving up",
+            idle.as_secs()
+        ),
+        Err(SpliceError::Pipe(e)) => tracing::warn!("splicing request body into stdin: {e}"),
     }
 }

@@ -34,7 +34,7 @@ pub trait BodySink {
 #[derive(Debug)]
 pub enum PumpError<E> {
     /// The client's body failed (connection lost, bad framing).
-    Client(hyper::Error),
+    Client(io::Error),
     /// The client sent nothing for the idle timeout.
     Stalled(Duration),
     /// The sink refused.
@@ -218,12 +218,12 @@ mod tests {
 
     impl http_body::Body for Frames {
         type Data = Bytes;
-        type Error = hyper::Error;
+        type Error = io::Error;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
             if !self.frames.is_empty() {
                 return Poll::Ready(Some(Ok(self.frames.remove(0))));
             }

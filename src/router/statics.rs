@@ -73,6 +73,24 @@ pub fn static_path<B>(
     }))
 }
 
+/// For a request whose body the front end reads itself: whether
+/// `dispatch` would run a CGI program for it, as sent (no rule answers,
+/// rewrites it or asks for a password, and no upload rule takes its
+/// body), so that the body may go to the program's stdin by splice(2).
+pub fn body_goes_to_cgi<B>(app: &App, req: &Request<B>, client: IpAddr) -> bool {
+    if acme::owns(app, req) || status::health::is_server_path(&app.config, req.uri().path()) {
+        return false;
+    }
+    let site = app.sites.pick(host_of(req));
+    let Ok(Plan::Route(planned)) = plan::plan(site, req.method(), req.uri(), client, &mut 0) else {
+        return false;
+    };
+    planned.auth.is_none()
+        && planned.rewritten.is_none()
+        && upload::rule_for(&app.uploads, &planned.path).is_none()
+        && matches!(route(app, site, &planned.path), Route::Cgi(_))
+}
+
 /// Answer a request [`static_path`] accepted, for a front end that sends
 /// the file bytes itself (a `FileRange` instead of a body). `None`: an
 /// answer only hyper can give (the site's fallback script or error page).

@@ -1,18 +1,20 @@
 //! HTTP/1.x on cleartext connections without hyper, for as long as the
-//! client sends only bodiless requests: so that files go out with
+//! client sends requests this path takes: so that files go out with
 //! sendfile(2) (hyper's body model takes every byte through user space,
 //! twice), a small file costs a parse, a lookup and one write (a memo's:
-//! `hot.rs`), and a waiting connection holds no buffer.
+//! `hot.rs`), an upload to a CGI program goes into its stdin with
+//! splice(2) (`upload.rs`), and a waiting connection holds no buffer.
 //!
-//! A request is served here when it is a GET or HEAD, HTTP/1.0 or 1.1,
-//! with an origin-form target, no body (no `Transfer-Encoding`, no
-//! `Content-Length` but 0), and no `Expect` or `Upgrade`. Static files and
-//! rules' answers are made here; anything else the router routes (CGI,
-//! FastCGI, the status page) is answered by the same `answer_request` as
-//! on the hyper side and written here (`send.rs`). Any other request (a
-//! POST, an HTTP/2 preface, a head that does not parse or is too large)
-//! hands the connection, with every byte read so far, to hyper, which
-//! serves it from then on; so malformed requests get hyper's 400 or 431.
+//! A request is served here when it is HTTP/1.0 or 1.1 with an
+//! origin-form target, no `Transfer-Encoding`, `Expect` or `Upgrade`, and
+//! either a bodiless GET or HEAD, or a `Content-Length` body for a CGI
+//! program. Static files and rules' answers are made here; anything else
+//! the router routes (CGI, FastCGI, the status page) is answered by the
+//! same `answer_request` as on the hyper side and written here
+//! (`send.rs`). Any other request (a body for anything but a CGI program,
+//! an HTTP/2 preface, a head that does not parse or is too large) hands
+//! the connection, with every byte read so far, to hyper, which serves it
+//! from then on; so malformed requests get hyper's 400 or 431.
 //!
 //! The limits are those of the hyper side: the first head must arrive
 //! within `header_read_timeout` of accept, later ones within
@@ -42,8 +44,9 @@ mod head;
 mod hot;
 mod respond;
 mod send;
+mod upload;
 
-use head::{parse_head_probing, Head};
+use head::{body_length, parse_head_probing, Head};
 
 /// Header lines one request may have here; more go to hyper (which takes
 /// up to 100).
@@ -94,6 +97,13 @@ pub(super) fn serve<'a>(
                         Next::HandOver => return Some(c.hand_over()),
                         Next::Close => return None,
                     };
+                    if body_length(req.headers()).is_some_and(|n| n > 0) {
+                        // A body: this path takes only a CGI program's.
+                        if !c.upload_here(&req) {
+                            return Some(c.hand_over());
+                        }
+                        break 'full Turn::Upload(Box::new(req), head_len);
+                    }
                     match c.answer_here(req, head_len, key) {
                         Ok(answered) => answered,
                         Err(req) => break 'full Turn::Dynamic(req),
@@ -118,6 +128,7 @@ pub(super) fn serve<'a>(
                 }
                 Turn::Memo(hot::Answer::Partly(hit)) => Box::pin(c.send_hot(hit)).await,
                 Turn::Dynamic(req) => Box::pin(c.send_dynamic(req)).await,
+                Turn::Upload(req, head_len) => Box::pin(c.send_upload(req, head_len)).await,
             };
             if !more {
                 return None;
@@ -134,6 +145,9 @@ pub(super) fn serve<'a>(
 enum Turn {
     Memo(hot::Answer),
     Dynamic(Box<Request<()>>),
+    /// A request whose body goes to a CGI program, and its head's length
+    /// (`upload.rs`).
+    Upload(Box<Request<()>>, usize),
 }
 
 /// What the next request head brought.

@@ -86,6 +86,8 @@ fn server(enc: &mut DescriptorEncoder, s: &Stats) -> std::fmt::Result {
     gauge(enc, "cgihost_config_generation", help, generation as i64)?;
     let help = "Request body bytes read from clients.";
     counter(enc, "cgihost_bytes_received", help, s.bytes_in.get())?;
+    let help = "Request body bytes moved from the socket to a CGI program's stdin by splice(2).";
+    counter(enc, "cgihost_bytes_spliced", help, s.bytes_spliced.get())?;
     let help = "Response body bytes sent to clients.";
     counter(enc, "cgihost_bytes_sent", help, sent)
 }

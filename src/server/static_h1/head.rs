@@ -51,22 +51,29 @@ pub(super) fn parse_head_probing(
     }
 }
 
-/// The request, if it is a bodiless GET or HEAD this path may answer.
+/// The request, if this path may answer it: a bodiless GET or HEAD, or a
+/// request of any method with a `Content-Length` body (which the serve
+/// loop keeps only when it goes to a CGI program: `upload_here`).
 pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
-    let (method, version, target) = request_line(parsed)?;
+    let (method, version, target) = any_request_line(parsed)?;
     let uri = Uri::try_from(target).ok()?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v != "0");
-    if has_body || headers.contains_key(header::EXPECT) || headers.contains_key(header::UPGRADE) {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.contains_key(header::EXPECT)
+        || headers.contains_key(header::UPGRADE)
+    {
         return None;
+    }
+    let reads = method == Method::GET || method == Method::HEAD;
+    match body_length(&headers)? {
+        0 if reads => {}
+        // A HEAD's answer has no body to follow the upload with.
+        n if n > 0 && method != Method::HEAD => {}
+        _ => return None,
     }
     // No Host, two, or a bad one: hyper's side answers 400.
     if host_problem(version, &headers).is_some() {
@@ -80,15 +87,34 @@ pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
     Some(req)
 }
 
+/// The body's length by `Content-Length` (0 without one); None when it
+/// is not one plain number (several, or not digits: hyper's to judge).
+pub(super) fn body_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(value) = values.next() else {
+        return Some(0);
+    };
+    let digits = value.as_bytes();
+    if values.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// GET or HEAD, HTTP/1.1 or 1.0, an origin-form target: the request lines
-/// this path takes.
+/// this path takes without a body.
 pub(super) fn request_line<'a>(
     parsed: &httparse::Request<'_, 'a>,
 ) -> Option<(Method, Version, &'a str)> {
+    any_request_line(parsed).filter(|(method, ..)| method == Method::GET || method == Method::HEAD)
+}
+
+/// Any method, HTTP/1.1 or 1.0, an origin-form target.
+fn any_request_line<'a>(parsed: &httparse::Request<'_, 'a>) -> Option<(Method, Version, &'a str)> {
     let method = match parsed.method? {
         "GET" => Method::GET,
         "HEAD" => Method::HEAD,
-        _ => return None,
+        other => Method::from_bytes(other.as_bytes()).ok()?,
     };
     let version = match parsed.version? {
         1 => Version::HTTP_11,
@@ -101,7 +127,7 @@ pub(super) fn request_line<'a>(
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
 /// asked for `keep-alive` and not told `close` (as hyper decides).
-pub(super) fn wants_keep_alive(req: &Request<()>) -> bool {
+pub(super) fn wants_keep_alive<B>(req: &Request<B>) -> bool {
     let values = req.headers().get_all(header::CONNECTION);
     keeps_alive(
         req.version(),

@@ -20,7 +20,7 @@ use super::super::{answer_request, answer_static};
 use super::head::wants_keep_alive;
 use super::respond::{respond, Terms};
 use super::{hot, Connection};
-use crate::body::{self, Body};
+use crate::body::{self, Body, ReqBody};
 use crate::log::AccessRecord;
 use crate::router;
 use crate::static_files::FileRange;
@@ -90,22 +90,33 @@ impl Connection<'_> {
     /// here; false when the connection is over. (Its access log line is
     /// written when the body is done, as on the hyper side.)
     pub(super) async fn send_dynamic(&mut self, req: Box<Request<()>>) -> bool {
-        let (version, head_only) = (req.version(), req.method() == Method::HEAD);
-        let wants = wants_keep_alive(&req);
-        let busy = InFlight::start(self.activity());
-        let req = req.map(|()| body::empty_request());
         // With a pipelined request read already, a close from the client
         // may only mean it has sent all it will: its answers are still due
         // (as hyper, which watches for a close only with nothing unread).
-        let pipelined = !self.input.is_empty();
-        // A client that goes while the program runs ends it, as on the
-        // hyper side (dropping the response drops the program).
+        let watch = self.input.is_empty();
+        let result = self.write_dynamic(req.map(|()| body::empty_request()), watch);
+        let result = result.await;
+        self.after(result).await
+    }
+
+    /// Answer `req` through `answer_request` and write the response:
+    /// `Ok(keep the connection?)`. `watch`: a client that goes while the
+    /// request runs ends it, as on the hyper side (dropping the response
+    /// drops the program).
+    pub(super) async fn write_dynamic(
+        &mut self,
+        req: Request<ReqBody>,
+        watch: bool,
+    ) -> io::Result<bool> {
+        let (version, head_only) = (req.version(), req.method() == Method::HEAD);
+        let wants = wants_keep_alive(&req);
+        let busy = InFlight::start(self.activity());
         let answered = answer_request(self.live.current(), req, self.conn, busy);
         let resp = tokio::select! {
             resp = answered => resp,
-            () = client_gone(&self.stream, pipelined) => {
+            () = client_gone(&self.stream, !watch) => {
                 tracing::debug!(peer = %self.conn.peer, "client went before the response");
-                return false;
+                return Err(io::ErrorKind::ConnectionAborted.into());
             }
         };
         // Whether the server began to stop while the request ran.
@@ -129,10 +140,10 @@ impl Connection<'_> {
         );
         let result = tokio::select! {
             result = written => result,
-            () = client_gone(&self.stream, pipelined) => Err(io::ErrorKind::ConnectionAborted.into()),
+            () = client_gone(&self.stream, !watch) => Err(io::ErrorKind::ConnectionAborted.into()),
         };
         buffers::give(Kind::Output, out);
-        self.after(result).await
+        result
     }
 
     /// Log and count a response that was sent (`Ok(keep the connection?)`)
@@ -144,7 +155,7 @@ impl Connection<'_> {
 
     /// After a response was sent (`Ok(keep the connection?)`) or cut
     /// short; false when the connection is over.
-    async fn after(&mut self, result: io::Result<bool>) -> bool {
+    pub(super) async fn after(&mut self, result: io::Result<bool>) -> bool {
         let peer = self.conn.peer;
         match result {
             Ok(true) => true,

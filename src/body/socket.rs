@@ -1,0 +1,278 @@
+//! A request body read straight from the socket of a cleartext HTTP/1
+//! connection that the front end serves without hyper
+//! (`server/static_h1`): a `Content-Length` body, some of whose bytes may
+//! have come in with the head.
+//!
+//! Whoever takes the body uses one of two views:
+//! - [`SocketBody`] is an ordinary body, read a frame at a time;
+//! - [`Spliceable`] (a request extension) moves the body into a CGI
+//!   script's stdin pipe with splice(2), socket to pipe inside the
+//!   kernel, so its bytes are never copied through user space
+//!   ([`Spliceable::splice_into`]).
+//!
+//! Never both. When both views are dropped, the connection learns how
+//! many of the body's bytes are still unread on the socket (the receiver
+//! [`socket_body`] returns), so that it can drain them, or close, before
+//! it reads the next request: the body never reads past its own end.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use rustix::event::{PollFd, PollFlags};
+use rustix::pipe::SpliceFlags;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::unix::pipe;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// Bytes asked of one `recv` when the body is read as frames.
+const READ_CHUNK: u64 = 64 * 1024;
+
+/// Bytes asked of one splice(2) (it moves what the socket has, up to
+/// what the pipe takes). The pipe keeps its default size: a pipe slot
+/// holds a whole socket buffer fragment (up to 32 KiB on loopback), so
+/// the default 16 slots already hold enough, and a larger pipe measured
+/// no faster while it would pin more kernel memory per upload.
+const SPLICE_CHUNK: usize = 1024 * 1024;
+
+/// The body read as frames.
+pub struct SocketBody {
+    shared: Arc<Shared>,
+}
+
+/// The same body, for a consumer that can move it with splice(2); found
+/// in the request's extensions.
+#[derive(Clone)]
+pub struct Spliceable(Arc<Shared>);
+
+struct Shared {
+    /// A duplicate of the connection's socket, with its own registration
+    /// in the reactor: the body lives in tasks of its own, and borrows
+    /// nothing of the connection.
+    stream: TcpStream,
+    /// Body bytes that came in with the head, not yet taken.
+    prefix: Mutex<Bytes>,
+    /// Body bytes still on the socket.
+    unread: AtomicU64,
+    bytes_in: Counter,
+    bytes_spliced: Counter,
+    /// Told `unread` when both views are gone.
+    done: Option<oneshot::Sender<u64>>,
+}
+
+/// The body of `length` bytes on `stream`, of which `prefix` (at most
+/// `length` bytes) was read with the head; its bytes are added to
+/// `bytes_in` as they are read, and those spliced to `bytes_spliced` as
+/// well. Also returns the receiver told, once the
+/// body's views are dropped, how many of its bytes were never read.
+pub fn socket_body(
+    stream: &TcpStream,
+    prefix: Bytes,
+    length: u64,
+    (bytes_in, bytes_spliced): (&Counter, &Counter),
+) -> io::Result<(SocketBody, Spliceable, oneshot::Receiver<u64>)> {
+    debug_assert!(prefix.len() as u64 <= length);
+    let dup = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
+    let (done, told) = oneshot::channel();
+    bytes_in.inc_by(prefix.len() as u64);
+    let shared = Arc::new(Shared {
+        stream: TcpStream::from_std(dup)?,
+        unread: AtomicU64::new(length - prefix.len() as u64),
+        prefix: Mutex::new(prefix),
+        bytes_in: bytes_in.clone(),
+        bytes_spliced: bytes_spliced.clone(),
+        done: Some(done),
+    });
+    Ok((
+        SocketBody {
+            shared: shared.clone(),
+        },
+        Spliceable(shared),
+        told,
+    ))
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(*self.unread.get_mut());
+        }
+    }
+}
+
+impl Shared {
+    fn take_prefix(&self) -> Bytes {
+        let mut prefix = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *prefix)
+    }
+
+    fn prefix_len(&self) -> u64 {
+        let prefix = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+        prefix.len() as u64
+    }
+
+    fn unread(&self) -> u64 {
+        self.unread.load(Ordering::Relaxed)
+    }
+
+    /// `n` more bytes were taken from the socket.
+    fn took(&self, n: usize) {
+        self.unread.fetch_sub(n as u64, Ordering::Relaxed);
+        self.bytes_in.inc_by(n as u64);
+    }
+}
+
+fn cut_short(unread: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("client closed with {unread} body bytes unsent"),
+    )
+}
+
+impl http_body::Body for SocketBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let shared = &*self.shared;
+        let prefix = shared.take_prefix();
+        if !prefix.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let unread = shared.unread();
+        if unread == 0 {
+            return Poll::Ready(None);
+        }
+        // Never more than the body's own bytes: what follows on the
+        // socket is the connection's next request.
+        let mut buf = vec![0; unread.min(READ_CHUNK) as usize];
+        loop {
+            ready!(shared.stream.poll_read_ready(cx))?;
+            match shared.stream.try_read(&mut buf) {
+                Ok(0) => return Poll::Ready(Some(Err(cut_short(unread)))),
+                Ok(n) => {
+                    shared.took(n);
+                    buf.truncate(n);
+                    return Poll::Ready(Some(Ok(Frame::data(buf.into()))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.unread() == 0 && self.shared.prefix_len() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.shared.unread() + self.shared.prefix_len())
+    }
+}
+
+/// Why [`Spliceable::splice_into`] stopped before the body's end.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// The client closed, or its socket failed.
+    Client(io::Error),
+    /// The client sent nothing, or the script read nothing, for this long.
+    Stalled(Duration),
+    /// The script closed its stdin (or exited).
+    PipeClosed,
+    /// splice(2) failed on the pipe.
+    Pipe(io::Error),
+}
+
+impl Spliceable {
+    /// Move the body into `pipe` (the write end of a script's stdin): the
+    /// bytes read with the head by a write, the rest by splice(2). Each
+    /// wait, for the client or for the script, is bounded by `idle`.
+    /// Returns the bytes moved.
+    pub async fn splice_into(
+        &self,
+        pipe: &mut pipe::Sender,
+        idle: Duration,
+    ) -> Result<u64, SpliceError> {
+        let shared = &*self.0;
+        let prefix = shared.take_prefix();
+        let mut moved = prefix.len() as u64;
+        match tokio::time::timeout(idle, pipe.write_all(&prefix)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SpliceError::PipeClosed),
+            Err(_) => return Err(SpliceError::Stalled(idle)),
+        }
+        let stalled = |_| SpliceError::Stalled(idle);
+        loop {
+            let unread = shared.unread();
+            if unread == 0 {
+                return Ok(moved);
+            }
+            let client = shared.stream.readable();
+            tokio::time::timeout(idle, client)
+                .await
+                .map_err(stalled)?
+                .map_err(SpliceError::Client)?;
+            let script = pipe.writable();
+            tokio::time::timeout(idle, script)
+                .await
+                .map_err(stalled)?
+                .map_err(SpliceError::Pipe)?;
+            let want = unread.min(SPLICE_CHUNK as u64) as usize;
+            let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+            match rustix::pipe::splice(&shared.stream, None, &*pipe, None, want, flags) {
+                Ok(0) => return Err(SpliceError::Client(cut_short(unread))),
+                Ok(n) => {
+                    shared.took(n);
+                    shared.bytes_spliced.inc_by(n as u64);
+                    moved += n as u64;
+                }
+                Err(rustix::io::Errno::AGAIN) => clear_readiness(&shared.stream, pipe),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::PIPE) => return Err(SpliceError::PipeClosed),
+                Err(e @ rustix::io::Errno::CONNRESET) => return Err(SpliceError::Client(e.into())),
+                Err(e) => return Err(splice_failed(&shared.stream, e.into())),
+            }
+        }
+    }
+}
+
+/// splice(2) said "would block" without saying which side: ask poll(2)
+/// about each, and forget the readiness of the side that is not ready
+/// (inside `try_io`, so an event that comes meanwhile is not lost).
+fn clear_readiness(stream: &TcpStream, pipe: &pipe::Sender) {
+    let _ = stream.try_io(Interest::READABLE, || ready_now(stream, PollFlags::IN));
+    let _ = pipe.try_io(|| ready_now(pipe, PollFlags::OUT));
+}
+
+/// Ok when `fd` is ready for `flags` (or has an error or hang-up to
+/// report) right now; WouldBlock when not.
+fn ready_now(fd: &impl AsFd, flags: PollFlags) -> io::Result<()> {
+    let mut fds = [PollFd::new(fd, flags)];
+    let zero = rustix::event::Timespec::default();
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An error from splice(2) other than "would block" or a closed pipe:
+/// the socket's if it has one, else the pipe's.
+fn splice_failed(stream: &TcpStream, e: io::Error) -> SpliceError {
+    match stream.take_error() {
+        Ok(Some(client)) => SpliceError::Client(client),
+        _ => SpliceError::Pipe(e),
+    }
+}

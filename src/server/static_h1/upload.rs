@@ -1,0 +1,103 @@
+//! Request bodies on the sendfile path: a `Content-Length` body for a CGI
+//! program stays on this path and goes from the socket into the
+//! program's stdin by splice(2) (`body::socket`), never through user
+//! space. Any other request with a body (FastCGI, an upload rule, a
+//! chunked or `Expect` one, ...) is hyper's, as before.
+//!
+//! The connection reads its next request only when the body's views are
+//! gone and every byte of the body has left the socket: what the program
+//! did not read (it exited early) is drained, up to the CGI engine's
+//! `DRAIN_LIMIT` and within the idle timeout, or the connection closes.
+
+use std::io;
+
+use bytes::{Buf, Bytes};
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::head::body_length;
+use super::Connection;
+use crate::body::socket_body;
+use crate::cgi::stdin::DRAIN_LIMIT;
+use crate::router;
+
+impl Connection<'_> {
+    /// Whether this path takes `req`'s body: it goes to a CGI program.
+    pub(super) fn upload_here(&self, req: &Request<()>) -> bool {
+        let app = self.live.current();
+        let conn = app.trusted_proxies.apply(self.conn, req.headers());
+        router::body_goes_to_cgi(&app, req, conn.client.ip)
+    }
+
+    /// Answer a request whose body goes to a CGI program (its head
+    /// `head_len` bytes, still in the input); false when the connection
+    /// is over.
+    pub(super) async fn send_upload(&mut self, req: Box<Request<()>>, head_len: usize) -> bool {
+        self.input.advance(head_len);
+        let length = body_length(req.headers()).unwrap_or(0);
+        // The body's first bytes may have come with the head; what
+        // follows the body in the input is the next request's.
+        let with_head = self
+            .input
+            .len()
+            .min(usize::try_from(length).unwrap_or(usize::MAX));
+        let prefix = Bytes::copy_from_slice(&self.input[..with_head]);
+        self.input.advance(with_head);
+        let app = self.live.current();
+        let counters = (&app.stats.bytes_in, &app.stats.bytes_spliced);
+        let (body, spliceable, unread) = match socket_body(&self.stream, prefix, length, counters) {
+            Ok(views) => views,
+            Err(e) => {
+                tracing::warn!(peer = %self.conn.peer, "cannot read the request body: {e}");
+                return false;
+            }
+        };
+        drop(app);
+        let mut req = req.map(|()| body.boxed_unsync());
+        req.extensions_mut().insert(spliceable);
+        // No watch for the client's close: the body's bytes are what the
+        // socket shows until the program has read them.
+        let result = self.write_dynamic(req, false).await;
+        if matches!(result, Ok(true)) {
+            // Once the body's views are gone (the program's stdin is
+            // closed), no other reader touches the socket.
+            let left = unread.await.unwrap_or(u64::MAX);
+            if left > 0 && !self.drain(left).await {
+                return self.after(Ok(false)).await;
+            }
+        }
+        self.after(result).await
+    }
+
+    /// Read and drop the `left` body bytes the program did not read;
+    /// false when that is more than `DRAIN_LIMIT`, the client stalls for
+    /// `header_read_timeout` or goes.
+    async fn drain(&mut self, mut left: u64) -> bool {
+        if left > DRAIN_LIMIT {
+            tracing::debug!(peer = %self.conn.peer, "{left} unread body bytes: closing");
+            return false;
+        }
+        let give_up = Instant::now() + self.front.header_read_timeout;
+        let mut scratch = vec![0; 16 * 1024];
+        while left > 0 {
+            // Never past the body: the next request may follow it.
+            let room = scratch
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            match self.stream.try_read(&mut scratch[..room]) {
+                Ok(0) => return false,
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let wait = tokio::time::timeout_at(give_up, self.stream.readable());
+                    if !matches!(wait.await, Ok(Ok(()))) {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,191 @@
+//! Request bodies the front end moves into a CGI program's stdin with
+//! splice(2) (`body::socket`, `server/static_h1/upload.rs`): the exact
+//! bytes, which bodies take that path (the metrics' spliced byte count),
+//! a client that stops mid-body, a program that stops reading, and
+//! requests pipelined behind a body.
+
+mod common;
+
+use std::time::Duration;
+
+use cgihost::config::{Config, StatusConfig};
+use common::*;
+
+fn config() -> Config {
+    let mut c = fixture_config();
+    c.status = Some(StatusConfig {
+        path: "/status".into(),
+        local_only: true,
+    });
+    c
+}
+
+/// `cgihost_bytes_spliced_total` from the metrics.
+async fn spliced(addr: std::net::SocketAddr) -> u64 {
+    let text = get(addr, "/status/metrics").await.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cgihost_bytes_spliced_total "))
+        .unwrap_or_else(|| panic!("no spliced count in\n{text}"));
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+/// The `length=` and `sha256=` lines `body_sha.py` answers.
+fn sha_answer(len: usize, sha: &str) -> String {
+    format!("length={len}\ncontent_length={len}\nsha256={sha}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_body_is_spliced_exactly_and_others_are_not() {
+    let srv = TestServer::start(config()).await;
+    let total: u64 = 8 << 20;
+    let mut conn = Conn::open(srv.addr).await;
+    let head = post_head("/cgi-bin/body_sha.py", Some(total));
+    let sha = stream_upload(&mut conn, &head, total, false).await;
+    let resp = conn.read_response(false).await.expect("response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), sha_answer(total as usize, &sha));
+    // All of it but what came in with the head (at most one read).
+    let moved = spliced(srv.addr).await;
+    assert!(
+        (total - 64 * 1024..=total).contains(&moved),
+        "{moved} of {total} bytes spliced"
+    );
+
+    // A chunked body, and one behind `Expect: 100-continue`, are hyper's.
+    let mut conn = Conn::open(srv.addr).await;
+    let head = post_head("/cgi-bin/body_sha.py", None);
+    let sha = stream_upload(&mut conn, &head, 1 << 20, true).await;
+    let resp = conn.read_response(false).await.expect("response");
+    assert_eq!(resp.text(), sha_answer(1 << 20, &sha));
+    let body = random_bytes(300_000, 7);
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(
+        format!(
+            "POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let go_on = conn.read_response(false).await.expect("100 Continue");
+    assert_eq!(go_on.status, 100);
+    conn.send(&body).await;
+    let resp = conn.read_response(false).await.expect("response");
+    assert_eq!(resp.text(), sha_answer(body.len(), &sha256_hex(&body)));
+    assert_eq!(spliced(srv.addr).await, moved);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pipelined_behind_a_body_are_all_answered() {
+    let srv = TestServer::start(config()).await;
+    let (a, b) = (random_bytes(100_000, 1), random_bytes(10, 2));
+    let post = |len: usize| {
+        format!("POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n")
+    };
+    // All in one write: body, a GET and a second body behind it.
+    let mut raw = post(a.len()).into_bytes();
+    raw.extend_from_slice(&a);
+    raw.extend_from_slice(b"GET /cgi-bin/hello.sh?between HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.extend_from_slice(post(b.len()).as_bytes());
+    raw.extend_from_slice(&b);
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&raw).await;
+    let first = conn.read_response(false).await.expect("first");
+    assert_eq!(first.text(), sha_answer(a.len(), &sha256_hex(&a)));
+    let second = conn.read_response(false).await.expect("second");
+    assert_eq!(second.text(), "hello between\n");
+    let third = conn.read_response(false).await.expect("third");
+    assert_eq!(third.text(), sha_answer(b.len(), &sha256_hex(&b)));
+
+    // The head with part of the body, the rest later with a GET behind.
+    let (front, back) = a.split_at(30_000);
+    let mut raw = post(a.len()).into_bytes();
+    raw.extend_from_slice(front);
+    conn.send(&raw).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut raw = back.to_vec();
+    raw.extend_from_slice(b"GET /cgi-bin/hello.sh?after HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.send(&raw).await;
+    let fourth = conn.read_response(false).await.expect("fourth");
+    assert_eq!(fourth.text(), sha_answer(a.len(), &sha256_hex(&a)));
+    let fifth = conn.read_response(false).await.expect("fifth");
+    assert_eq!(fifth.text(), "hello after\n");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_mid_body_ends_the_program() {
+    let tok = token("stopped-body");
+    let reader = "#!/bin/sh\n\
+        echo $$ > \"/tmp/cgihost-test-$QUERY_STRING.pids.tmp\"\n\
+        mv \"/tmp/cgihost-test-$QUERY_STRING.pids.tmp\" \"/tmp/cgihost-test-$QUERY_STRING.pids\"\n\
+        cat > /dev/null\n\
+        printf 'Content-Type: text/plain\\r\\n\\r\\nread it all\\n'\n";
+    let dir = script_dir(&[("reader.sh", reader)]);
+    let mut c = config();
+    c.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(c).await;
+    let mut conn = Conn::open(srv.addr).await;
+    let head = format!(
+        "POST /cgi-bin/reader.sh?{tok} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        10 << 20
+    );
+    conn.send(head.as_bytes()).await;
+    conn.send(&random_bytes(1 << 20, 3)).await;
+    let pids = read_pids(&tok, Duration::from_secs(5)).await;
+    assert!(pids.iter().all(|&p| alive(p)));
+    drop(conn);
+    // Its stdin ends when the client goes; the program then finishes.
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(5), || !alive(pid)).await,
+            "pid {pid} outlived its client"
+        );
+    }
+    // The server is none the worse for it.
+    assert_eq!(
+        get(srv.addr, "/cgi-bin/reader.sh").await.text(),
+        "read it all\n"
+    );
+    srv.stop().await;
+}
+
+/// A body of `len` bytes for a program that reads none of it, with a GET
+/// for `hello.sh?QUERY` pipelined behind.
+fn unread_body_then_get(len: usize, query: &str) -> Vec<u8> {
+    let mut raw = format!(
+        "POST /cgi-bin/unread_body.sh HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend_from_slice(&random_bytes(len, 4));
+    raw.extend_from_slice(
+        format!("GET /cgi-bin/hello.sh?{query} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_reads_nothing_of_a_large_body_closes_the_connection() {
+    let srv = TestServer::start(config()).await;
+    // Over the 1 MiB the server drains to keep a connection (and over
+    // what the stdin pipe holds): after the answer it closes (reading
+    // what still comes, so the answer arrives).
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&unread_body_then_get(16 << 20, "never")).await;
+    let first = conn.read_response(false).await.expect("the answer");
+    assert_eq!(first.text(), "ignored your body\n");
+    assert!(conn.read_response(false).await.is_none(), "connection kept");
+    // Under the limit it is drained and the connection kept.
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&unread_body_then_get(500_000, "kept")).await;
+    let first = conn.read_response(false).await.expect("the answer");
+    assert_eq!(first.text(), "ignored your body\n");
+    let second = conn.read_response(false).await.expect("kept");
+    assert_eq!(second.text(), "hello kept\n");
+    srv.stop().await;
+}

@@ -19,6 +19,15 @@ use cgihost::privileges::{self, User};
 use cgihost::server::Listener;
 use tokio_rustls::TlsAcceptor;
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings: a background thread returns freed pages to the
+/// system (after `dirty_decay_ms`), so a burst does not leave the process
+/// at its high-water mark.
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0";
+
 /// Exit status for bad flags or configuration (like `nginx -t`).
 const CONFIG_ERROR: u8 = 2;
 

@@ -27,7 +27,6 @@ pub use listen::Listener;
 mod proxy_protocol;
 mod send_file;
 mod static_h1;
-mod trim;
 
 use std::future::Future;
 use std::io;
@@ -90,7 +89,6 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let front = Arc::new(FrontEnd::new(&live.current(), stop_rx));
     let accepting = tokio::spawn(accept_loop(listeners, live.clone(), front.clone()));
-    tokio::spawn(trim::after_bursts(front.stats.clone(), front.stop.clone()));
     shutdown.await;
     live.start_draining();
     let delay = live.current().config.balancer.shutdown_delay;

@@ -189,3 +189,42 @@ async fn a_program_that_reads_nothing_of_a_large_body_closes_the_connection() {
     assert_eq!(second.text(), "hello kept\n");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_answers_first_still_gets_all_of_its_body() {
+    // It sends a whole response (with a length) and then reads its stdin;
+    // the client sends the rest of the body after reading that response,
+    // and asked to close: the close waits for the body.
+    let tok = token("answers-first");
+    let script = "#!/bin/sh\n\
+        printf 'Content-Type: text/plain\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n'\n\
+        sha256sum | cut -d' ' -f1 > \"/tmp/cgihost-test-$QUERY_STRING.sha.tmp\"\n\
+        mv \"/tmp/cgihost-test-$QUERY_STRING.sha.tmp\" \"/tmp/cgihost-test-$QUERY_STRING.sha\"\n";
+    let dir = script_dir(&[("first.sh", script)]);
+    let mut c = config();
+    c.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(c).await;
+    let body = random_bytes(3 << 20, 6);
+    let (front, back) = body.split_at(100_000);
+    let mut conn = Conn::open(srv.addr).await;
+    let head = format!(
+        "POST /cgi-bin/first.sh?{tok} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.send(head.as_bytes()).await;
+    conn.send(front).await;
+    let resp = conn.read_response(false).await.expect("the answer");
+    assert_eq!(resp.text(), "ok\n");
+    conn.send(back).await;
+    let path = format!("/tmp/cgihost-test-{tok}.sha");
+    assert!(
+        eventually(Duration::from_secs(10), || std::path::Path::new(&path)
+            .exists())
+        .await,
+        "the program never finished its body"
+    );
+    let sha = std::fs::read_to_string(&path).expect("sha file");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(sha.trim(), sha256_hex(&body));
+    srv.stop().await;
+}

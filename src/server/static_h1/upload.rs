@@ -59,13 +59,15 @@ impl Connection<'_> {
         // No watch for the client's close: the body's bytes are what the
         // socket shows until the program has read them.
         let result = self.write_dynamic(req, false).await;
-        if matches!(result, Ok(true)) {
-            // Once the body's views are gone (the program's stdin is
-            // closed), no other reader touches the socket.
-            let left = unread.await.unwrap_or(u64::MAX);
-            if left > 0 && !self.drain(left).await {
-                return self.after(Ok(false)).await;
-            }
+        // The response may be complete while the program still reads its
+        // stdin (it sent a Content-Length first): it gets the rest of its
+        // body before anything else reads the socket (the next request,
+        // or the lingering close). The feeding task ends at the body's
+        // end, with the program, or when either side stalls for the CGI
+        // timeout.
+        let left = unread.await.unwrap_or(u64::MAX);
+        if matches!(result, Ok(true)) && left > 0 && !self.drain(left).await {
+            return self.after(Ok(false)).await;
         }
         self.after(result).await
     }

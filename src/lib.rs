@@ -10,8 +10,9 @@
 //!   reopened on SIGUSR1: `log/access_writer.rs`).
 //! - [`server`]: listeners (plain, TLS), HTTP/1.1 and HTTP/2, connection
 //!   limits, graceful drain (`server/connection.rs`: one connection's
-//!   timers; `server/static_h1.rs` + `send_file.rs`: cleartext static
-//!   requests served without hyper, files sent with sendfile, until the
+//!   timers; `server/static_h1.rs` + `send_file.rs`: cleartext requests
+//!   served without hyper (files sent with sendfile, uploads to CGI
+//!   programs spliced into their stdin: `body/socket.rs`), until the
 //!   first other request hands the connection to hyper;
 //!   `server/proxy_protocol.rs`: PROXY v1/v2 headers on listeners that take
 //!   them); [`tls`]: rustls from PEM files.
@@ -32,7 +33,7 @@
 //!   `file_body` (chunked reads).
 //! - [`cgi`]: the CGI engine — `target` (script lookup), `env`
 //!   (meta-variables), `process` (spawn, supervise, kill, reap), `stdin`
-//!   (the stdin pipe and its drain), `output` (stdout as a head source
+//!   (the stdin pipe, fed frame by frame or by splice, and its drain), `output` (stdout as a head source
 //!   and a streaming body), `response` (the header-block parser FastCGI
 //!   shares).
 //! - [`fastcgi`]: FastCGI routes — `proto` (records), `pool` (backends,

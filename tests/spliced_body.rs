@@ -228,3 +228,24 @@ async fn a_program_that_answers_first_still_gets_all_of_its_body() {
     assert_eq!(sha.trim(), sha256_hex(&body));
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_for_no_program_gets_its_404_and_the_connection_stays_in_step() {
+    let srv = TestServer::start(config()).await;
+    let body = random_bytes(300_000, 8);
+    let mut raw = format!(
+        "POST /cgi-bin/no-such-program HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    raw.extend_from_slice(b"GET /cgi-bin/hello.sh?next HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&raw).await;
+    let missing = conn.read_response(false).await.expect("the 404");
+    assert_eq!(missing.status, 404);
+    // The body was read and dropped: the next head is where it should be.
+    let next = conn.read_response(false).await.expect("the next answer");
+    assert_eq!(next.text(), "hello next\n");
+    srv.stop().await;
+}

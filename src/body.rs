@@ -23,7 +23,7 @@ pub type Body = BoxBody<Bytes, io::Error>;
 pub type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
 
 mod socket;
-pub use socket::{socket_body, SocketBody, SpliceError, Spliceable};
+pub use socket::{socket_body, Progress, SocketBody, SpliceError, Spliceable, Views};
 
 /// An empty request body (a bodiless request read without hyper, a local
 /// redirect's or an error page's GET).

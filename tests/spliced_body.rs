@@ -247,5 +247,95 @@ async fn a_body_for_no_program_gets_its_404_and_the_connection_stays_in_step() {
     // The body was read and dropped: the next head is where it should be.
     let next = conn.read_response(false).await.expect("the next answer");
     assert_eq!(next.text(), "hello next\n");
+    // More than the server drains: the answer says it closes, and it does.
+    let body = random_bytes(2 << 20, 12);
+    let mut raw = format!(
+        "POST /cgi-bin/no-such-program HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&raw).await;
+    let missing = conn.read_response(false).await.expect("the 404");
+    assert_eq!(
+        (missing.status, missing.header("connection")),
+        (404, Some("close"))
+    );
+    assert!(conn.read_response(false).await.is_none(), "connection kept");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_data_in_a_body_neither_stalls_nor_spins() {
+    // splice(2) stops at TCP urgent data (and poll still says readable):
+    // the body must still arrive, without its out-of-band byte.
+    let srv = TestServer::start(config()).await;
+    let (a, b) = (random_bytes(200_000, 9), random_bytes(300_000, 10));
+    let addr = srv.addr;
+    let (a2, b2) = (a.clone(), b.clone());
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let head = format!(
+            "POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            a2.len() + b2.len()
+        );
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&a2).expect("first part");
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: a valid socket fd and a one-byte buffer that outlives the call.
+        let sent = unsafe { libc::send(s.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+        assert_eq!(sent, 1);
+        s.write_all(&b2).expect("second part");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let text = answer.await.expect("client");
+    let mut body = a;
+    body.extend_from_slice(&b);
+    assert!(
+        text.contains(&sha_answer(body.len(), &sha256_hex(&body))),
+        "got: {text}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_after_its_body_ends_the_program() {
+    let tok = token("gone-after-body");
+    let script = "#!/bin/sh\n\
+        cat > /dev/null\n\
+        sleep 300 &\n\
+        echo \"$$ $!\" > \"/tmp/cgihost-test-$QUERY_STRING.pids.tmp\"\n\
+        mv \"/tmp/cgihost-test-$QUERY_STRING.pids.tmp\" \"/tmp/cgihost-test-$QUERY_STRING.pids\"\n\
+        wait\n";
+    let dir = script_dir(&[("slow_after.sh", script)]);
+    let mut c = config();
+    c.cgi_dir = dir.path().to_path_buf();
+    let srv = TestServer::start(c).await;
+    let body = random_bytes(1 << 20, 11);
+    let mut raw = format!(
+        "POST /cgi-bin/slow_after.sh?{tok} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(&raw).await;
+    // The program has read all of it, and waits.
+    let pids = read_pids(&tok, Duration::from_secs(5)).await;
+    assert!(pids.iter().all(|&p| alive(p)));
+    drop(conn);
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(5), || !alive(pid)).await,
+            "pid {pid} outlived its client"
+        );
+    }
     srv.stop().await;
 }

@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -27,11 +27,12 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Bytes asked of one `recv` when the body is read as frames.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -60,50 +61,91 @@ struct Shared {
     stream: TcpStream,
     /// Body bytes that came in with the head, not yet taken.
     prefix: Mutex<Bytes>,
-    /// Body bytes still on the socket.
-    unread: AtomicU64,
+    progress: Arc<Progress>,
+    /// A frame was read from [`SocketBody`]: splicing is off (a consumer
+    /// that replaced the body, an upload offload, has taken it already).
+    framed: AtomicBool,
     bytes_in: Counter,
     bytes_spliced: Counter,
-    /// Told `unread` when both views are gone.
+    /// Told how many bytes were never read, when both views are gone.
     done: Option<oneshot::Sender<u64>>,
+}
+
+/// How far the body has come off the socket, for the connection: it
+/// watches for the client's close once the whole body is in.
+pub struct Progress {
+    /// Body bytes still on the socket.
+    unread: AtomicU64,
+    all_in: Notify,
+}
+
+impl Progress {
+    /// Resolves once every byte of the body has left the socket.
+    pub async fn all_in(&self) {
+        loop {
+            let notified = self.all_in.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.unread.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What [`socket_body`] makes: the two views, the progress, and the
+/// receiver told, once both views are dropped, how many of the body's
+/// bytes were never read.
+pub struct Views {
+    pub body: SocketBody,
+    pub spliceable: Spliceable,
+    pub progress: Arc<Progress>,
+    pub unread_at_end: oneshot::Receiver<u64>,
 }
 
 /// The body of `length` bytes on `stream`, of which `prefix` (at most
 /// `length` bytes) was read with the head; its bytes are added to
 /// `bytes_in` as they are read, and those spliced to `bytes_spliced` as
-/// well. Also returns the receiver told, once the
-/// body's views are dropped, how many of its bytes were never read.
+/// well.
 pub fn socket_body(
     stream: &TcpStream,
     prefix: Bytes,
     length: u64,
     (bytes_in, bytes_spliced): (&Counter, &Counter),
-) -> io::Result<(SocketBody, Spliceable, oneshot::Receiver<u64>)> {
+) -> io::Result<Views> {
     debug_assert!(prefix.len() as u64 <= length);
+    // Close-on-exec (F_DUPFD_CLOEXEC): no program inherits the client.
     let dup = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
-    let (done, told) = oneshot::channel();
+    let (done, unread_at_end) = oneshot::channel();
     bytes_in.inc_by(prefix.len() as u64);
+    let progress = Arc::new(Progress {
+        unread: AtomicU64::new(length - prefix.len() as u64),
+        all_in: Notify::new(),
+    });
     let shared = Arc::new(Shared {
         stream: TcpStream::from_std(dup)?,
-        unread: AtomicU64::new(length - prefix.len() as u64),
         prefix: Mutex::new(prefix),
+        progress: progress.clone(),
+        framed: AtomicBool::new(false),
         bytes_in: bytes_in.clone(),
         bytes_spliced: bytes_spliced.clone(),
         done: Some(done),
     });
-    Ok((
-        SocketBody {
+    Ok(Views {
+        body: SocketBody {
             shared: shared.clone(),
         },
-        Spliceable(shared),
-        told,
-    ))
+        spliceable: Spliceable(shared),
+        progress,
+        unread_at_end,
+    })
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            let _ = done.send(*self.unread.get_mut());
+            let _ = done.send(self.unread());
         }
     }
 }
@@ -120,13 +162,16 @@ impl Shared {
     }
 
     fn unread(&self) -> u64 {
-        self.unread.load(Ordering::Relaxed)
+        self.progress.unread.load(Ordering::Acquire)
     }
 
     /// `n` more bytes were taken from the socket.
     fn took(&self, n: usize) {
-        self.unread.fetch_sub(n as u64, Ordering::Relaxed);
+        let before = self.progress.unread.fetch_sub(n as u64, Ordering::AcqRel);
         self.bytes_in.inc_by(n as u64);
+        if before == n as u64 {
+            self.progress.all_in.notify_waiters();
+        }
     }
 }
 
@@ -146,6 +191,7 @@ impl http_body::Body for SocketBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let shared = &*self.shared;
+        shared.framed.store(true, Ordering::Relaxed);
         let prefix = shared.take_prefix();
         if !prefix.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -196,6 +242,12 @@ pub enum SpliceError {
 }
 
 impl Spliceable {
+    /// Whether splice may take the body: no frame of it was read as a
+    /// [`SocketBody`] (a consumer that did so has replaced the body).
+    pub fn untouched(&self) -> bool {
+        !self.0.framed.load(Ordering::Relaxed)
+    }
+
     /// Move the body into `pipe` (the write end of a script's stdin): the
     /// bytes read with the head by a write, the rest by splice(2). Each
     /// wait, for the client or for the script, is bounded by `idle`.
@@ -208,13 +260,12 @@ impl Spliceable {
         let shared = &*self.0;
         let prefix = shared.take_prefix();
         let mut moved = prefix.len() as u64;
-        match tokio::time::timeout(idle, pipe.write_all(&prefix)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(SpliceError::PipeClosed),
-            Err(_) => return Err(SpliceError::Stalled(idle)),
-        }
+        write_to_pipe(pipe, &prefix, idle).await?;
         let stalled = |_| SpliceError::Stalled(idle);
         loop {
+            // Readiness waits spend none of tokio's budget: a fast client
+            // feeding a fast reader would hold the thread without this.
+            tokio::task::consume_budget().await;
             let unread = shared.unread();
             if unread == 0 {
                 return Ok(moved);
@@ -238,22 +289,73 @@ impl Spliceable {
                     shared.bytes_spliced.inc_by(n as u64);
                     moved += n as u64;
                 }
-                Err(rustix::io::Errno::AGAIN) => clear_readiness(&shared.stream, pipe),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::PIPE) => return Err(SpliceError::PipeClosed),
-                Err(e @ rustix::io::Errno::CONNRESET) => return Err(SpliceError::Client(e.into())),
+                Err(Errno::AGAIN) => {
+                    if clear_readiness(&shared.stream, pipe) {
+                        // Both sides ready, yet splice would block: it
+                        // stops at TCP urgent data, which recv reads past.
+                        moved += copy_chunk(shared, pipe, unread, idle).await?;
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::PIPE) => return Err(SpliceError::PipeClosed),
+                Err(
+                    e @ (Errno::CONNRESET | Errno::NOTCONN | Errno::TIMEDOUT | Errno::CONNABORTED),
+                ) => return Err(SpliceError::Client(e.into())),
                 Err(e) => return Err(splice_failed(&shared.stream, e.into())),
             }
         }
     }
 }
 
+/// Write `bytes` into the pipe, each wait bounded by `idle`.
+async fn write_to_pipe(
+    pipe: &mut pipe::Sender,
+    bytes: &[u8],
+    idle: Duration,
+) -> Result<(), SpliceError> {
+    match tokio::time::timeout(idle, pipe.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SpliceError::PipeClosed),
+        Err(_) => Err(SpliceError::Stalled(idle)),
+    }
+}
+
+/// Move up to `unread` bytes through memory, with `recv` and a write:
+/// for where splice(2) cannot go on. Returns the bytes moved.
+async fn copy_chunk(
+    shared: &Shared,
+    pipe: &mut pipe::Sender,
+    unread: u64,
+    idle: Duration,
+) -> Result<u64, SpliceError> {
+    let mut buf = vec![0; unread.min(READ_CHUNK) as usize];
+    match shared.stream.try_read(&mut buf) {
+        Ok(0) => Err(SpliceError::Client(cut_short(unread))),
+        Ok(n) => {
+            shared.took(n);
+            write_to_pipe(pipe, &buf[..n], idle).await?;
+            Ok(n as u64)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(SpliceError::Client(e)),
+    }
+}
+
 /// splice(2) said "would block" without saying which side: ask poll(2)
-/// about each, and forget the readiness of the side that is not ready
+/// about each, and forget the readiness of a side that is not ready
 /// (inside `try_io`, so an event that comes meanwhile is not lost).
-fn clear_readiness(stream: &TcpStream, pipe: &pipe::Sender) {
-    let _ = stream.try_io(Interest::READABLE, || ready_now(stream, PollFlags::IN));
-    let _ = pipe.try_io(|| ready_now(pipe, PollFlags::OUT));
+/// True when poll says both are ready.
+fn clear_readiness(stream: &TcpStream, pipe: &pipe::Sender) -> bool {
+    let client = stream.try_io(Interest::READABLE, || ready_now(stream, PollFlags::IN));
+    let script = pipe.try_io(|| ready_now(pipe, PollFlags::OUT));
+    client.is_ok() && script.is_ok()
 }
 
 /// Ok when `fd` is ready for `flags` (or has an error or hang-up to
@@ -263,8 +365,8 @@ fn ready_now(fd: &impl AsFd, flags: PollFlags) -> io::Result<()> {
     let zero = rustix::event::Timespec::default();
     match rustix::event::poll(&mut fds, Some(&zero)) {
         Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.into()),
+        // Ready, or poll itself failed: the next read or write will tell.
+        Ok(_) | Err(_) => Ok(()),
     }
 }
 

@@ -63,7 +63,9 @@ impl BodySink for Pipe {
 /// when the front end offers it (`spliceable`, from the request's
 /// extensions), else frame by frame.
 pub fn feed(stdin: ChildStdin, body: ReqBody, spliceable: Option<Spliceable>, idle: Duration) {
-    match spliceable {
+    // A consumer that read the body as frames (an upload offload) has
+    // replaced it: feed what it put in its place.
+    match spliceable.filter(Spliceable::untouched) {
         Some(spliceable) => {
             drop(body);
             tokio::spawn(splice(spliceable, stdin, idle));

@@ -98,7 +98,9 @@ pub(super) fn body_length(headers: &HeaderMap) -> Option<u64> {
     if values.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // hyper's limit: its two largest values mean "unknown" and "chunked".
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (n <= u64::MAX - 2).then_some(n)
 }
 
 /// GET or HEAD, HTTP/1.1 or 1.0, an origin-form target: the request lines

@@ -93,34 +93,51 @@ impl Connection<'_> {
         // With a pipelined request read already, a close from the client
         // may only mean it has sent all it will: its answers are still due
         // (as hyper, which watches for a close only with nothing unread).
-        let watch = self.input.is_empty();
-        let result = self.write_dynamic(req.map(|()| body::empty_request()), watch);
-        let result = result.await;
+        let watch = if self.input.is_empty() {
+            Watch::Now
+        } else {
+            Watch::Never
+        };
+        let req = req.map(|()| body::empty_request());
+        let result = self.write_dynamic(req, watch, || false).await;
         self.after(result).await
     }
 
     /// Answer `req` through `answer_request` and write the response:
-    /// `Ok(keep the connection?)`. `watch`: a client that goes while the
-    /// request runs ends it, as on the hyper side (dropping the response
-    /// drops the program).
+    /// `Ok(keep the connection?)`. A client that goes while the request
+    /// runs (watched as `watch` says) ends it, as on the hyper side
+    /// (dropping the response drops the program). `abandons`, asked once
+    /// the response is there: whether the connection will close after it
+    /// (the response then says so).
     pub(super) async fn write_dynamic(
         &mut self,
         req: Request<ReqBody>,
-        watch: bool,
+        watch: Watch,
+        abandons: impl FnOnce() -> bool,
     ) -> io::Result<bool> {
         let (version, head_only) = (req.version(), req.method() == Method::HEAD);
         let wants = wants_keep_alive(&req);
         let busy = InFlight::start(self.activity());
+        let stream = &self.stream;
+        let gone = async {
+            match &watch {
+                Watch::Never => std::future::pending().await,
+                Watch::Now => {}
+                Watch::AfterBody(progress) => progress.all_in().await,
+            }
+            client_gone(stream, false).await
+        };
+        let mut gone = std::pin::pin!(gone);
         let answered = answer_request(self.live.current(), req, self.conn, busy);
         let resp = tokio::select! {
             resp = answered => resp,
-            () = client_gone(&self.stream, !watch) => {
+            () = &mut gone => {
                 tracing::debug!(peer = %self.conn.peer, "client went before the response");
                 return Err(io::ErrorKind::ConnectionAborted.into());
             }
         };
         // Whether the server began to stop while the request ran.
-        let keep_alive = wants && !*self.stop.borrow();
+        let keep_alive = wants && !*self.stop.borrow() && !abandons();
         let ex = Terms {
             version,
             head_only,
@@ -130,7 +147,7 @@ impl Connection<'_> {
         let mut out = buffers::take(Kind::Output);
         let send_timeout = self.front.send_timeout;
         let written = respond(
-            &self.stream,
+            stream,
             &mut out,
             (resp, None),
             &ex,
@@ -140,7 +157,7 @@ impl Connection<'_> {
         );
         let result = tokio::select! {
             result = written => result,
-            () = client_gone(&self.stream, !watch) => Err(io::ErrorKind::ConnectionAborted.into()),
+            () = &mut gone => Err(io::ErrorKind::ConnectionAborted.into()),
         };
         buffers::give(Kind::Output, out);
         result
@@ -195,6 +212,16 @@ impl Connection<'_> {
         linger(&self.stream, &mut self.stop).await;
         false
     }
+}
+
+/// When to watch for the client's close while a request runs.
+pub(super) enum Watch {
+    /// Not at all: a pipelined request is read already.
+    Never,
+    /// From the start: a bodiless request.
+    Now,
+    /// Once the whole body is in: before, the socket shows its bytes.
+    AfterBody(std::sync::Arc<crate::body::Progress>),
 }
 
 /// Resolves when the client has closed or reset the connection. Never

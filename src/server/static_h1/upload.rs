@@ -17,8 +17,9 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::head::body_length;
+use super::send::Watch;
 use super::Connection;
-use crate::body::socket_body;
+use crate::body::{socket_body, Views};
 use crate::cgi::stdin::DRAIN_LIMIT;
 use crate::router;
 
@@ -46,7 +47,7 @@ impl Connection<'_> {
         self.input.advance(with_head);
         let app = self.live.current();
         let counters = (&app.stats.bytes_in, &app.stats.bytes_spliced);
-        let (body, spliceable, unread) = match socket_body(&self.stream, prefix, length, counters) {
+        let views = match socket_body(&self.stream, prefix, length, counters) {
             Ok(views) => views,
             Err(e) => {
                 tracing::warn!(peer = %self.conn.peer, "cannot read the request body: {e}");
@@ -54,18 +55,39 @@ impl Connection<'_> {
             }
         };
         drop(app);
+        let Views {
+            body,
+            spliceable,
+            progress,
+            mut unread_at_end,
+        } = views;
         let mut req = req.map(|()| body.boxed_unsync());
         req.extensions_mut().insert(spliceable);
-        // No watch for the client's close: the body's bytes are what the
-        // socket shows until the program has read them.
-        let result = self.write_dynamic(req, false).await;
+        // A body left with more than can be drained (a 413, a 404, a
+        // program that exited) ends the connection: the response says so.
+        let mut left = None;
+        let abandons = || {
+            left = unread_at_end.try_recv().ok();
+            left.is_some_and(|n| n > DRAIN_LIMIT)
+        };
+        // The client's close is watched once the body is in: until then
+        // the socket shows the body's bytes.
+        let watch = if self.input.is_empty() {
+            Watch::AfterBody(progress)
+        } else {
+            Watch::Never
+        };
+        let result = self.write_dynamic(req, watch, abandons).await;
         // The response may be complete while the program still reads its
         // stdin (it sent a Content-Length first): it gets the rest of its
         // body before anything else reads the socket (the next request,
         // or the lingering close). The feeding task ends at the body's
         // end, with the program, or when either side stalls for the CGI
         // timeout.
-        let left = unread.await.unwrap_or(u64::MAX);
+        let left = match left {
+            Some(left) => left,
+            None => unread_at_end.await.unwrap_or(u64::MAX),
+        };
         if matches!(result, Ok(true)) && left > 0 && !self.drain(left).await {
             return self.after(Ok(false)).await;
         }
@@ -89,7 +111,10 @@ impl Connection<'_> {
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
             match self.stream.try_read(&mut scratch[..room]) {
                 Ok(0) => return false,
-                Ok(n) => left -= n as u64,
+                Ok(n) => {
+                    left -= n as u64;
+                    self.live.current().stats.bytes_in.inc_by(n as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let wait = tokio::time::timeout_at(give_up, self.stream.readable());
                     if !matches!(wait.await, Ok(Ok(()))) {

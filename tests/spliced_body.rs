@@ -38,6 +38,17 @@ fn sha_answer(len: usize, sha: &str) -> String {
     format!("length={len}\ncontent_length={len}\nsha256={sha}\n")
 }
 
+/// A raw HTTP/1.1 POST of `body` to `target`.
+fn post(target: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_length_body_is_spliced_exactly_and_others_are_not() {
     let srv = TestServer::start(config()).await;
@@ -158,11 +169,7 @@ async fn a_client_that_stops_mid_body_ends_the_program() {
 /// A body of `len` bytes for a program that reads none of it, with a GET
 /// for `hello.sh?QUERY` pipelined behind.
 fn unread_body_then_get(len: usize, query: &str) -> Vec<u8> {
-    let mut raw = format!(
-        "POST /cgi-bin/unread_body.sh HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
-    )
-    .into_bytes();
-    raw.extend_from_slice(&random_bytes(len, 4));
+    let mut raw = post("/cgi-bin/unread_body.sh", &random_bytes(len, 4));
     raw.extend_from_slice(
         format!("GET /cgi-bin/hello.sh?{query} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
     );
@@ -248,13 +255,7 @@ async fn a_body_for_no_program_gets_its_404_and_the_connection_stays_in_step() {
     let next = conn.read_response(false).await.expect("the next answer");
     assert_eq!(next.text(), "hello next\n");
     // More than the server drains: the answer says it closes, and it does.
-    let body = random_bytes(2 << 20, 12);
-    let mut raw = format!(
-        "POST /cgi-bin/no-such-program HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
+    let raw = post("/cgi-bin/no-such-program", &random_bytes(2 << 20, 12));
     let mut conn = Conn::open(srv.addr).await;
     conn.send(&raw).await;
     let missing = conn.read_response(false).await.expect("the 404");
@@ -318,13 +319,10 @@ async fn a_client_that_goes_after_its_body_ends_the_program() {
     let mut c = config();
     c.cgi_dir = dir.path().to_path_buf();
     let srv = TestServer::start(c).await;
-    let body = random_bytes(1 << 20, 11);
-    let mut raw = format!(
-        "POST /cgi-bin/slow_after.sh?{tok} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
+    let raw = post(
+        &format!("/cgi-bin/slow_after.sh?{tok}"),
+        &random_bytes(1 << 20, 11),
+    );
     let mut conn = Conn::open(srv.addr).await;
     conn.send(&raw).await;
     // The program has read all of it, and waits.

@@ -7,7 +7,9 @@
 //! The connection reads its next request only when the body's views are
 //! gone and every byte of the body has left the socket: what the program
 //! did not read (it exited early) is drained, up to the CGI engine's
-//! `DRAIN_LIMIT` and within the idle timeout, or the connection closes.
+//! `DRAIN_LIMIT` and within `header_read_timeout`, or the connection
+//! closes (and the response said so). The client's close is watched once
+//! the whole body is in, as for a bodiless request.
 
 use std::io;
 

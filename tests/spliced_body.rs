@@ -66,28 +66,49 @@ async fn a_content_length_body_is_spliced_exactly_and_others_are_not() {
         "{moved} of {total} bytes spliced"
     );
 
-    // A chunked body, and one behind `Expect: 100-continue`, are hyper's.
+    // A chunked body is hyper's.
     let mut conn = Conn::open(srv.addr).await;
     let head = post_head("/cgi-bin/body_sha.py", None);
     let sha = stream_upload(&mut conn, &head, 1 << 20, true).await;
     let resp = conn.read_response(false).await.expect("response");
     assert_eq!(resp.text(), sha_answer(1 << 20, &sha));
+    assert_eq!(spliced(srv.addr).await, moved);
+    srv.stop().await;
+}
+
+/// The head of a POST to `target` of `len` bytes that waits for `100
+/// Continue`.
+fn expecting_head(target: &str, len: usize) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_expects_100_continue_gets_it_once_the_program_runs() {
+    let srv = TestServer::start(config()).await;
     let body = random_bytes(300_000, 7);
     let mut conn = Conn::open(srv.addr).await;
-    conn.send(
-        format!(
-            "POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await;
+    conn.send(expecting_head("/cgi-bin/body_sha.py", body.len()).as_bytes())
+        .await;
     let go_on = conn.read_response(false).await.expect("100 Continue");
     assert_eq!(go_on.status, 100);
     conn.send(&body).await;
     let resp = conn.read_response(false).await.expect("response");
     assert_eq!(resp.text(), sha_answer(body.len(), &sha256_hex(&body)));
-    assert_eq!(spliced(srv.addr).await, moved);
+    // Sent after the 100, all of it was spliced.
+    assert_eq!(spliced(srv.addr).await, body.len() as u64);
+    // No program, no 100: the final answer comes at once, and the
+    // connection closes, the body never having come.
+    let mut conn = Conn::open(srv.addr).await;
+    conn.send(expecting_head("/cgi-bin/no-such-program", 5 << 20).as_bytes())
+        .await;
+    let missing = conn.read_response(false).await.expect("the 404");
+    assert_eq!(
+        (missing.status, missing.header("connection")),
+        (404, Some("close"))
+    );
+    assert!(conn.read_response(false).await.is_none(), "connection kept");
     srv.stop().await;
 }
 

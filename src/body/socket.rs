@@ -67,6 +67,8 @@ struct Shared {
     framed: AtomicBool,
     bytes_in: Counter,
     bytes_spliced: Counter,
+    /// The client waits for `100 Continue` (`Expect`) and has not had it.
+    owed_continue: AtomicBool,
     /// Told how many bytes were never read, when both views are gone.
     done: Option<oneshot::Sender<u64>>,
 }
@@ -105,13 +107,13 @@ pub struct Views {
 }
 
 /// The body of `length` bytes on `stream`, of which `prefix` (at most
-/// `length` bytes) was read with the head; its bytes are added to
+/// `length` bytes) was read with the head, and whose client may wait for
+/// `100 Continue` (`expects_continue`); its bytes are added to
 /// `bytes_in` as they are read, and those spliced to `bytes_spliced` as
 /// well.
 pub fn socket_body(
     stream: &TcpStream,
-    prefix: Bytes,
-    length: u64,
+    (prefix, length, expects_continue): (Bytes, u64, bool),
     (bytes_in, bytes_spliced): (&Counter, &Counter),
 ) -> io::Result<Views> {
     debug_assert!(prefix.len() as u64 <= length);
@@ -130,6 +132,7 @@ pub fn socket_body(
         framed: AtomicBool::new(false),
         bytes_in: bytes_in.clone(),
         bytes_spliced: bytes_spliced.clone(),
+        owed_continue: AtomicBool::new(expects_continue),
         done: Some(done),
     });
     Ok(Views {
@@ -246,6 +249,33 @@ impl Spliceable {
     /// [`SocketBody`] (a consumer that did so has replaced the body).
     pub fn untouched(&self) -> bool {
         !self.0.framed.load(Ordering::Relaxed)
+    }
+
+    /// Tell a client that waits for it (`Expect: 100-continue`) to send
+    /// its body: `100 Continue`, once, within `idle`. Called by the
+    /// consumer before it reads the body, and before any response can
+    /// have been written (the CGI engine calls it before it reads the
+    /// program's head).
+    pub async fn send_continue(&self, idle: Duration) -> io::Result<()> {
+        if !self.0.owed_continue.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut line: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let stream = &self.0.stream;
+        let write = async {
+            while !line.is_empty() {
+                stream.writable().await?;
+                match stream.try_write(line) {
+                    Ok(n) => line = &line[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(idle, write)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// Move the body into `pipe` (the write end of a script's stdin): the

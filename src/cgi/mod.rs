@@ -146,7 +146,7 @@ impl CgiEngine {
 
         // 5. Body in, head out, concurrently.
         if let (Some(stdin), Some(body)) = (spawned.stdin.take(), pipe_body) {
-            stdin::feed(stdin, body, spliceable, idle);
+            stdin::feed(stdin, body, spliceable, idle).await;
         }
         let head = self.read_head(&mut spawned.stdout, &target).await?;
         let (first_body, block) = (head.first_body, &head.block[..]);

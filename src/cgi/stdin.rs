@@ -61,13 +61,24 @@ impl BodySink for Pipe {
 
 /// Start feeding `body` into `stdin` in a task of its own: by splice(2)
 /// when the front end offers it (`spliceable`, from the request's
-/// extensions), else frame by frame.
-pub fn feed(stdin: ChildStdin, body: ReqBody, spliceable: Option<Spliceable>, idle: Duration) {
+/// extensions; a client that waits for `100 Continue` gets it first),
+/// else frame by frame.
+pub async fn feed(
+    stdin: ChildStdin,
+    body: ReqBody,
+    spliceable: Option<Spliceable>,
+    idle: Duration,
+) {
     // A consumer that read the body as frames (an upload offload) has
     // replaced it: feed what it put in its place.
     match spliceable.filter(Spliceable::untouched) {
         Some(spliceable) => {
             drop(body);
+            // Here, before the program's head is read: the 100 goes out
+            // before any response can.
+            if let Err(e) = spliceable.send_continue(idle).await {
+                tracing::debug!("100 Continue not sent: {e}");
+            }
             tokio::spawn(splice(spliceable, stdin, idle));
         }
         None => {

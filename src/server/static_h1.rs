@@ -6,9 +6,9 @@
 //! splice(2) (`upload.rs`), and a waiting connection holds no buffer.
 //!
 //! A request is served here when it is HTTP/1.0 or 1.1 with an
-//! origin-form target, no `Transfer-Encoding`, `Expect` or `Upgrade`, and
-//! either a bodiless GET or HEAD, or a `Content-Length` body for a CGI
-//! program. Static files and rules' answers are made here; anything else
+//! origin-form target, no `Transfer-Encoding` or `Upgrade`, and either a
+//! bodiless GET or HEAD, or a `Content-Length` body for a CGI program
+//! (with or without `Expect: 100-continue`, on HTTP/1.1). Static files and rules' answers are made here; anything else
 //! the router routes (CGI, FastCGI, the status page) is answered by the
 //! same `answer_request` as on the hyper side and written here
 //! (`send.rs`). Any other request (a body for anything but a CGI program,

@@ -62,18 +62,27 @@ pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        || headers.contains_key(header::EXPECT)
-        || headers.contains_key(header::UPGRADE)
-    {
+    if headers.contains_key(header::TRANSFER_ENCODING) || headers.contains_key(header::UPGRADE) {
         return None;
     }
     let reads = method == Method::GET || method == Method::HEAD;
-    match body_length(&headers)? {
+    let length = body_length(&headers)?;
+    match length {
         0 if reads => {}
         // A HEAD's answer has no body to follow the upload with.
         n if n > 0 && method != Method::HEAD => {}
         _ => return None,
+    }
+    // `Expect: 100-continue` on an HTTP/1.1 body is ours (`upload.rs`
+    // sends the 100); any other expectation is hyper's to refuse (417).
+    let expects = headers.get_all(header::EXPECT).iter().count();
+    if expects > 0
+        && (expects > 1
+            || length == 0
+            || version != Version::HTTP_11
+            || !expects_continue(&headers))
+    {
+        return None;
     }
     // No Host, two, or a bad one: hyper's side answers 400.
     if host_problem(version, &headers).is_some() {
@@ -85,6 +94,13 @@ pub(super) fn to_request(parsed: &httparse::Request) -> Option<Request<()>> {
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Some(req)
+}
+
+/// Whether the client waits for `100 Continue` before it sends its body.
+pub(super) fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The body's length by `Content-Length` (0 without one); None when it

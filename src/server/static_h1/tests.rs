@@ -20,6 +20,7 @@ fn takes_only_bodiless_get_and_head() {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "HEAD /a.txt HTTP/1.0\r\n\r\n",
         "GET /a?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n",
     ];
     for raw in ours {
         assert!(parsed(raw).is_some(), "{raw:?}");
@@ -28,7 +29,9 @@ fn takes_only_bodiless_get_and_head() {
         "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
         "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
         "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n",
+        "POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
         "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
         "GET http://a/ HTTP/1.1\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\n\r\n",

@@ -1,8 +1,9 @@
 //! Request bodies on the sendfile path: a `Content-Length` body for a CGI
 //! program stays on this path and goes from the socket into the
 //! program's stdin by splice(2) (`body::socket`), never through user
-//! space. Any other request with a body (FastCGI, an upload rule, a
-//! chunked or `Expect` one, ...) is hyper's, as before.
+//! space (a client that sent `Expect: 100-continue` gets its `100
+//! Continue` once the program runs). Any other request with a body
+//! (FastCGI, an upload rule, a chunked one, ...) is hyper's, as before.
 //!
 //! The connection reads its next request only when the body's views are
 //! gone and every byte of the body has left the socket: what the program
@@ -18,7 +19,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::head::body_length;
+use super::head::{body_length, expects_continue};
 use super::send::Watch;
 use super::Connection;
 use crate::body::{socket_body, Views};
@@ -49,7 +50,8 @@ impl Connection<'_> {
         self.input.advance(with_head);
         let app = self.live.current();
         let counters = (&app.stats.bytes_in, &app.stats.bytes_spliced);
-        let views = match socket_body(&self.stream, prefix, length, counters) {
+        let expects = expects_continue(req.headers());
+        let views = match socket_body(&self.stream, (prefix, length, expects), counters) {
             Ok(views) => views,
             Err(e) => {
                 tracing::warn!(peer = %self.conn.peer, "cannot read the request body: {e}");

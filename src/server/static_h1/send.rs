@@ -125,7 +125,7 @@ impl Connection<'_> {
                 Watch::Now => {}
                 Watch::AfterBody(progress) => progress.all_in().await,
             }
-            client_gone(stream, false).await
+            client_gone(stream).await
         };
         let mut gone = std::pin::pin!(gone);
         let answered = answer_request(self.live.current(), req, self.conn, busy);
@@ -225,11 +225,11 @@ pub(super) enum Watch {
 }
 
 /// Resolves when the client has closed or reset the connection. Never
-/// when a request is `pipelined` behind this one, or when the client sends
-/// more bytes: a close then only ends what it sends.
-async fn client_gone(stream: &TcpStream, pipelined: bool) {
+/// when the client sends more bytes: a close then only ends what it
+/// sends. (Not asked at all with a request pipelined: `Watch::Never`.)
+async fn client_gone(stream: &TcpStream) {
     let mut byte = [0u8; 1];
-    if pipelined || matches!(stream.peek(&mut byte).await, Ok(1..)) {
+    if matches!(stream.peek(&mut byte).await, Ok(1..)) {
         std::future::pending::<()>().await;
     }
 }

@@ -7,8 +7,9 @@
 //!    (exact CONTENT_LENGTH); over `--max-body` → 413 before anything runs;
 //! 3. take a concurrency slot (queue up to `queue_timeout`, then 503);
 //! 4. `env`: the meta-variables; `process::spawn` in a new process group;
-//! 5. `stdin::feed` feeds the body (by splice(2) when it can) while `gateway::head::read_head` reads
-//!    the header block (capped, idle timeout → 504);
+//! 5. `stdin::feed` feeds the body (by splice(2) when it can) while
+//!    `gateway::head::read_head` reads the header block (capped, idle
+//!    timeout → 504);
 //! 6. `response`: parse and classify — document, local redirect (returned to
 //!    the router to serve as a GET), client redirect; nph- output passes
 //!    through; invalid output → 502;

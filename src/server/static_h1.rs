@@ -8,10 +8,10 @@
 //! A request is served here when it is HTTP/1.0 or 1.1 with an
 //! origin-form target, no `Transfer-Encoding` or `Upgrade`, and either a
 //! bodiless GET or HEAD, or a `Content-Length` body for a CGI program
-//! (with or without `Expect: 100-continue`, on HTTP/1.1). Static files and rules' answers are made here; anything else
-//! the router routes (CGI, FastCGI, the status page) is answered by the
-//! same `answer_request` as on the hyper side and written here
-//! (`send.rs`). Any other request (a body for anything but a CGI program,
+//! (with or without `Expect: 100-continue`, on HTTP/1.1). Static files
+//! and rules' answers are made here; anything else the router routes
+//! (CGI, FastCGI, the status page) is answered by the same
+//! `answer_request` as on the hyper side and written here (`send.rs`). Any other request (a body for anything but a CGI program,
 //! an HTTP/2 preface, a head that does not parse or is too large) hands
 //! the connection, with every byte read so far, to hyper, which serves it
 //! from then on; so malformed requests get hyper's 400 or 431.
@@ -97,12 +97,13 @@ pub(super) fn serve<'a>(
                         Next::HandOver => return Some(c.hand_over()),
                         Next::Close => return None,
                     };
-                    if body_length(req.headers()).is_some_and(|n| n > 0) {
+                    let length = body_length(req.headers()).unwrap_or(0);
+                    if length > 0 {
                         // A body: this path takes only a CGI program's.
                         if !c.upload_here(&req) {
                             return Some(c.hand_over());
                         }
-                        break 'full Turn::Upload(Box::new(req), head_len);
+                        break 'full Turn::Upload(Box::new(req), head_len, length);
                     }
                     match c.answer_here(req, head_len, key) {
                         Ok(answered) => answered,
@@ -128,7 +129,9 @@ pub(super) fn serve<'a>(
                 }
                 Turn::Memo(hot::Answer::Partly(hit)) => Box::pin(c.send_hot(hit)).await,
                 Turn::Dynamic(req) => Box::pin(c.send_dynamic(req)).await,
-                Turn::Upload(req, head_len) => Box::pin(c.send_upload(req, head_len)).await,
+                Turn::Upload(req, head_len, length) => {
+                    Box::pin(c.send_upload(req, head_len, length)).await
+                }
             };
             if !more {
                 return None;
@@ -145,9 +148,9 @@ pub(super) fn serve<'a>(
 enum Turn {
     Memo(hot::Answer),
     Dynamic(Box<Request<()>>),
-    /// A request whose body goes to a CGI program, and its head's length
-    /// (`upload.rs`).
-    Upload(Box<Request<()>>, usize),
+    /// A request whose body goes to a CGI program, its head's length and
+    /// its body's (`upload.rs`).
+    Upload(Box<Request<()>>, usize, u64),
 }
 
 /// What the next request head brought.

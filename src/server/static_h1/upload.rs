@@ -19,7 +19,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::head::{body_length, expects_continue};
+use super::head::expects_continue;
 use super::send::Watch;
 use super::Connection;
 use crate::body::{socket_body, Views};
@@ -34,12 +34,16 @@ impl Connection<'_> {
         router::body_goes_to_cgi(&app, req, conn.client.ip)
     }
 
-    /// Answer a request whose body goes to a CGI program (its head
-    /// `head_len` bytes, still in the input); false when the connection
-    /// is over.
-    pub(super) async fn send_upload(&mut self, req: Box<Request<()>>, head_len: usize) -> bool {
+    /// Answer a request whose body (`length` bytes) goes to a CGI
+    /// program (its head `head_len` bytes, still in the input); false
+    /// when the connection is over.
+    pub(super) async fn send_upload(
+        &mut self,
+        req: Box<Request<()>>,
+        head_len: usize,
+        length: u64,
+    ) -> bool {
         self.input.advance(head_len);
-        let length = body_length(req.headers()).unwrap_or(0);
         // The body's first bytes may have come with the head; what
         // follows the body in the input is the next request's.
         let with_head = self

@@ -49,6 +49,17 @@ fn post(target: &str, body: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// The next answer is a 404 that says it closes, and the connection
+/// then closes.
+async fn assert_404_then_close(conn: &mut Conn) {
+    let missing = conn.read_response(false).await.expect("the 404");
+    assert_eq!(
+        (missing.status, missing.header("connection")),
+        (404, Some("close"))
+    );
+    assert!(conn.read_response(false).await.is_none(), "connection kept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_length_body_is_spliced_exactly_and_others_are_not() {
     let srv = TestServer::start(config()).await;
@@ -103,12 +114,7 @@ async fn a_client_that_expects_100_continue_gets_it_once_the_program_runs() {
     let mut conn = Conn::open(srv.addr).await;
     conn.send(expecting_head("/cgi-bin/no-such-program", 5 << 20).as_bytes())
         .await;
-    let missing = conn.read_response(false).await.expect("the 404");
-    assert_eq!(
-        (missing.status, missing.header("connection")),
-        (404, Some("close"))
-    );
-    assert!(conn.read_response(false).await.is_none(), "connection kept");
+    assert_404_then_close(&mut conn).await;
     srv.stop().await;
 }
 
@@ -116,15 +122,11 @@ async fn a_client_that_expects_100_continue_gets_it_once_the_program_runs() {
 async fn requests_pipelined_behind_a_body_are_all_answered() {
     let srv = TestServer::start(config()).await;
     let (a, b) = (random_bytes(100_000, 1), random_bytes(10, 2));
-    let post = |len: usize| {
-        format!("POST /cgi-bin/body_sha.py HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n")
-    };
+    let sha = "/cgi-bin/body_sha.py";
     // All in one write: body, a GET and a second body behind it.
-    let mut raw = post(a.len()).into_bytes();
-    raw.extend_from_slice(&a);
+    let mut raw = post(sha, &a);
     raw.extend_from_slice(b"GET /cgi-bin/hello.sh?between HTTP/1.1\r\nHost: t\r\n\r\n");
-    raw.extend_from_slice(post(b.len()).as_bytes());
-    raw.extend_from_slice(&b);
+    raw.extend_from_slice(&post(sha, &b));
     let mut conn = Conn::open(srv.addr).await;
     conn.send(&raw).await;
     let first = conn.read_response(false).await.expect("first");
@@ -135,9 +137,9 @@ async fn requests_pipelined_behind_a_body_are_all_answered() {
     assert_eq!(third.text(), sha_answer(b.len(), &sha256_hex(&b)));
 
     // The head with part of the body, the rest later with a GET behind.
-    let (front, back) = a.split_at(30_000);
-    let mut raw = post(a.len()).into_bytes();
-    raw.extend_from_slice(front);
+    let back = &a[30_000..];
+    let mut raw = post(sha, &a);
+    raw.truncate(raw.len() - back.len());
     conn.send(&raw).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut raw = back.to_vec();
@@ -279,12 +281,7 @@ async fn a_body_for_no_program_gets_its_404_and_the_connection_stays_in_step() {
     let raw = post("/cgi-bin/no-such-program", &random_bytes(2 << 20, 12));
     let mut conn = Conn::open(srv.addr).await;
     conn.send(&raw).await;
-    let missing = conn.read_response(false).await.expect("the 404");
-    assert_eq!(
-        (missing.status, missing.header("connection")),
-        (404, Some("close"))
-    );
-    assert!(conn.read_response(false).await.is_none(), "connection kept");
+    assert_404_then_close(&mut conn).await;
     srv.stop().await;
 }
 
